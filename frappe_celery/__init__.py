@@ -1,0 +1,70 @@
+"""frappe-celery: Frappe's background jobs (``frappe.enqueue``, ``scheduler_events``) on Celery.
+
+``import frappe_celery as frappe`` and keep calling ``frappe.enqueue(...)``; run the jobs with
+``celery -A frappe_celery worker -Q short,default,long``.
+"""
+
+from __future__ import annotations
+
+from .celery_app import app
+from .config import get_settings, reload_settings
+from .context import JobContext, set_document_loader, set_job_context
+from .enqueue import (
+    create_job_id,
+    enqueue,
+    enqueue_doc,
+    get_job,
+    get_job_status,
+    get_queue_list,
+    get_queues_timeout,
+    is_job_enqueued,
+    validate_queue,
+)
+from .errors import (
+    BrokerUnreachable,
+    ConfigError,
+    DocumentLoaderNotConfigured,
+    FrappeCeleryError,
+    InvalidArgumentError,
+    InvalidJobOperation,
+    MethodNotAllowed,
+    QueueOverloaded,
+    RetryBackgroundJobError,
+    UnserializableArgumentError,
+)
+from .execute import execute_job
+from .job import Job, JobStatus
+
+# `celery -A frappe_celery` looks for `app` (or `celery`) in this module.
+celery = app
+
+__all__ = [
+    "BrokerUnreachable",
+    "ConfigError",
+    "DocumentLoaderNotConfigured",
+    "FrappeCeleryError",
+    "InvalidArgumentError",
+    "InvalidJobOperation",
+    "Job",
+    "JobContext",
+    "JobStatus",
+    "MethodNotAllowed",
+    "QueueOverloaded",
+    "RetryBackgroundJobError",
+    "UnserializableArgumentError",
+    "app",
+    "create_job_id",
+    "enqueue",
+    "enqueue_doc",
+    "execute_job",
+    "get_job",
+    "get_job_status",
+    "get_queue_list",
+    "get_queues_timeout",
+    "get_settings",
+    "is_job_enqueued",
+    "reload_settings",
+    "set_document_loader",
+    "set_job_context",
+    "validate_queue",
+]

@@ -1,0 +1,108 @@
+"""The Celery application and the Celery settings derived from frappe-celery's settings."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import os
+from typing import Any
+
+from celery import Celery
+from kombu.entity import Exchange, Queue
+
+from .config import (
+    NORMAL_PRIORITY,
+    OWNED_CELERY_SETTINGS,
+    PRIORITY_STEPS,
+    Settings,
+    get_settings,
+)
+from .errors import ConfigError
+
+# The module of user overrides for Celery settings (the top-level celeryconfig.py).
+CELERYCONFIG_ENV = "FRAPPE_CELERY_CELERYCONFIG"
+DEFAULT_CELERYCONFIG = "celeryconfig"
+
+
+def celery_settings(settings: Settings) -> dict[str, Any]:
+    """Celery settings that make Frappe-style jobs reliable, derived from ``settings``."""
+    transport_options = {
+        # Redelivery of unacked messages must never hit a job that is still running.
+        "visibility_timeout": settings.visibility_timeout,
+        # RQ takes queues in strict -Q order; kombu's default is round robin.
+        "queue_order_strategy": "priority",
+        "priority_steps": PRIORITY_STEPS,
+    }
+    return {
+        "broker_url": settings.broker_url,
+        "result_backend": settings.result_backend,
+        "broker_transport_options": transport_options,
+        "result_backend_transport_options": {"visibility_timeout": settings.visibility_timeout},
+        "broker_connection_retry_on_startup": True,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        # Statuses and results live in our own job records (job.py); the result backend would
+        # SUBSCRIBE on every publish and answer PENDING for unknown ids.
+        "task_ignore_result": True,
+        "task_track_started": True,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        # With acks_late, a job still running when the connection drops would run twice.
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "task_default_queue": "default",
+        "task_default_priority": NORMAL_PRIORITY,
+        "task_queues": [
+            Queue(name, Exchange(name, type="direct"), routing_key=name) for name in settings.queues
+        ],
+        "enable_utc": True,
+        "timezone": "UTC",
+    }
+
+
+def user_overrides() -> dict[str, Any]:
+    """Celery settings from the celeryconfig module, if one is importable."""
+    name = os.environ.get(CELERYCONFIG_ENV, DEFAULT_CELERYCONFIG)
+    try:
+        if importlib.util.find_spec(name) is None:
+            return {}
+    except (ImportError, ValueError):
+        return {}
+    module = importlib.import_module(name)
+    return {
+        key: value
+        for key, value in vars(module).items()
+        if not key.startswith("_") and key.islower() and not inspect.ismodule(value)
+    }
+
+
+def apply_settings(app: Celery, settings: Settings) -> None:
+    """Configure ``app`` from ``settings`` plus the celeryconfig overrides.
+
+    Raises :class:`ConfigError` if celeryconfig changes a setting this package owns or sets a
+    visibility timeout shorter than the longest hard time limit.
+    """
+    derived = celery_settings(settings)
+    overrides = user_overrides()
+    for key in OWNED_CELERY_SETTINGS:
+        if key in overrides and overrides[key] != derived[key]:
+            raise ConfigError(
+                f"celeryconfig: {key} is set by frappe-celery ({derived[key]!r}) and cannot be "
+                f"overridden (got {overrides[key]!r}); use the FRAPPE_CELERY_* environment"
+            )
+    merged = {**derived, **overrides}
+    visibility = merged["broker_transport_options"].get("visibility_timeout")
+    if visibility is not None and visibility <= settings.longest_hard_time_limit:
+        raise ConfigError(
+            f"celeryconfig: broker_transport_options.visibility_timeout is {visibility} s but the "
+            f"longest hard time limit is {settings.longest_hard_time_limit} s; a running job "
+            "would be delivered twice. Raise it, or leave it to frappe-celery."
+        )
+    app.conf.update(merged)
+
+
+app = Celery("frappe_celery")
+apply_settings(app, get_settings())

@@ -1,0 +1,243 @@
+"""One settings object for frappe-celery, and the Celery settings derived from it.
+
+Precedence, highest first:
+
+1. environment variables (``FRAPPE_CELERY_*``);
+2. the Frappe-style ``common_site_config.json`` named by ``FRAPPE_CELERY_CONFIG``
+   (Frappe's own keys at the top level; frappe-celery's own under a ``"frappe_celery"`` block);
+3. built-in defaults, which are Frappe's.
+
+Celery's own settings are derived from these by :func:`celery_settings`; a ``celeryconfig``
+module on the import path may then override individual Celery settings (see ``celeryconfig.py``),
+except the ones listed in :data:`OWNED_CELERY_SETTINGS`, which this package must control.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+
+# Frappe's queues and their default timeouts, in the order RQ workers take them.
+DEFAULT_QUEUES: dict[str, int] = {"short": 300, "default": 300, "long": 1500}
+# A custom queue from the ``workers`` block without its own timeout gets Frappe's 300 s.
+CUSTOM_QUEUE_DEFAULT_TIMEOUT = 300
+
+DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_SITE = "default"
+DEFAULT_USER = "Administrator"
+
+# Frappe's retention rules (frappe/utils/background_jobs.py).
+DEFAULT_RESULTS_TTL = 600
+DEFAULT_FAILURE_TTL = 7 * 24 * 3600
+DEFAULT_FAILED_JOBS_LIMIT = 1000
+DEFAULT_MAX_QUEUED_JOBS = 500
+QUEUE_STARVATION_THRESHOLD = 16
+# Frappe retries a job 5 times on deadlocks and RetryBackgroundJobError: 6 attempts in all.
+MAX_RETRIES = 5
+
+DEFAULT_TIME_LIMIT_GRACE = 30
+# The broker redelivers an unacked message after the visibility timeout. It must outlast the
+# longest hard time limit (a long job must never run twice); this margin is added on top.
+DEFAULT_VISIBILITY_MARGIN = 300
+
+ENV_PREFIX = "FRAPPE_CELERY_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every frappe-celery setting, resolved once from env, config file and defaults."""
+
+    broker_url: str = DEFAULT_BROKER_URL
+    result_backend: str = DEFAULT_BROKER_URL
+    site: str = DEFAULT_SITE
+    hooks_modules: tuple[str, ...] = ()
+    config_path: str | None = None
+    # queue name -> default timeout (s); insertion order is the worker's default queue order.
+    queues: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_QUEUES))
+    results_ttl: int = DEFAULT_RESULTS_TTL
+    failure_ttl: int = DEFAULT_FAILURE_TTL
+    failed_jobs_limit: int = DEFAULT_FAILED_JOBS_LIMIT
+    # 0 disables the QueueOverloaded check.
+    max_queued_jobs: int = DEFAULT_MAX_QUEUED_JOBS
+    time_limit_grace: int = DEFAULT_TIME_LIMIT_GRACE
+    visibility_margin: int = DEFAULT_VISIBILITY_MARGIN
+    # Exception classes (dotted paths) that retry a job, besides RetryBackgroundJobError.
+    retry_exceptions: tuple[str, ...] = ()
+    # Module prefixes whose functions a job message may name (see methods.py).
+    allowed_modules: tuple[str, ...] = ()
+    # Dotted path of the JobContext class and the document loader (see context.py).
+    job_context: str | None = None
+    document_loader: str | None = None
+
+    @property
+    def longest_hard_time_limit(self) -> int:
+        return max(self.queues.values()) + self.time_limit_grace
+
+    @property
+    def visibility_timeout(self) -> int:
+        return self.longest_hard_time_limit + self.visibility_margin
+
+    def effective_allowed_modules(self) -> tuple[str, ...]:
+        """Allowed module prefixes: the configured ones plus each hooks module's app package.
+
+        A Frappe app's jobs live in the package that holds its hooks.py, so ``myapp.hooks``
+        allows ``myapp.*``; a top-level hooks module (``hooks_example``) allows itself.
+        """
+        from_hooks = tuple(module.split(".")[0] for module in self.hooks_modules)
+        return tuple(dict.fromkeys(self.allowed_modules + from_hooks))
+
+
+def _split_list(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _positive_int(source: str, name: str, value: Any, *, allow_zero: bool = False) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ConfigError(f"{source}: {name} must be a whole number of seconds, got {value!r}")
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(f"{source}: {name} must be a whole number, got {value!r}") from None
+    if number < 0 or (number == 0 and not allow_zero):
+        allowed = "0 or more" if allow_zero else "more than 0"
+        raise ConfigError(f"{source}: {name} must be {allowed}, got {value!r}")
+    return number
+
+
+def _read_config_file(path: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"FRAPPE_CELERY_CONFIG: no file at {path!r}") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"FRAPPE_CELERY_CONFIG: {path!r} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"FRAPPE_CELERY_CONFIG: {path!r} must hold a JSON object")
+    return data
+
+
+def _queues_from_workers(source: str, workers: Any) -> dict[str, int]:
+    queues = dict(DEFAULT_QUEUES)
+    if workers is None:
+        return queues
+    if not isinstance(workers, dict):
+        raise ConfigError(f"{source}: 'workers' must be an object of queue -> {{timeout}}")
+    for name, spec in workers.items():
+        if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
+            raise ConfigError(
+                f"{source}: workers: queue name {name!r} must be letters, digits, '-' or '_'"
+            )
+        timeout = (spec or {}).get("timeout", CUSTOM_QUEUE_DEFAULT_TIMEOUT)
+        queues[name] = _positive_int(source, f"workers.{name}.timeout", timeout)
+    return queues
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build :class:`Settings` from the environment and the optional config file.
+
+    Raises :class:`ConfigError` naming the offending key when a value is malformed.
+    """
+    env = os.environ if environ is None else environ
+    config_path = env.get(ENV_PREFIX + "CONFIG") or None
+    conf: dict[str, Any] = _read_config_file(config_path) if config_path else {}
+    source = config_path or "defaults"
+    own = conf.get("frappe_celery") or {}
+    if not isinstance(own, dict):
+        raise ConfigError(f"{source}: 'frappe_celery' must be a JSON object")
+
+    broker_url = env.get(ENV_PREFIX + "BROKER_URL") or conf.get("redis_queue") or DEFAULT_BROKER_URL
+    hooks = env.get(ENV_PREFIX + "HOOKS")
+    allowed = env.get(ENV_PREFIX + "ALLOWED_MODULES")
+
+    return Settings(
+        broker_url=broker_url,
+        result_backend=env.get(ENV_PREFIX + "RESULT_BACKEND") or broker_url,
+        site=env.get(ENV_PREFIX + "SITE") or own.get("site") or DEFAULT_SITE,
+        hooks_modules=_split_list(hooks) if hooks else tuple(own.get("hooks", ())),
+        config_path=config_path,
+        queues=_queues_from_workers(source, conf.get("workers")),
+        results_ttl=_positive_int(
+            source, "rq_results_ttl", conf.get("rq_results_ttl", DEFAULT_RESULTS_TTL)
+        ),
+        failure_ttl=_positive_int(
+            source, "rq_job_failure_ttl", conf.get("rq_job_failure_ttl", DEFAULT_FAILURE_TTL)
+        ),
+        failed_jobs_limit=_positive_int(
+            source,
+            "rq_failed_jobs_limit",
+            conf.get("rq_failed_jobs_limit", DEFAULT_FAILED_JOBS_LIMIT),
+        ),
+        max_queued_jobs=_positive_int(
+            source,
+            "max_queued_jobs",
+            conf.get("max_queued_jobs", DEFAULT_MAX_QUEUED_JOBS),
+            allow_zero=True,
+        ),
+        time_limit_grace=_positive_int(
+            source,
+            "frappe_celery.time_limit_grace",
+            own.get("time_limit_grace", DEFAULT_TIME_LIMIT_GRACE),
+        ),
+        visibility_margin=_positive_int(
+            source,
+            "frappe_celery.visibility_margin",
+            own.get("visibility_margin", DEFAULT_VISIBILITY_MARGIN),
+        ),
+        retry_exceptions=tuple(own.get("retry_exceptions", ())),
+        allowed_modules=_split_list(allowed) if allowed else tuple(own.get("allowed_modules", ())),
+        job_context=env.get(ENV_PREFIX + "JOB_CONTEXT") or own.get("job_context"),
+        document_loader=env.get(ENV_PREFIX + "DOCUMENT_LOADER") or own.get("document_loader"),
+    )
+
+
+_lock = threading.Lock()
+_settings: Settings | None = None
+
+
+def get_settings() -> Settings:
+    """The process-wide settings, loaded on first use."""
+    global _settings
+    if _settings is None:
+        with _lock:
+            if _settings is None:
+                _settings = load_settings()
+    return _settings
+
+
+def reload_settings() -> Settings:
+    """Re-read settings (after the environment changed) and re-apply them to the Celery app."""
+    global _settings
+    with _lock:
+        _settings = load_settings()
+    # Late imports: these modules import this one.
+    from . import connection
+    from .celery_app import app, apply_settings
+
+    connection.reset()
+    apply_settings(app, _settings)
+    return _settings
+
+
+# Celery settings this package must control: the enqueue path publishes straight to the broker
+# URL above and only JSON may ever be accepted (a pickle message must never execute).
+OWNED_CELERY_SETTINGS = (
+    "broker_url",
+    "task_serializer",
+    "accept_content",
+    "result_serializer",
+    "result_accept_content",
+)
+
+# Normal jobs get a lower priority bucket than at_front jobs: on kombu's Redis transport 0 is
+# the HIGHEST priority and a message sent without one lands in bucket 0, so "normal" must not
+# be 0 or at_front could never overtake it.
+PRIORITY_STEPS = [0, 3, 6, 9]
+AT_FRONT_PRIORITY = 0
+NORMAL_PRIORITY = 3

@@ -1,0 +1,92 @@
+"""Pluggable pieces a framework provides: the job context and the document loader.
+
+Outside Frappe both are trivial; the Frappe integration supplies real ones (init, connect,
+set_user, commit, rollback, destroy; ``frappe.get_doc``). Configure them by dotted path
+(``FRAPPE_CELERY_JOB_CONTEXT`` / ``FRAPPE_CELERY_DOCUMENT_LOADER`` or the ``frappe_celery``
+block of the config file) so that workers load the same ones, or at run time with
+:func:`set_job_context` / :func:`set_document_loader` in code every worker imports.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from .config import get_settings
+from .errors import DocumentLoaderNotConfigured
+from .methods import import_trusted
+
+
+class JobContext:
+    """What a framework does around every job. The default does nothing.
+
+    The enqueue side asks :meth:`current_site` and :meth:`current_user` to capture who
+    enqueued; the worker side calls :meth:`setup` before the before_job hooks, :meth:`commit`
+    after a successful call or :meth:`rollback` after a failed one, and :meth:`teardown` last.
+    """
+
+    def current_site(self) -> str | None:
+        return None
+
+    def current_user(self) -> str | None:
+        return None
+
+    def setup(self, site: str, user: str | None) -> None:
+        """Enter the job's site as its user (Frappe: init, connect, set_user)."""
+
+    def commit(self) -> None:
+        """Persist the job's work (Frappe: frappe.db.commit)."""
+
+    def rollback(self) -> None:
+        """Undo the job's work after a failure (Frappe: frappe.db.rollback)."""
+
+    def teardown(self) -> None:
+        """Leave the site (Frappe: frappe.destroy)."""
+
+
+DocumentLoader = Callable[[str, str | None], Any]
+
+_lock = threading.Lock()
+_context: JobContext | None = None
+_loader: DocumentLoader | None = None
+
+
+def set_job_context(context: JobContext | None) -> None:
+    """Install a JobContext for this process (None: back to the configured one)."""
+    global _context
+    with _lock:
+        _context = context
+
+
+def get_job_context() -> JobContext:
+    global _context
+    if _context is None:
+        with _lock:
+            if _context is None:
+                path = get_settings().job_context
+                _context = import_trusted(path)() if path else JobContext()
+    return _context
+
+
+def set_document_loader(loader: DocumentLoader | None) -> None:
+    """Install ``loader(doctype, name) -> document`` for enqueue_doc in this process."""
+    global _loader
+    with _lock:
+        _loader = loader
+
+
+def get_document_loader() -> DocumentLoader:
+    """The document loader; raises :class:`DocumentLoaderNotConfigured` when there is none."""
+    if _loader is not None:
+        return _loader
+    path = get_settings().document_loader
+    if not path:
+        raise DocumentLoaderNotConfigured(
+            "enqueue_doc needs a document loader: set FRAPPE_CELERY_DOCUMENT_LOADER (or "
+            "'document_loader' in the frappe_celery block of the config file) to the dotted path "
+            "of a function (doctype, name) -> document, or call "
+            "frappe_celery.set_document_loader() in a module the worker imports"
+        )
+    loader: DocumentLoader = import_trusted(path)
+    return loader

@@ -1,0 +1,326 @@
+"""Caller side: Frappe's enqueue contract, translated into one Celery message.
+
+validate every argument ─► encode (JSON only) ─► one Lua script: dedup gate, backpressure check,
+status record and the push onto the broker list, atomically, in one round trip.
+
+Nothing is written to Redis until every argument passed validation.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+from . import keys, records, scripts
+from .celery_app import app
+from .config import (
+    AT_FRONT_PRIORITY,
+    NORMAL_PRIORITY,
+    QUEUE_STARVATION_THRESHOLD,
+    get_settings,
+)
+from .connection import broker_errors, get_redis
+from .context import get_job_context
+from .errors import InvalidArgumentError, QueueOverloaded
+from .execute import run_in_process
+from .job import ACTIVE_STATUSES, Job, JobStatus
+from .methods import call_with_accepted_kwargs, import_trusted, normalize_path
+from .wire import JobPayload, build_message, encode_body
+
+logger = logging.getLogger(__name__)
+
+RUN_DOC_METHOD = "frappe_celery.jobs.run_doc_method"
+
+
+# -- queues --------------------------------------------------------------------------------------
+
+
+def get_queues_timeout() -> dict[str, int]:
+    """Queue name -> default timeout (s): short, default, long, then the configured ones."""
+    return dict(get_settings().queues)
+
+
+def get_queue_list(
+    queue_list: str | list[str] | None = None, build_queue_name: bool = False
+) -> list[str]:
+    """The queue names (all, or the given ones after validation), in worker order.
+
+    ``build_queue_name`` is accepted for Frappe compatibility: Celery queues are not prefixed
+    with a bench id, so the names are the same either way.
+    """
+    if queue_list is None:
+        return list(get_settings().queues)
+    names = [queue_list] if isinstance(queue_list, str) else list(queue_list)
+    for name in names:
+        validate_queue(name)
+    return names
+
+
+def validate_queue(queue: Any, default_queue_list: list[str] | None = None) -> None:
+    """Raise :class:`InvalidArgumentError` unless ``queue`` is a configured queue."""
+    valid = default_queue_list or list(get_settings().queues)
+    if not isinstance(queue, str) or queue not in valid:
+        raise InvalidArgumentError(
+            "queue",
+            queue,
+            f"Queue should be one of {', '.join(valid)} "
+            "(custom queues come from the 'workers' block of the config file)",
+        )
+
+
+# -- job ids -------------------------------------------------------------------------------------
+
+
+def current_site() -> str:
+    return get_job_context().current_site() or get_settings().site
+
+
+def create_job_id(job_id: str | None = None) -> str:
+    """Frappe's site-namespaced id: ``{site}||{job_id}`` (a uuid when none), ':' -> '|'."""
+    return f"{current_site()}||{job_id or uuid.uuid4()}".replace(":", "|")
+
+
+def _namespaced(job_id: str) -> str:
+    """Accept both the caller's id and the site-namespaced one (Job.id)."""
+    if not isinstance(job_id, str) or not job_id:
+        raise InvalidArgumentError("job_id", job_id, "expected a non-empty string")
+    prefix = f"{current_site()}||"
+    return job_id if job_id.startswith(prefix) else create_job_id(job_id)
+
+
+def get_job(job_id: str) -> Job | None:
+    """The job handle for a caller's job id (or a namespaced one), None if there is none."""
+    return Job.fetch(_namespaced(job_id))
+
+
+def get_job_status(job_id: str) -> JobStatus | None:
+    """The job's status, None for an unknown (or expired) id: never Celery's PENDING."""
+    return Job(_namespaced(job_id)).get_status()
+
+
+def is_job_enqueued(job_id: str) -> bool:
+    """True while the job is queued or started."""
+    return get_job_status(job_id) in ACTIVE_STATUSES
+
+
+# -- validation ----------------------------------------------------------------------------------
+
+
+def _validate_timeout(timeout: Any) -> None:
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        raise InvalidArgumentError(
+            "timeout", timeout, "expected a positive number of seconds, or None for the queue's"
+        )
+
+
+def _validate_callback(argument: str, callback: Any) -> str | None:
+    if callback is None:
+        return None
+    return normalize_path(argument, callback)
+
+
+def _validate_job_id(job_id: Any, deduplicate: bool) -> None:
+    if deduplicate and job_id is None:
+        raise InvalidArgumentError(
+            "job_id", job_id, "deduplicate=True needs a job_id to deduplicate on"
+        )
+    if job_id is not None and (not isinstance(job_id, str) or not job_id.strip()):
+        raise InvalidArgumentError("job_id", job_id, "expected a non-empty string or None")
+
+
+# -- enqueue -------------------------------------------------------------------------------------
+
+
+def enqueue(
+    method: str | Callable[..., Any],
+    queue: str = "default",
+    timeout: float | None = None,
+    event: str | None = None,
+    is_async: bool = True,
+    job_name: str | None = None,
+    now: bool = False,
+    enqueue_after_commit: bool = False,
+    *,
+    on_success: str | Callable[..., Any] | None = None,
+    on_failure: str | Callable[..., Any] | None = None,
+    at_front: bool = False,
+    job_id: str | None = None,
+    deduplicate: bool = False,
+    at_front_when_starved: bool = False,
+    **kwargs: Any,
+) -> Job | Any | None:
+    """Enqueue ``method(**kwargs)`` as a background job, exactly as ``frappe.enqueue`` does.
+
+    Returns a :class:`Job` handle; the method's return value with ``now=True``; None with
+    ``enqueue_after_commit=True`` or when ``deduplicate=True`` found the id queued or started.
+
+    Raises :class:`InvalidArgumentError` / :class:`UnserializableArgumentError` (nothing is
+    written), :class:`QueueOverloaded`, :class:`BrokerUnreachable`.
+    """
+    # Frappe still accepts the pre-3.7 spelling.
+    is_async = kwargs.pop("async", is_async)
+    _validate_job_id(job_id, deduplicate)
+    validate_queue(queue)
+    _validate_timeout(timeout)
+    if job_name is not None:
+        warnings.warn(
+            "enqueue(job_name=...) is deprecated, use job_id=...; job_name is kept as the "
+            "job's display name",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+    if now:
+        # Frappe's frappe.call: in-process, keyword arguments the function lacks are dropped.
+        func: Callable[..., Any] = (
+            import_trusted(normalize_path("method", method)) if isinstance(method, str) else method
+        )
+        return call_with_accepted_kwargs(func, kwargs)
+
+    method_path = normalize_path("method", method)
+    settings = get_settings()
+    effective_timeout = float(timeout) if timeout is not None else float(settings.queues[queue])
+    context = get_job_context()
+    full_id = create_job_id(job_id)
+    payload: JobPayload = {
+        "site": context.current_site() or settings.site,
+        "method": method_path,
+        "event": event,
+        "job_name": job_name or method_path,
+        "kwargs": kwargs,
+        "user": context.current_user(),
+        "is_async": bool(is_async),
+        "queue": queue,
+        "timeout": effective_timeout,
+        "token": uuid.uuid4().hex,
+        "on_success": _validate_callback("on_success", on_success),
+        "on_failure": _validate_callback("on_failure", on_failure),
+    }
+    body_json = encode_body(payload, kwargs)
+
+    if not is_async:
+        records.create(full_id, payload["token"], _record_fields(full_id, payload))
+        return run_in_process(full_id, payload)
+
+    job = _publish(
+        full_id,
+        payload,
+        body_json,
+        at_front=at_front,
+        deduplicate=deduplicate,
+        at_front_when_starved=at_front_when_starved,
+    )
+    # Until transaction scopes exist, "after commit" outside any transaction means "now".
+    return None if enqueue_after_commit else job
+
+
+def _record_fields(job_id: str, payload: JobPayload) -> dict[str, Any]:
+    return {
+        "id": job_id,
+        "token": payload["token"],
+        "status": JobStatus.QUEUED,
+        "queue": payload["queue"],
+        "method": payload["method"],
+        "job_name": payload["job_name"],
+        "site": payload["site"],
+        "user": payload["user"] or "",
+        "event": payload["event"] or "",
+        "timeout": payload["timeout"],
+        "enqueued_at": time.time(),
+        "retries": 0,
+    }
+
+
+def _publish(
+    job_id: str,
+    payload: JobPayload,
+    body_json: str,
+    *,
+    at_front: bool,
+    deduplicate: bool,
+    at_front_when_starved: bool,
+) -> Job | None:
+    settings = get_settings()
+    queue = payload["queue"]
+    soft = payload["timeout"]
+    hard = soft + settings.time_limit_grace
+
+    def message(priority: int) -> str:
+        return build_message(
+            app,
+            job_id=job_id,
+            queue=queue,
+            priority=priority,
+            body_json=body_json,
+            job_kwargs=payload,
+            soft_time_limit=soft,
+            time_limit=hard,
+            display=payload["job_name"],
+        )
+
+    priority = AT_FRONT_PRIORITY if at_front else NORMAL_PRIORITY
+    normal = message(priority)
+    # Only a normal job can be promoted when the queue is starved.
+    starved = at_front_when_starved and not at_front
+    fields = _record_fields(job_id, payload)
+    args: list[Any] = [
+        "1" if deduplicate else "0",
+        settings.max_queued_jobs,
+        QUEUE_STARVATION_THRESHOLD if starved else 0,
+        normal,
+        message(AT_FRONT_PRIORITY) if starved else normal,
+        settings.failure_ttl,
+    ]
+    for name, value in fields.items():
+        args += [name, value]
+    script_keys = [
+        keys.job(job_id),
+        keys.queue_list(queue, priority),
+        keys.queue_list(queue, AT_FRONT_PRIORITY),
+        *keys.queue_lists(queue),
+    ]
+    with broker_errors():
+        code, info = scripts.ENQUEUE(get_redis(), script_keys, args)
+    if code == 0:
+        status = info.decode() if isinstance(info, bytes) else info
+        logger.info("not queueing %s: already %s", job_id, status)
+        return None
+    if code == -1:
+        raise QueueOverloaded(queue, int(info), settings.max_queued_jobs)
+    return Job(job_id, {k: str(v) for k, v in fields.items()} | {"message": normal})
+
+
+def enqueue_doc(
+    doctype: str,
+    name: str | None = None,
+    method: str | None = None,
+    queue: str = "default",
+    timeout: float | None = None,
+    now: bool = False,
+    **kwargs: Any,
+) -> Job | Any | None:
+    """Run ``getattr(get_doc(doctype, name), method)(**kwargs)`` as a background job.
+
+    Unlike Frappe (which passes 300 s), the timeout defaults to the queue's own, so
+    ``enqueue_doc(..., queue="long")`` gets the long queue's 1500 s.
+    """
+    if not isinstance(method, str) or not method.isidentifier() or method.startswith("__"):
+        raise InvalidArgumentError("method", method, "expected the name of a document method")
+    if now:
+        from .jobs import run_doc_method
+
+        return run_doc_method(doctype, name, method, **kwargs)
+    return enqueue(
+        RUN_DOC_METHOD,
+        queue=queue,
+        timeout=timeout,
+        doctype=doctype,
+        name=name,
+        doc_method=method,
+        **kwargs,
+    )

@@ -1,0 +1,72 @@
+"""The exceptions users of frappe-celery catch.
+
+Each says which argument was wrong, what was given and what is allowed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class FrappeCeleryError(Exception):
+    """Base class of every frappe-celery error."""
+
+
+class ConfigError(FrappeCeleryError):
+    """A setting (environment, config file, celeryconfig) is malformed."""
+
+
+class InvalidArgumentError(FrappeCeleryError, ValueError):
+    """An enqueue argument was rejected before anything was written to Redis."""
+
+    def __init__(self, argument: str, given: Any, allowed: str) -> None:
+        self.argument = argument
+        self.given = given
+        self.allowed = allowed
+        super().__init__(f"{argument}: got {given!r}; {allowed}")
+
+
+class UnserializableArgumentError(FrappeCeleryError, TypeError):
+    """A job keyword argument cannot travel as JSON."""
+
+    def __init__(self, argument: str, given: Any) -> None:
+        self.argument = argument
+        self.given = given
+        super().__init__(
+            f"{argument}: got {type(given).__name__} {given!r:.80}, which is not "
+            "JSON-serialisable; allowed are JSON types plus datetime, date, time, Decimal and "
+            "UUID. Pass an id (e.g. a document name) and load the object inside the job instead."
+        )
+
+
+class QueueOverloaded(FrappeCeleryError):
+    """Frappe's backpressure: the queue already holds max_queued_jobs pending jobs."""
+
+    def __init__(self, queue: str, pending: int, limit: int) -> None:
+        self.queue = queue
+        self.pending = pending
+        self.limit = limit
+        super().__init__(
+            f"Too many queued background jobs ({pending}) in queue {queue!r} "
+            f"(max_queued_jobs is {limit}). Please retry after some time."
+        )
+
+
+class BrokerUnreachable(FrappeCeleryError, ConnectionError):
+    """Redis could not be reached (the URL is shown with its password hidden)."""
+
+
+class InvalidJobOperation(FrappeCeleryError):
+    """The job is not in a state that allows this operation."""
+
+
+class MethodNotAllowed(FrappeCeleryError):
+    """A job message named a function outside the allowed modules (a forged or stale message)."""
+
+
+class DocumentLoaderNotConfigured(FrappeCeleryError):
+    """enqueue_doc ran in a worker with no document loader configured."""
+
+
+class RetryBackgroundJobError(FrappeCeleryError):
+    """Raise inside a job to have it retried (up to 5 times), as in Frappe."""

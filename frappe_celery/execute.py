@@ -1,0 +1,202 @@
+"""Worker side: the one generic Celery task and the execution path every job takes.
+
+Order of one attempt, as in Frappe's ``execute_job``::
+
+    record started ─► context.setup(site, user) ─► before_job hooks ─► method(**kwargs)
+    ─► commit (rollback on error) ─► after_job hooks ─► context.teardown
+    ─► record finished / failed (or queued again for a retry) ─► on_success / on_failure
+
+The same path runs in-process for ``enqueue(..., is_async=False)``. Time limits travel with
+each message (soft = the job's timeout, raising SoftTimeLimitExceeded inside the job; hard =
+timeout + grace, killing the pool child); a hard kill and a lost worker are recorded by
+:class:`JobRequest` in the worker's main process, since the child is gone by then.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from billiard.einfo import ExceptionInfo
+from billiard.exceptions import WorkerLostError
+from celery import Task
+from celery.worker.request import Request
+
+from . import records
+from .celery_app import app
+from .config import MAX_RETRIES, get_settings
+from .connection import get_redis
+from .context import get_job_context
+from .errors import RetryBackgroundJobError
+from .hooks import run_hooks
+from .job import Job
+from .methods import import_trusted, resolve_job_callable
+from .records import StartDecision
+from .wire import TASK_NAME, JobPayload
+
+logger = logging.getLogger(__name__)
+
+_HOSTNAME = socket.gethostname()
+
+
+def retry_exception_classes() -> tuple[type[BaseException], ...]:
+    """RetryBackgroundJobError plus the configured ``retry_exceptions``."""
+    configured = tuple(import_trusted(path) for path in get_settings().retry_exceptions)
+    return (RetryBackgroundJobError, *configured)
+
+
+def hard_time_limit(payload: JobPayload) -> float:
+    return float(payload["timeout"]) + get_settings().time_limit_grace
+
+
+def run_attempt(payload: JobPayload) -> Any:
+    """One attempt: context, hooks, the call, commit or rollback. Returns the method's value."""
+    context = get_job_context()
+    method_path, kwargs = payload["method"], payload["kwargs"]
+    result = None
+    context.setup(payload["site"], payload["user"])
+    try:
+        try:
+            run_hooks("before_job", method=method_path, kwargs=kwargs, transaction_type="job")
+            method = resolve_job_callable(method_path)
+            result = method(**kwargs)
+            context.commit()
+        except BaseException:
+            context.rollback()
+            raise
+        finally:
+            run_hooks("after_job", method=method_path, kwargs=kwargs, result=result)
+    finally:
+        context.teardown()
+    return result
+
+
+def run_callback(job_id: str, path: str | None, *args: Any) -> None:
+    """Call an on_success / on_failure callback with RQ's signature; never let it raise."""
+    if not path:
+        return
+    try:
+        callback: Callable[..., Any] = resolve_job_callable(path)
+        callback(Job(job_id), get_redis(), *args)
+    except Exception:
+        logger.exception("job %s: callback %s raised; the job's outcome is unchanged", job_id, path)
+
+
+def record_failure(job_id: str, payload: JobPayload, exc: BaseException, tb: str) -> None:
+    exc_type = type(exc).__name__
+    records.fail(job_id, payload["token"], payload["queue"], exc_type, tb)
+    run_callback(job_id, payload["on_failure"], type(exc), exc, exc.__traceback__)
+
+
+def start_or_skip(job_id: str, payload: JobPayload, worker: str) -> StartDecision:
+    decision = records.start(
+        job_id, payload["token"], payload["queue"], hard_time_limit(payload), worker
+    )
+    if decision in (StartDecision.CANCELED, StartDecision.ALREADY_DONE):
+        logger.info("job %s: skipped, its record says %s", job_id, decision.name.lower())
+    return decision
+
+
+def run_in_process(job_id: str, payload: JobPayload) -> Job:
+    """``is_async=False``: the worker's path, run here and now; returns the finished handle.
+
+    As RQ's synchronous mode does, a failure is recorded and then re-raised, unless an
+    on_failure callback was given (it has handled it; the failed handle is returned). Retries
+    wait here (Frappe's 1, 2, ... 5 s), since no worker is involved.
+    """
+    start_or_skip(job_id, payload, f"in-process@{_HOSTNAME}")
+    retryable = retry_exception_classes()
+    attempt = 0
+    while True:
+        try:
+            result = run_attempt(payload)
+        except retryable as exc:
+            if attempt >= MAX_RETRIES:
+                return _fail_in_process(job_id, payload, exc)
+            attempt += 1
+            records.requeue(job_id, payload["token"], payload["queue"], retries=attempt)
+            time.sleep(attempt)
+            start_or_skip(job_id, payload, f"in-process@{_HOSTNAME}")
+            continue
+        except Exception as exc:
+            return _fail_in_process(job_id, payload, exc)
+        records.finish(job_id, payload["token"], payload["queue"], result)
+        run_callback(job_id, payload["on_success"], result)
+        return Job(job_id)
+
+
+def _fail_in_process(job_id: str, payload: JobPayload, exc: BaseException) -> Job:
+    record_failure(job_id, payload, exc, traceback.format_exc())
+    if payload["on_failure"]:
+        return Job(job_id)
+    raise exc
+
+
+class JobRequest(Request):  # type: ignore[misc]
+    """Records what the pool child cannot: a hard time-limit kill and a lost worker.
+
+    Runs in the worker's main process. Released Celery versions have not always called
+    ``Task.on_failure`` after a hard kill, so status and callbacks must not depend on it.
+    """
+
+    def on_timeout(self, soft: bool, timeout: float) -> None:
+        super().on_timeout(soft, timeout)
+        if soft:
+            return
+        payload: JobPayload = self.kwargs
+        message = f"hard time limit ({timeout:g} s) exceeded: the job was killed"
+        exc = TimeoutError(message)
+        records.fail(self.id, payload["token"], payload["queue"], "TimeLimitExceeded", message)
+        run_callback(self.id, payload["on_failure"], type(exc), exc, None)
+
+    def on_failure(
+        self, exc_info: ExceptionInfo, send_failed_event: bool = True, return_ok: bool = False
+    ) -> None:
+        exc = getattr(exc_info.exception, "exc", exc_info.exception)
+        if (
+            isinstance(exc, WorkerLostError)
+            and self.task.acks_late
+            and (self.task.reject_on_worker_lost)
+        ):
+            # The broker gets the message back and another child runs it again.
+            payload: JobPayload = self.kwargs
+            records.requeue(self.id, payload["token"], payload["queue"], worker="")
+        super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
+
+
+@app.task(bind=True, name=TASK_NAME, Request=JobRequest, ignore_result=True)
+def execute_job(self: Task, **payload: Any) -> None:
+    """The generic task every job runs through (the method travels as a dotted path)."""
+    job: JobPayload = payload  # type: ignore[assignment]
+    job_id: str = self.request.id
+    decision = start_or_skip(job_id, job, self.request.hostname or _HOSTNAME)
+    if decision in (StartDecision.CANCELED, StartDecision.ALREADY_DONE):
+        return
+    try:
+        result = run_attempt(job)
+    except retry_exception_classes() as exc:
+        attempt = self.request.retries
+        if attempt < MAX_RETRIES:
+            records.requeue(job_id, job["token"], job["queue"], retries=attempt + 1)
+            # Celery's retry republishes with a countdown: the worker never sleeps.
+            raise self.retry(
+                exc=exc,
+                countdown=attempt + 1,
+                max_retries=MAX_RETRIES,
+                queue=job["queue"],
+                priority=(self.request.delivery_info or {}).get("priority"),
+            ) from exc
+        record_failure(job_id, job, exc, traceback.format_exc())
+        raise
+    except Exception as exc:
+        record_failure(job_id, job, exc, traceback.format_exc())
+        raise
+    records.finish(job_id, job["token"], job["queue"], result)
+    run_callback(job_id, job["on_success"], result)
+
+
+__all__ = ["JobRequest", "execute_job", "run_in_process"]

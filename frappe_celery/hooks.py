@@ -1,0 +1,45 @@
+"""The configured hooks modules (``FRAPPE_CELERY_HOOKS``), read like Frappe's app hooks.
+
+A hooks module may define ``before_job`` and ``after_job`` (lists of dotted paths, run around
+every job) and ``scheduler_events``. Hooks from several modules run in the configured module
+order, each module's list in its own order.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+from .config import get_settings
+from .methods import call_with_accepted_kwargs, import_trusted
+
+logger = logging.getLogger(__name__)
+
+
+def hooks_modules() -> list[ModuleType]:
+    """The configured hooks modules, imported."""
+    return [importlib.import_module(name) for name in get_settings().hooks_modules]
+
+
+def get_hooks(name: str) -> list[str]:
+    """Every dotted path the hooks modules list under ``name``."""
+    paths: list[str] = []
+    for module in hooks_modules():
+        value = getattr(module, name, None) or []
+        if isinstance(value, str):
+            value = [value]
+        paths.extend(value)
+    return paths
+
+
+def run_hooks(name: str, **kwargs: Any) -> None:
+    """Call each ``name`` hook with the subset of ``kwargs`` it accepts (like frappe.call).
+
+    A hook that raises propagates: before_job hooks that fail fail the job, as in Frappe.
+    """
+    for path in get_hooks(name):
+        hook: Callable[..., Any] = import_trusted(path)
+        call_with_accepted_kwargs(hook, kwargs)

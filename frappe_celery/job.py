@@ -1,0 +1,258 @@
+"""The job handle (RQ's Job surface that Frappe code uses), its statuses and its record.
+
+A job's record is a Redis hash (``keys.job(id)``) written when the job is published, so the
+status is known from that moment: Celery's PENDING means "unknown", never "queued". Its fields:
+
+====================  ==========================================================================
+id                    the site-namespaced job id, also the Celery task id
+token                 unique per enqueue; every later change checks it, so a stale worker or a
+                      stale release never touches a newer enqueue of the same id
+status                one of :class:`JobStatus`
+queue, list           the queue, and the broker list its message was pushed onto
+message               the exact broker message (for cancel and position look-ups)
+method, job_name      dotted path of the function, display name
+site, user, event     the job's context, captured at enqueue
+timeout               soft time limit in seconds
+enqueued_at, started_at, ended_at   epoch seconds
+worker                the worker node that took it
+retries               how many retries happened so far
+result                JSON of the return value (finished jobs)
+exc_type, exc_info    exception class and traceback (failed jobs)
+====================  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from kombu.utils.json import loads as kombu_loads
+
+from . import keys, scripts
+from .config import get_settings
+from .connection import broker_errors, get_redis
+from .errors import InvalidJobOperation
+
+
+class JobStatus(StrEnum):
+    """RQ's status names, as Frappe's get_job_status returns them."""
+
+    QUEUED = "queued"
+    STARTED = "started"
+    FINISHED = "finished"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+# While a job is queued or started its id is taken (is_job_enqueued, deduplicate).
+ACTIVE_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.STARTED})
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _timestamp(value: str | None) -> datetime | None:
+    return datetime.fromtimestamp(float(value), tz=UTC) if value else None
+
+
+def decode_message_kwargs(message: str) -> dict[str, Any]:
+    """The execute_job keyword arguments carried by a broker message (see wire.py)."""
+    envelope = json.loads(message)
+    body = base64.b64decode(envelope["body"])
+    _args, kwargs, _embed = kombu_loads(body)
+    return dict(kwargs)
+
+
+class Job:
+    """A handle on one job. Reads go to Redis each time, like RQ's ``get_status(refresh=True)``.
+
+    Use :func:`frappe_celery.get_job` to obtain one for an existing id.
+    """
+
+    def __init__(self, job_id: str, record: dict[str, str] | None = None) -> None:
+        self.id = job_id
+        self._record = record
+
+    def __repr__(self) -> str:
+        return f"<Job {self.id}>"
+
+    # -- reading -------------------------------------------------------------------------------
+
+    @classmethod
+    def fetch(cls, job_id: str) -> Job | None:
+        """The handle for ``job_id`` (already site-namespaced), or None if there is no record."""
+        record = cls._read(job_id)
+        return cls(job_id, record) if record else None
+
+    @staticmethod
+    def _read(job_id: str) -> dict[str, str]:
+        with broker_errors():
+            raw = get_redis().hgetall(keys.job(job_id))
+        return {_text(k): _text(v) for k, v in raw.items()}
+
+    def refresh(self) -> dict[str, str]:
+        self._record = self._read(self.id)
+        return self._record
+
+    @property
+    def record(self) -> dict[str, str]:
+        """The last read record (read once if never read)."""
+        if self._record is None:
+            return self.refresh()
+        return self._record
+
+    def get_status(self, refresh: bool = True) -> JobStatus | None:
+        """queued, started, finished, failed or canceled; None once the record expired."""
+        if refresh:
+            with broker_errors():
+                raw = get_redis().hget(keys.job(self.id), "status")
+            status = _text(raw) if raw else None
+            if self._record is not None and status is not None:
+                self._record["status"] = status
+        else:
+            status = self.record.get("status")
+        return JobStatus(status) if status else None
+
+    @property
+    def is_queued(self) -> bool:
+        return self.get_status() == JobStatus.QUEUED
+
+    @property
+    def is_started(self) -> bool:
+        return self.get_status() == JobStatus.STARTED
+
+    @property
+    def is_finished(self) -> bool:
+        return self.get_status() == JobStatus.FINISHED
+
+    @property
+    def is_failed(self) -> bool:
+        return self.get_status() == JobStatus.FAILED
+
+    @property
+    def is_canceled(self) -> bool:
+        return self.get_status() == JobStatus.CANCELED
+
+    def return_value(self, refresh: bool = True) -> Any:
+        """The job's return value once finished, else None."""
+        record = self.refresh() if refresh else self.record
+        result = record.get("result")
+        return kombu_loads(result) if result is not None else None
+
+    @property
+    def result(self) -> Any:
+        return self.return_value()
+
+    @property
+    def exc_info(self) -> str | None:
+        """The traceback text of a failed job."""
+        return self.refresh().get("exc_info")
+
+    @property
+    def enqueued_at(self) -> datetime | None:
+        return _timestamp(self.record.get("enqueued_at"))
+
+    @property
+    def started_at(self) -> datetime | None:
+        return _timestamp(self.refresh().get("started_at"))
+
+    @property
+    def ended_at(self) -> datetime | None:
+        return _timestamp(self.refresh().get("ended_at"))
+
+    @property
+    def queue(self) -> str | None:
+        return self.record.get("queue")
+
+    @property
+    def method(self) -> str | None:
+        return self.record.get("method")
+
+    @property
+    def job_name(self) -> str | None:
+        return self.record.get("job_name")
+
+    @property
+    def site(self) -> str | None:
+        return self.record.get("site")
+
+    @property
+    def user(self) -> str | None:
+        return self.record.get("user") or None
+
+    @property
+    def event(self) -> str | None:
+        return self.record.get("event") or None
+
+    @property
+    def timeout(self) -> float | None:
+        value = self.record.get("timeout")
+        return float(value) if value else None
+
+    @property
+    def retries(self) -> int:
+        return int(self.refresh().get("retries") or 0)
+
+    @property
+    def job_kwargs(self) -> dict[str, Any]:
+        """The whole execute_job payload the message carries (site, user, method, kwargs...)."""
+        message = self.record.get("message")
+        return decode_message_kwargs(message) if message else {}
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        """The keyword arguments the method is called with."""
+        return dict(self.job_kwargs.get("kwargs") or {})
+
+    # -- acting --------------------------------------------------------------------------------
+
+    def get_position(self) -> int | None:
+        """0-based place in its queue (0 runs next), or None when not queued.
+
+        Counts the messages of higher priority in the same queue plus those ahead in its own
+        list; a message the broker rewrote on redelivery is not found (None).
+        """
+        record = self.refresh()
+        if record.get("status") != JobStatus.QUEUED:
+            return None
+        queue, own_list, message = record["queue"], record["list"], record["message"]
+        lists = keys.queue_lists(queue)
+        ahead = lists[: lists.index(own_list)]
+        with broker_errors():
+            pipe = get_redis().pipeline(transaction=False)
+            for key in ahead:
+                pipe.llen(key)
+            pipe.llen(own_list)
+            pipe.lpos(own_list, message)
+            *lengths, own_length, index = pipe.execute()
+        if index is None:
+            return None
+        # LPUSH adds on the left and the worker pops from the right.
+        return int(sum(lengths)) + int(own_length) - 1 - int(index)
+
+    def cancel(self) -> None:
+        """Take a queued job off its queue and mark it canceled.
+
+        Raises :class:`InvalidJobOperation` if the job is not queued (a running job is stopped,
+        not canceled).
+        """
+        record = self.refresh()
+        if not record:
+            raise InvalidJobOperation(f"job {self.id!r}: no such job (expired or never enqueued)")
+        settings = get_settings()
+        with broker_errors():
+            previous = scripts.CANCEL(
+                get_redis(),
+                [keys.job(self.id), record["list"]],
+                [record["token"], time.time(), settings.failure_ttl],
+            )
+        previous = previous.decode() if isinstance(previous, bytes) else previous
+        if previous != JobStatus.QUEUED:
+            raise InvalidJobOperation(
+                f"job {self.id!r}: only a queued job can be canceled; its status is {previous!r}"
+            )

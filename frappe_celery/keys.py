@@ -1,0 +1,58 @@
+"""Every Redis key name frappe-celery reads or writes, and nowhere else.
+
+Two families:
+
+* our own records, under the ``frappe_celery:`` prefix;
+* the broker's queue lists, named by kombu's Redis transport: a queue ``q`` is one Redis list per
+  priority bucket, ``q`` for bucket 0 and ``q\\x06\\x16<n>`` for bucket n (kombu's default
+  separator). Counting a queue means summing every bucket.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect
+
+from .config import PRIORITY_STEPS
+
+PREFIX = "frappe_celery:"
+# kombu.transport.redis.Channel.sep: joins a queue name and its priority bucket.
+KOMBU_PRIORITY_SEPARATOR = "\x06\x16"
+
+JOB_PREFIX = PREFIX + "job:"
+
+
+def job(job_id: str) -> str:
+    """Hash holding one job's status record (see job.py for its fields)."""
+    return JOB_PREFIX + job_id
+
+
+def started_registry(queue: str) -> str:
+    """Sorted set of job ids running from ``queue``, scored by their hard deadline."""
+    return f"{PREFIX}started:{queue}"
+
+
+def finished_registry(queue: str) -> str:
+    """Sorted set of job ids finished from ``queue``, scored by end time."""
+    return f"{PREFIX}finished:{queue}"
+
+
+def failed_registry(queue: str) -> str:
+    """Sorted set of failed job ids of ``queue``, scored by end time, newest kept."""
+    return f"{PREFIX}failed:{queue}"
+
+
+def priority_bucket(priority: int) -> int:
+    """The kombu bucket a message priority falls into (kombu clamps to 0..9)."""
+    clamped = min(max(priority, 0), 9)
+    return PRIORITY_STEPS[bisect(PRIORITY_STEPS, clamped) - 1]
+
+
+def queue_list(queue: str, priority: int) -> str:
+    """The broker list a message of ``priority`` sent to ``queue`` is pushed onto."""
+    bucket = priority_bucket(priority)
+    return f"{queue}{KOMBU_PRIORITY_SEPARATOR}{bucket}" if bucket else queue
+
+
+def queue_lists(queue: str) -> list[str]:
+    """Every priority list of ``queue``, highest priority (consumed first) first."""
+    return [queue_list(queue, step) for step in PRIORITY_STEPS]

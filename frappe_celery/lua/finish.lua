@@ -1,0 +1,32 @@
+-- Record a job's final state (finished or failed) and keep its registry bounded.
+-- KEYS[1] job record   KEYS[2] started registry   KEYS[3] finished or failed registry
+-- ARGV[1] token   ARGV[2] job id   ARGV[3] status   ARGV[4] now   ARGV[5] record TTL
+-- ARGV[6] registry size limit (0: none)   ARGV[7] job record key prefix
+-- ARGV[8..] extra field/value pairs (result, exc_info, ...)
+-- Returns 1 recorded, 0 the record belongs to another enqueue of this id (left alone).
+local record = KEYS[1]
+if redis.call('HGET', record, 'token') ~= ARGV[1] then
+  return 0
+end
+redis.call('HSET', record, 'status', ARGV[3], 'ended_at', ARGV[4], unpack(ARGV, 8))
+redis.call('EXPIRE', record, ARGV[5])
+redis.call('ZREM', KEYS[2], ARGV[2])
+local registry = KEYS[3]
+redis.call('ZADD', registry, ARGV[4], ARGV[2])
+-- Entries older than the record TTL point at expired records.
+redis.call('ZREMRANGEBYSCORE', registry, '-inf', tonumber(ARGV[4]) - tonumber(ARGV[5]))
+local limit = tonumber(ARGV[6])
+if limit > 0 then
+  local excess = redis.call('ZCARD', registry) - limit
+  if excess > 0 then
+    for _, id in ipairs(redis.call('ZRANGE', registry, 0, excess - 1)) do
+      local key = ARGV[7] .. id
+      -- The id may have been enqueued again since: only drop the old final record.
+      if redis.call('HGET', key, 'status') == ARGV[3] then
+        redis.call('DEL', key)
+      end
+    end
+    redis.call('ZREMRANGEBYRANK', registry, 0, excess - 1)
+  end
+end
+return 1

@@ -1,0 +1,173 @@
+"""Naming functions across processes: a job's method travels as a dotted path.
+
+Two forms are accepted: Frappe's ``package.module.function`` (module = everything before the
+last dot) and ``package.module:Qualified.name`` (what a callable becomes, so a staticmethod
+``Class.func`` can be named too).
+
+A job message is data from the network: resolving its method must never run something the user
+did not allow. :func:`resolve_job_callable` therefore
+
+* refuses modules outside the allowed prefixes (``Settings.effective_allowed_modules``) BEFORE
+  importing anything (importing runs module code);
+* refuses every standard-library module, allowed or not (no ``os.system``, ``subprocess.run``,
+  ``builtins.eval``);
+* refuses private and dunder names on the way;
+* checks that the object found was defined in an allowed module, so a re-export such as
+  ``myapp.tasks.system = os.system`` is refused too.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from .config import get_settings
+from .errors import InvalidArgumentError, MethodNotAllowed
+
+_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
+_DOTTED = rf"{_IDENT}(?:\.{_IDENT})*"
+# "a.b.func" (at least one dot) or "a.b:Qual.name".
+PATH_PATTERN = re.compile(rf"^(?:{_IDENT}(?:\.{_IDENT})+|{_DOTTED}:{_DOTTED})$")
+
+_STDLIB = frozenset(sys.stdlib_module_names) | {"builtins", "__main__"}
+# frappe-celery's own job functions (enqueue_doc's run_doc_method): always allowed.
+INTERNAL_JOBS_MODULE = "frappe_celery.jobs"
+
+PATH_RULE = (
+    "expected an importable module-level function: a dotted path such as "
+    "'myapp.tasks.process_data' (or 'myapp.tasks:Class.static_method'), or the function itself"
+)
+
+
+def split_path(path: str) -> tuple[str, str]:
+    """(module, qualname) of a dotted path that matches :data:`PATH_PATTERN`."""
+    if ":" in path:
+        module, qualname = path.split(":", 1)
+    else:
+        module, qualname = path.rsplit(".", 1)
+    return module, qualname
+
+
+def path_of_callable(argument: str, func: Callable[..., Any]) -> str:
+    """The dotted path a worker can import ``func`` by; refuses what it never could."""
+    if inspect.ismethod(func):
+        raise InvalidArgumentError(
+            argument, func, f"a bound method cannot be imported by a worker; {PATH_RULE}"
+        )
+    module = getattr(func, "__module__", None)
+    qualname = getattr(func, "__qualname__", None)
+    if not (inspect.isfunction(func) or inspect.isbuiltin(func) or inspect.isclass(func)):
+        raise InvalidArgumentError(argument, func, PATH_RULE)
+    if not module or not qualname or module == "__main__":
+        raise InvalidArgumentError(
+            argument, func, f"a function defined in __main__ cannot be imported; {PATH_RULE}"
+        )
+    if "<lambda>" in qualname or "<locals>" in qualname:
+        raise InvalidArgumentError(
+            argument,
+            func,
+            f"a lambda or nested function cannot be imported by a worker; {PATH_RULE}",
+        )
+    return f"{module}.{qualname}" if "." not in qualname else f"{module}:{qualname}"
+
+
+def normalize_path(argument: str, method: str | Callable[..., Any]) -> str:
+    """Validate ``method`` (path or callable) for enqueue and return its dotted path.
+
+    Raises :class:`InvalidArgumentError` for a malformed path, a lambda/nested/bound callable or
+    a function outside the allowed modules.
+    """
+    path = method if isinstance(method, str) else path_of_callable(argument, method)
+    if not isinstance(path, str) or not PATH_PATTERN.match(path):
+        raise InvalidArgumentError(argument, method, PATH_RULE)
+    module, _ = split_path(path)
+    reason = refusal_reason(module)
+    if reason:
+        raise InvalidArgumentError(argument, method, reason)
+    return path
+
+
+def refusal_reason(module: str) -> str | None:
+    """Why a job may not name a function of ``module``, or None if it may."""
+    if module.split(".")[0] in _STDLIB:
+        return "standard-library functions can never be run as jobs"
+    if module == INTERNAL_JOBS_MODULE:
+        return None
+    allowed = get_settings().effective_allowed_modules()
+    if not any(module == prefix or module.startswith(prefix + ".") for prefix in allowed):
+        shown = ", ".join(allowed) or "none configured"
+        return (
+            f"module {module!r} is not allowed to run as a job; allowed module prefixes: {shown} "
+            "(set FRAPPE_CELERY_ALLOWED_MODULES or FRAPPE_CELERY_HOOKS)"
+        )
+    return None
+
+
+def _walk(module_name: str, qualname: str) -> Any:
+    obj: Any = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        if part.startswith("_"):
+            raise AttributeError(f"private name {part!r} in {module_name}:{qualname}")
+        obj = getattr(obj, part)
+    return obj
+
+
+def import_trusted(path: str) -> Any:
+    """Import a path that comes from configuration (hooks, settings), not from a message."""
+    if not PATH_PATTERN.match(path):
+        raise ImportError(f"{path!r} is not a dotted path ({PATH_RULE})")
+    module, qualname = split_path(path)
+    try:
+        return _walk(module, qualname)
+    except AttributeError as exc:
+        raise ImportError(f"cannot import {path!r}: {exc}") from None
+
+
+def resolve_job_callable(path: str) -> Callable[..., Any]:
+    """Resolve a method or callback path carried by a job message, under the allowlist.
+
+    Raises :class:`MethodNotAllowed` for anything outside what the user allows and
+    ImportError when an allowed path does not exist.
+    """
+    if not isinstance(path, str) or not PATH_PATTERN.match(path):
+        raise MethodNotAllowed(f"{path!r} is not a dotted path; refusing to run it")
+    module, qualname = split_path(path)
+    reason = refusal_reason(module)
+    if reason:
+        raise MethodNotAllowed(f"{path}: {reason}")
+    try:
+        obj = _walk(module, qualname)
+    except AttributeError as exc:
+        raise ImportError(f"cannot import {path!r}: {exc}") from None
+    defined_in = getattr(obj, "__module__", None) or ""
+    if not callable(obj) or inspect.ismodule(obj) or refusal_reason(defined_in):
+        raise MethodNotAllowed(
+            f"{path}: resolves to {obj!r}, defined in {defined_in or 'an unknown module'}, "
+            "which is not an allowed job function"
+        )
+    return obj  # type: ignore[no-any-return]
+
+
+# frappe.call never forwards these two, whatever the function's signature.
+_FRAPPE_CALL_DROPPED = ("ignore_permissions", "flags")
+
+
+def call_with_accepted_kwargs(func: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    """Call ``func`` with only the keyword arguments it accepts (Frappe's ``frappe.call``)."""
+    kwargs = {k: v for k, v in kwargs.items() if k not in _FRAPPE_CALL_DROPPED}
+    try:
+        params = inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return func(**kwargs)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return func(**kwargs)
+    accepted = {
+        name
+        for name, p in params.items()
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    }
+    return func(**{k: v for k, v in kwargs.items() if k in accepted})

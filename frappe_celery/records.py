@@ -1,0 +1,113 @@
+"""Changes to a job's status record after it was published (the worker's side).
+
+Every change carries the token of the enqueue it belongs to; a record replaced by a newer enqueue
+of the same id is never touched by the older run (see the Lua scripts in ``lua/``).
+"""
+
+from __future__ import annotations
+
+import time
+from enum import IntEnum
+from typing import Any
+
+from kombu.utils.json import dumps as kombu_dumps
+
+from . import keys, scripts
+from .config import get_settings
+from .connection import broker_errors, get_redis
+from .job import JobStatus
+
+
+class StartDecision(IntEnum):
+    """What start.lua decided about a delivery."""
+
+    RUN = 1
+    # The record belongs to a newer enqueue of the same id: run, but leave the record alone.
+    RUN_UNTRACKED = 0
+    CANCELED = -1
+    ALREADY_DONE = -2
+
+
+def create(job_id: str, token: str, fields: dict[str, Any]) -> None:
+    """Write a queued record for a job run in-process (``is_async=False``): nothing is pushed."""
+    key = keys.job(job_id)
+    with broker_errors():
+        pipe = get_redis().pipeline(transaction=True)
+        pipe.delete(key)
+        record = {**fields, "token": token, "status": JobStatus.QUEUED}
+        pipe.hset(key, items=[part for item in record.items() for part in item])
+        pipe.expire(key, get_settings().failure_ttl)
+        pipe.execute()
+
+
+def start(job_id: str, token: str, queue: str, hard_limit: float, worker: str) -> StartDecision:
+    now = time.time()
+    with broker_errors():
+        decision = scripts.START(
+            get_redis(),
+            [keys.job(job_id), keys.started_registry(queue)],
+            [token, now, now + hard_limit, worker, job_id, get_settings().failure_ttl],
+        )
+    return StartDecision(int(decision))
+
+
+def encode_result(result: Any) -> str:
+    """JSON of a return value; a value JSON cannot hold is kept as its repr()."""
+    try:
+        return str(kombu_dumps(result))
+    except (TypeError, ValueError):
+        return str(kombu_dumps(repr(result)))
+
+
+def finish(job_id: str, token: str, queue: str, result: Any) -> bool:
+    settings = get_settings()
+    with broker_errors():
+        done = scripts.FINISH(
+            get_redis(),
+            [keys.job(job_id), keys.started_registry(queue), keys.finished_registry(queue)],
+            [
+                token,
+                job_id,
+                JobStatus.FINISHED,
+                time.time(),
+                settings.results_ttl,
+                0,
+                keys.JOB_PREFIX,
+                "result",
+                encode_result(result),
+            ],
+        )
+    return bool(done)
+
+
+def fail(job_id: str, token: str, queue: str, exc_type: str, exc_info: str) -> bool:
+    settings = get_settings()
+    with broker_errors():
+        done = scripts.FINISH(
+            get_redis(),
+            [keys.job(job_id), keys.started_registry(queue), keys.failed_registry(queue)],
+            [
+                token,
+                job_id,
+                JobStatus.FAILED,
+                time.time(),
+                settings.failure_ttl,
+                settings.failed_jobs_limit,
+                keys.JOB_PREFIX,
+                "exc_type",
+                exc_type,
+                "exc_info",
+                exc_info,
+            ],
+        )
+    return bool(done)
+
+
+def requeue(job_id: str, token: str, queue: str, **fields: Any) -> bool:
+    """Back to queued: a retry is scheduled, or the broker will redeliver the message."""
+    args: list[Any] = [token, job_id]
+    for name, value in fields.items():
+        args += [name, value]
+    with broker_errors():
+        done = scripts.REQUEUE(get_redis(), [keys.job(job_id), keys.started_registry(queue)], args)
+    return bool(done)

@@ -1,0 +1,111 @@
+"""The broker message of a job, built for a direct push onto kombu's Redis list.
+
+Why not ``app.send_task``: a publish through kombu costs a binding lookup (SMEMBERS) plus the
+LPUSH, and the result backend adds a SUBSCRIBE per task. Enqueue instead pushes the message in
+the same Lua script that writes the job's status record (one round trip, atomic with the dedup
+gate). The task headers and body come from Celery's own protocol-2 builder
+(``app.amqp.as_task_v2``); only the outer envelope is written here, in the exact shape kombu's
+Redis transport stores (``kombu.transport.virtual.Channel.prepare_message`` and
+``_inplace_augment_message``): JSON, body base64-encoded, published to the anonymous exchange with
+the queue name as routing key, so a stock ``celery worker`` consumes it like any other task.
+Only JSON is ever written (never pickle).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from typing import Any, TypedDict
+
+from celery.utils.nodenames import anon_nodename
+from kombu.exceptions import EncodeError
+from kombu.utils.json import dumps as kombu_dumps
+
+from .errors import UnserializableArgumentError
+
+TASK_NAME = "frappe_celery.execute_job"
+_ORIGIN = anon_nodename()
+
+
+class JobPayload(TypedDict):
+    """The keyword arguments of the generic task: everything a worker needs to run one job.
+
+    The first seven mirror Frappe's ``execute_job(site, method, event, job_name, kwargs, user,
+    is_async)``; the rest carry what Frappe kept in the RQ job itself.
+    """
+
+    site: str
+    method: str
+    event: str | None
+    job_name: str
+    kwargs: dict[str, Any]
+    user: str | None
+    is_async: bool
+    queue: str
+    timeout: float
+    token: str
+    on_success: str | None
+    on_failure: str | None
+
+
+def encode_body(job_kwargs: JobPayload, user_kwargs: dict[str, Any]) -> str:
+    """JSON of Celery's task body ``[args, kwargs, embed]`` for the generic task.
+
+    datetimes, dates, times, Decimals and UUIDs round-trip (kombu's JSON type tags). Raises
+    :class:`UnserializableArgumentError` naming the first user argument that cannot travel.
+    """
+    body = ((), job_kwargs, {"callbacks": None, "errbacks": None, "chain": None, "chord": None})
+    try:
+        return str(kombu_dumps(body))
+    except (TypeError, ValueError, EncodeError):
+        for name, value in user_kwargs.items():
+            try:
+                kombu_dumps(value)
+            except (TypeError, ValueError, EncodeError):
+                raise UnserializableArgumentError(name, value) from None
+        raise
+
+
+def build_message(
+    app: Any,
+    *,
+    job_id: str,
+    queue: str,
+    priority: int,
+    body_json: str,
+    job_kwargs: JobPayload,
+    soft_time_limit: float,
+    time_limit: float,
+    display: str,
+) -> str:
+    """The JSON string kombu's Redis transport would have pushed for this task."""
+    task_message = app.amqp.as_task_v2(
+        job_id,
+        TASK_NAME,
+        args=(),
+        kwargs=job_kwargs,
+        soft_time_limit=soft_time_limit,
+        time_limit=time_limit,
+        ignore_result=True,
+        origin=_ORIGIN,
+        # Shown by `celery inspect`; arguments are not printed (they may hold personal data).
+        argsrepr="()",
+        kwargsrepr=display,
+    )
+    properties = dict(task_message.properties)
+    properties.update(
+        delivery_mode=2,
+        delivery_info={"exchange": "", "routing_key": queue},
+        priority=priority,
+        body_encoding="base64",
+        delivery_tag=str(uuid.uuid4()),
+    )
+    envelope = {
+        "body": base64.b64encode(body_json.encode("utf-8")).decode("ascii"),
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": task_message.headers,
+        "properties": properties,
+    }
+    return json.dumps(envelope)
