@@ -1,0 +1,197 @@
+"""Job functions the test workers run. Each reports what it saw to Redis, under keys the test
+chooses, so a test can assert what really happened inside a worker process."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import redis
+from celery.exceptions import SoftTimeLimitExceeded
+
+from frappe_celery import JobContext, RetryBackgroundJobError
+
+_client: redis.Redis | None = None
+
+
+def conn() -> redis.Redis:
+    global _client
+    if _client is None:
+        _client = redis.Redis.from_url(os.environ["FRAPPE_CELERY_BROKER_URL"])
+    return _client
+
+
+def push(key: str, value: Any) -> None:
+    conn().rpush(key, json.dumps(value, default=str))
+
+
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+def record(key: str, value: Any = None) -> str:
+    push(key, value)
+    return f"recorded {value}"
+
+
+def record_pid(key: str) -> None:
+    push(key, os.getpid())
+
+
+def describe(key: str, **kwargs: Any) -> dict[str, Any]:
+    """Record the type and value of every argument, as the worker received them."""
+    seen = {name: [type(value).__name__, str(value)] for name, value in kwargs.items()}
+    push(key, seen)
+    return kwargs
+
+
+def only_a(a: int) -> int:
+    return a
+
+
+def sleep_then_record(key: str, seconds: float) -> None:
+    time.sleep(seconds)
+    push(key, "done")
+
+
+def catch_soft_timeout(key: str, seconds: float) -> None:
+    try:
+        time.sleep(seconds)
+    except SoftTimeLimitExceeded:
+        push(key, "soft time limit seen")
+        raise
+
+
+def ignore_soft_timeout(key: str, seconds: float) -> None:
+    """Swallow the soft time limit and keep running: only the hard limit can stop this."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            time.sleep(0.1)
+        except SoftTimeLimitExceeded:
+            push(key, "ignored soft time limit")
+    push(key, "finished anyway")
+
+
+def fail(message: str) -> None:
+    raise ValueError(message)
+
+
+def flaky(key: str, failures: int) -> str:
+    """Fail with RetryBackgroundJobError ``failures`` times, then succeed."""
+    attempt = int(conn().incr(key))
+    push(key + ":attempts", {"attempt": attempt, "at": time.time()})
+    if attempt <= failures:
+        raise RetryBackgroundJobError(f"attempt {attempt} failed")
+    return f"succeeded on attempt {attempt}"
+
+
+class CustomRetryError(Exception):
+    pass
+
+
+def flaky_custom(key: str, failures: int) -> str:
+    attempt = int(conn().incr(key))
+    if attempt <= failures:
+        raise CustomRetryError(f"attempt {attempt} failed")
+    return f"succeeded on attempt {attempt}"
+
+
+def on_success_record(job: Any, connection: Any, result: Any, *args: Any, **kwargs: Any) -> None:
+    push(
+        "test:callbacks",
+        {
+            "callback": "on_success",
+            "job_id": job.id,
+            "status": str(job.get_status()),
+            "result": result,
+            "connection": type(connection).__name__,
+        },
+    )
+
+
+def on_failure_record(job: Any, connection: Any, type_: Any, value: Any, traceback: Any) -> None:
+    push(
+        "test:callbacks",
+        {
+            "callback": "on_failure",
+            "job_id": job.id,
+            "status": str(job.get_status()),
+            "type": type_.__name__,
+            "value": str(value),
+        },
+    )
+
+
+def raising_callback(*args: Any, **kwargs: Any) -> None:
+    raise RuntimeError("callback blew up")
+
+
+# -- hooks and context (configured by tests/hooks_for_tests.py and FRAPPE_CELERY_JOB_CONTEXT) --
+
+CONTEXT_EVENTS: list[str] = []
+CURRENT_USER: str | None = None
+
+
+class RecordingContext(JobContext):
+    """Remembers what the worker did around the job, for the trace below."""
+
+    def current_user(self) -> str | None:
+        return CURRENT_USER
+
+    def setup(self, site: str, user: str | None) -> None:
+        CONTEXT_EVENTS.clear()
+        CONTEXT_EVENTS.append(f"setup:{site}:{user}")
+
+    def commit(self) -> None:
+        CONTEXT_EVENTS.append("commit")
+
+    def rollback(self) -> None:
+        CONTEXT_EVENTS.append("rollback")
+
+
+def hook_before(method: str, kwargs: dict[str, Any], transaction_type: str) -> None:
+    trace = kwargs.get("trace_key")
+    if trace:
+        for event in CONTEXT_EVENTS:
+            push(trace, event)
+        push(trace, f"before_job:{method}:{transaction_type}")
+
+
+def hook_after(method: str, kwargs: dict[str, Any], result: Any) -> None:
+    trace = kwargs.get("trace_key")
+    if trace:
+        for event in CONTEXT_EVENTS[1:]:
+            push(trace, event)
+        push(trace, f"after_job:{result}")
+
+
+def traced(trace_key: str, should_fail: bool = False) -> str:
+    push(trace_key, "method")
+    if should_fail:
+        raise ValueError("traced job failed")
+    return "traced-result"
+
+
+class Document:
+    """What a document loader returns in the enqueue_doc test."""
+
+    def __init__(self, doctype: str, name: str | None) -> None:
+        self.doctype = doctype
+        self.name = name
+
+    def submit_later(self, key: str, note: str) -> str:
+        push(key, [self.doctype, self.name, note])
+        return f"{self.doctype}/{self.name}: {note}"
+
+
+def load_document(doctype: str, name: str | None) -> Document:
+    return Document(doctype, name)
+
+
+class Holder:
+    @staticmethod
+    def static_job(key: str) -> None:
+        push(key, "static")
