@@ -1,0 +1,176 @@
+"""``frappe-celery demo``: Redis (embedded if none is reachable), a real worker, the example jobs
+from hooks_example.py, and a table of what became of each.
+
+This is the README's first command. It exits 0 only if every job ended the way the table says
+it should, so it doubles as an end-to-end check of a fresh install.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+from tabulate import tabulate
+
+from ..connection import redact_url
+from ..embedded import EmbeddedRedis, is_reachable
+from .supervise import ManagedProcess, celery_command, child_env
+
+DEMO_HOOKS = "hooks_example"
+FINAL = ("finished", "failed", "canceled")
+
+
+@dataclass
+class DemoJob:
+    title: str
+    expect: str  # the status it must end in
+    job: Any  # Job handle, or None when enqueue returned None
+    detail: Callable[[Any], str]
+    skipped_reason: str = ""
+
+
+def _outcome(job: Any) -> str:
+    if job.get_status() == "failed":
+        # The traceback's last line: "ExceptionType: message".
+        return (job.exc_info or "").strip().splitlines()[-1]
+    return repr(job.return_value())
+
+
+def _enqueue_examples(frappe: Any) -> list[DemoJob]:
+    run = uuid.uuid4().hex[:6]
+    jobs = [
+        DemoJob(
+            'enqueue("hooks_example.process_data", queue="long", customer="CUST-001")',
+            "finished",
+            frappe.enqueue("hooks_example.process_data", queue="long", customer="CUST-001"),
+            _outcome,
+        ),
+        DemoJob(
+            "RetryBackgroundJobError once, retried by Celery (1 s countdown)",
+            "finished",
+            frappe.enqueue("hooks_example.flaky_sync", counter_key=f"demo:flaky:{run}"),
+            lambda job: f"{_outcome(job)} after {job.retries} retry",
+        ),
+        DemoJob(
+            "timeout=2 on a 10 s job: the soft time limit interrupts it",
+            "failed",
+            frappe.enqueue("hooks_example.slow_report", queue="short", timeout=2, seconds=10),
+            _outcome,
+        ),
+        DemoJob(
+            "a job that raises, with an on_failure callback",
+            "failed",
+            frappe.enqueue(
+                "hooks_example.fail_on_purpose",
+                reason="bad input",
+                on_failure="hooks_example.notify_failure",
+            ),
+            _outcome,
+        ),
+        DemoJob(
+            "at_front=True: jumps ahead of normal jobs in its queue",
+            "finished",
+            frappe.enqueue("hooks_example.heartbeat", queue="short", at_front=True),
+            _outcome,
+        ),
+    ]
+    first = frappe.enqueue(
+        "hooks_example.send_daily_digest", job_id=f"digest-{run}", deduplicate=True
+    )
+    second = frappe.enqueue(
+        "hooks_example.send_daily_digest", job_id=f"digest-{run}", deduplicate=True
+    )
+    jobs.append(DemoJob("deduplicate=True, first call", "finished", first, _outcome))
+    jobs.append(
+        DemoJob(
+            "deduplicate=True, same job_id again while queued",
+            "skipped",
+            second,
+            lambda job: "",
+            skipped_reason="enqueue returned None: already queued",
+        )
+    )
+    return jobs
+
+
+def _wait_until_final(jobs: list[DemoJob], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    pending = [demo.job for demo in jobs if demo.job is not None]
+    while pending and time.monotonic() < deadline:
+        pending = [job for job in pending if job.get_status() not in FINAL]
+        time.sleep(0.2)
+
+
+def _report(jobs: list[DemoJob]) -> bool:
+    rows = []
+    all_as_expected = True
+    for demo in jobs:
+        if demo.job is None:
+            status, outcome = "skipped", demo.skipped_reason
+        else:
+            status = str(demo.job.get_status())
+            outcome = demo.detail(demo.job)
+        ok = status == demo.expect
+        all_as_expected &= ok
+        rows.append(
+            [demo.title, status, outcome[:70], "yes" if ok else f"NO (wanted {demo.expect})"]
+        )
+    click.echo(tabulate(rows, headers=["job", "status", "outcome", "as expected"]))
+    return all_as_expected
+
+
+@click.command()
+@click.option(
+    "--data-dir",
+    default=".frappe_celery",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the embedded Redis keeps its files (used only if no broker is reachable).",
+)
+@click.option("--timeout", default=90.0, show_default=True, help="Give up after this many seconds.")
+def demo(data_dir: Path, timeout: float) -> None:
+    """Run the example jobs from hooks_example.py on a real worker and print their outcome."""
+    os.environ.setdefault("FRAPPE_CELERY_HOOKS", DEMO_HOOKS)
+    import frappe_celery as frappe
+
+    settings = frappe.reload_settings()
+    embedded = None
+    if not is_reachable(settings.broker_url):
+        embedded = EmbeddedRedis(data_dir / "redis").start()
+        os.environ["FRAPPE_CELERY_BROKER_URL"] = embedded.url
+        settings = frappe.reload_settings()
+        click.echo(f"No broker at the configured URL: started an embedded Redis at {embedded.url}")
+    else:
+        click.echo(f"Using the broker at {redact_url(settings.broker_url)}")
+
+    worker = ManagedProcess(
+        "worker",
+        celery_command(
+            "worker", "-Q", ",".join(settings.queues), "-c", "2", "--loglevel", "INFO",
+            "-n", f"demo-{os.getpid()}@%h", "--without-mingle", "--without-gossip",
+        ),
+        child_env({"FRAPPE_CELERY_BROKER_URL": settings.broker_url}),
+    )  # fmt: skip
+    try:
+        if not worker.wait_for_line(lambda line: " ready." in line, 60):
+            raise click.ClickException("the Celery worker did not start; see its output above")
+        click.echo(
+            f"now=True runs in-process: {frappe.enqueue('hooks_example.heartbeat', now=True)!r}"
+        )
+        jobs = _enqueue_examples(frappe)
+        _wait_until_final(jobs, timeout)
+        click.echo("")
+        as_expected = _report(jobs)
+    finally:
+        worker.stop()
+        if embedded:
+            embedded.stop()
+    if not as_expected:
+        raise SystemExit(1)
+    click.echo("\nEvery example job ended as expected.")
