@@ -195,3 +195,37 @@ class Holder:
     @staticmethod
     def static_job(key: str) -> None:
         push(key, "static")
+
+
+# -- used by tests/test_enqueue_contract.py --
+
+
+def wait_for_release(key: str, release_key: str, limit: float = 30) -> str:
+    """Record "started", then wait (at most ``limit`` s) until the test sets ``release_key``."""
+    push(key, "started")
+    deadline = time.monotonic() + limit
+    while not conn().exists(release_key) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    push(key, "released")
+    return "released"
+
+
+def echo_kwargs(**kwargs: Any) -> dict[str, Any]:
+    """Return every keyword argument it was given (writes nothing)."""
+    return kwargs
+
+
+# -- added for tests/test_worker_execution.py ---------------------------------------------------
+
+# A standard-library function re-exported from an allowed module: a message naming
+# "tests.jobs.reexported_system" must still be refused (it is os.system, defined in posix).
+reexported_system = os.system
+
+
+def flaky_context(key: str, failures: int) -> str:
+    """Like flaky, and record the context (site and user) each attempt was set up with."""
+    attempt = int(conn().incr(key))
+    push(key + ":context", CONTEXT_EVENTS[0] if CONTEXT_EVENTS else None)
+    if attempt <= failures:
+        raise RetryBackgroundJobError(f"attempt {attempt} failed")
+    return f"succeeded on attempt {attempt}"
