@@ -148,7 +148,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     config_path = env.get(ENV_PREFIX + "CONFIG") or None
     conf: dict[str, Any] = _read_config_file(config_path) if config_path else {}
     source = config_path or "defaults"
-    own = conf.get("frappe_celery") or {}
+    own = conf.get("frappe_celery", {})
     if not isinstance(own, dict):
         raise ConfigError(f"{source}: 'frappe_celery' must be a JSON object")
 
