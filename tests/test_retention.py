@@ -1,0 +1,80 @@
+"""Frappe's retention rules: results 600 s, failures 7 days, newest N failed jobs per queue,
+and the max_queued_jobs backpressure, each configurable with Frappe's names."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+import frappe_celery as frappe
+from frappe_celery import keys
+
+from .conftest import TEST_CONFIG, wait_for
+
+
+@pytest.fixture
+def config_with(tmp_path):
+    """Write a config file = the test config + overrides; return the env that selects it.
+    Settings of this process are restored afterwards."""
+    original = os.environ["FRAPPE_CELERY_CONFIG"]
+
+    def make(**overrides: object) -> dict[str, str]:
+        path = tmp_path / "override_config.json"
+        path.write_text(json.dumps({**TEST_CONFIG, **overrides}))
+        return {"FRAPPE_CELERY_CONFIG": str(path)}
+
+    yield make
+    os.environ["FRAPPE_CELERY_CONFIG"] = original
+    frappe.reload_settings()
+
+
+def test_failed_registry_keeps_only_the_newest_failed_jobs(r, start_worker, config_with):
+    start_worker("reports", concurrency=1, **config_with(rq_failed_jobs_limit=3))
+    jobs = [
+        frappe.enqueue("tests.jobs.fail", queue="reports", message=f"boom {i}") for i in range(5)
+    ]
+    wait_for(lambda: all(job.get_status() is None or job.is_failed for job in jobs[2:]), 30)
+    wait_for(
+        lambda: (
+            r.zcard(keys.failed_registry("reports")) == 3 and not r.exists(keys.job(jobs[1].id))
+        ),
+        30,
+    )
+
+    kept = [member.decode() for member in r.zrange(keys.failed_registry("reports"), 0, -1)]
+    assert kept == [job.id for job in jobs[2:]]
+    # The trimmed failures are gone entirely, traceback included; the newest keep theirs.
+    assert not r.exists(keys.job(jobs[0].id)) and not r.exists(keys.job(jobs[1].id))
+    assert "boom 4" in jobs[4].exc_info
+
+
+def test_result_and_failure_ttls_follow_frappes_config_names(r, start_worker, config_with):
+    start_worker(
+        "reports", concurrency=1, **config_with(rq_results_ttl=42, rq_job_failure_ttl=4242)
+    )
+    ok = frappe.enqueue("tests.jobs.add", queue="reports", a=1, b=1)
+    bad = frappe.enqueue("tests.jobs.fail", queue="reports", message="x")
+    wait_for(lambda: ok.is_finished and bad.is_failed, 30)
+    assert 30 < r.ttl(keys.job(ok.id)) <= 42
+    assert 4000 < r.ttl(keys.job(bad.id)) <= 4242
+
+
+def test_max_queued_jobs_is_configurable(r, config_with):
+    os.environ.update(config_with(max_queued_jobs=3))
+    frappe.reload_settings()
+    for i in range(3):
+        frappe.enqueue("tests.jobs.add", queue="batch", a=i, b=i)
+    with pytest.raises(frappe.QueueOverloaded, match="batch") as caught:
+        frappe.enqueue("tests.jobs.add", queue="batch", a=9, b=9, job_id="one-too-many")
+    assert (caught.value.pending, caught.value.limit) == (3, 3)
+    assert frappe.get_job("one-too-many") is None
+
+
+def test_max_queued_jobs_zero_disables_the_check(r, config_with):
+    os.environ.update(config_with(max_queued_jobs=0))
+    frappe.reload_settings()
+    for i in range(600):
+        frappe.enqueue("tests.jobs.add", queue="batch", a=i, b=i)
+    assert sum(r.llen(key) for key in keys.queue_lists("batch")) == 600
