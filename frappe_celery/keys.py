@@ -41,6 +41,11 @@ def failed_registry(queue: str) -> str:
     return f"{PREFIX}failed:{queue}"
 
 
+def lock(name: str) -> str:
+    """String holding the token of whoever holds the job lock ``name`` (lock.py)."""
+    return f"{PREFIX}lock:{name}"
+
+
 def priority_bucket(priority: int) -> int:
     """The kombu bucket a message priority falls into (kombu clamps to 0..9)."""
     clamped = min(max(priority, 0), 9)
