@@ -45,6 +45,9 @@ DEFAULT_TIME_LIMIT_GRACE = 30
 # The broker redelivers an unacked message after the visibility timeout. It must outlast the
 # longest hard time limit (a long job must never run twice); this margin is added on top.
 DEFAULT_VISIBILITY_MARGIN = 300
+# A worker pops a message before it records it as unacked: a queued or started job's message is
+# declared lost (its id freed) only after it was seen missing for this long.
+DEFAULT_LOST_MESSAGE_GRACE = 10
 
 ENV_PREFIX = "FRAPPE_CELERY_"
 
@@ -67,6 +70,7 @@ class Settings:
     max_queued_jobs: int = DEFAULT_MAX_QUEUED_JOBS
     time_limit_grace: int = DEFAULT_TIME_LIMIT_GRACE
     visibility_margin: int = DEFAULT_VISIBILITY_MARGIN
+    lost_message_grace: int = DEFAULT_LOST_MESSAGE_GRACE
     # Exception classes (dotted paths) that retry a job, besides RetryBackgroundJobError.
     retry_exceptions: tuple[str, ...] = ()
     # Module prefixes whose functions a job message may name (see methods.py).
@@ -189,6 +193,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             source,
             "frappe_celery.visibility_margin",
             own.get("visibility_margin", DEFAULT_VISIBILITY_MARGIN),
+        ),
+        lost_message_grace=_positive_int(
+            source,
+            "frappe_celery.lost_message_grace",
+            own.get("lost_message_grace", DEFAULT_LOST_MESSAGE_GRACE),
         ),
         retry_exceptions=tuple(own.get("retry_exceptions", ())),
         allowed_modules=_split_list(allowed) if allowed else tuple(own.get("allowed_modules", ())),

@@ -9,27 +9,21 @@ Nothing is written to Redis until every argument passed validation.
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 import warnings
 from collections.abc import Callable
 from typing import Any
 
-from . import keys, records, scripts
-from .celery_app import app
-from .config import (
-    AT_FRONT_PRIORITY,
-    NORMAL_PRIORITY,
-    QUEUE_STARVATION_THRESHOLD,
-    get_settings,
-)
-from .connection import broker_errors, get_redis
+from . import records
+from .config import get_settings
 from .context import get_job_context
-from .errors import InvalidArgumentError, QueueOverloaded
+from .errors import InvalidArgumentError
 from .execute import run_in_process
 from .job import ACTIVE_STATUSES, Job, JobStatus
 from .methods import call_with_accepted_kwargs, import_trusted, normalize_path
-from .wire import JobPayload, build_message, encode_body
+from .publish import prepare, publish, record_fields
+from .transaction import publish_after_commit
+from .wire import JobPayload, encode_body
 
 logger = logging.getLogger(__name__)
 
@@ -204,10 +198,10 @@ def enqueue(
     body_json = encode_body(payload, kwargs)
 
     if not is_async:
-        records.create(full_id, payload["token"], _record_fields(full_id, payload))
+        records.create(full_id, payload["token"], record_fields(full_id, payload))
         return run_in_process(full_id, payload)
 
-    job = _publish(
+    publication = prepare(
         full_id,
         payload,
         body_json,
@@ -215,84 +209,10 @@ def enqueue(
         deduplicate=deduplicate,
         at_front_when_starved=at_front_when_starved,
     )
-    # Until transaction scopes exist, "after commit" outside any transaction means "now".
-    return None if enqueue_after_commit else job
-
-
-def _record_fields(job_id: str, payload: JobPayload) -> dict[str, Any]:
-    return {
-        "id": job_id,
-        "token": payload["token"],
-        "status": JobStatus.QUEUED,
-        "queue": payload["queue"],
-        "method": payload["method"],
-        "job_name": payload["job_name"],
-        "site": payload["site"],
-        "user": payload["user"] or "",
-        "event": payload["event"] or "",
-        "timeout": payload["timeout"],
-        "enqueued_at": time.time(),
-        "retries": 0,
-    }
-
-
-def _publish(
-    job_id: str,
-    payload: JobPayload,
-    body_json: str,
-    *,
-    at_front: bool,
-    deduplicate: bool,
-    at_front_when_starved: bool,
-) -> Job | None:
-    settings = get_settings()
-    queue = payload["queue"]
-    soft = payload["timeout"]
-    hard = soft + settings.time_limit_grace
-
-    def message(priority: int) -> str:
-        return build_message(
-            app,
-            job_id=job_id,
-            queue=queue,
-            priority=priority,
-            body_json=body_json,
-            job_kwargs=payload,
-            soft_time_limit=soft,
-            time_limit=hard,
-            display=payload["job_name"],
-        )
-
-    priority = AT_FRONT_PRIORITY if at_front else NORMAL_PRIORITY
-    normal = message(priority)
-    # Only a normal job can be promoted when the queue is starved.
-    starved = at_front_when_starved and not at_front
-    fields = _record_fields(job_id, payload)
-    args: list[Any] = [
-        "1" if deduplicate else "0",
-        settings.max_queued_jobs,
-        QUEUE_STARVATION_THRESHOLD if starved else 0,
-        normal,
-        message(AT_FRONT_PRIORITY) if starved else normal,
-        settings.failure_ttl,
-    ]
-    for name, value in fields.items():
-        args += [name, value]
-    script_keys = [
-        keys.job(job_id),
-        keys.queue_list(queue, priority),
-        keys.queue_list(queue, AT_FRONT_PRIORITY),
-        *keys.queue_lists(queue),
-    ]
-    with broker_errors():
-        code, info = scripts.ENQUEUE(get_redis(), script_keys, args)
-    if code == 0:
-        status = info.decode() if isinstance(info, bytes) else info
-        logger.info("not queueing %s: already %s", job_id, status)
+    if enqueue_after_commit:
+        publish_after_commit(publication)
         return None
-    if code == -1:
-        raise QueueOverloaded(queue, int(info), settings.max_queued_jobs)
-    return Job(job_id, {k: str(v) for k, v in fields.items()} | {"message": normal})
+    return publish(publication)
 
 
 def enqueue_doc(

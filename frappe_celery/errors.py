@@ -52,6 +52,23 @@ class QueueOverloaded(FrappeCeleryError):
         )
 
 
+class PublishError(FrappeCeleryError):
+    """Some jobs buffered for one commit could not be published; the others were.
+
+    ``failures`` lists (job id, exception); ``results`` has one entry per buffered job, in order
+    (the Job handle, or None for a deduplicated or failed one).
+    """
+
+    def __init__(self, failures: list[tuple[str, BaseException]], results: list[Any]) -> None:
+        self.failures = failures
+        self.results = results
+        listed = "; ".join(f"{job_id}: {exc}" for job_id, exc in failures)
+        super().__init__(
+            f"{len(failures)} of {len(results)} jobs buffered for this commit were not "
+            f"published: {listed}"
+        )
+
+
 class BrokerUnreachable(FrappeCeleryError, ConnectionError):
     """Redis could not be reached (the URL is shown with its password hidden)."""
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from typing import Any
 
 from billiard.einfo import ExceptionInfo
 from billiard.exceptions import WorkerLostError
-from celery import Task
+from celery import Task, signals
 from celery.worker.request import Request
 
 from . import records
@@ -36,6 +37,8 @@ from .hooks import run_hooks
 from .job import Job
 from .methods import import_trusted, resolve_job_callable
 from .records import StartDecision
+from .transaction import Transaction
+from .transaction import scope as transaction_scope
 from .wire import TASK_NAME, JobPayload
 
 logger = logging.getLogger(__name__)
@@ -58,14 +61,20 @@ def run_attempt(payload: JobPayload) -> Any:
     context = get_job_context()
     method_path, kwargs = payload["method"], payload["kwargs"]
     result = None
+    # The job is the transaction: what it enqueues with enqueue_after_commit is published once
+    # its work is committed, and dropped if it fails.
+    after_commit = Transaction()
     context.setup(payload["site"], payload["user"])
     try:
         try:
-            run_hooks("before_job", method=method_path, kwargs=kwargs, transaction_type="job")
-            method = resolve_job_callable(method_path)
-            result = method(**kwargs)
+            with transaction_scope(after_commit):
+                run_hooks("before_job", method=method_path, kwargs=kwargs, transaction_type="job")
+                method = resolve_job_callable(method_path)
+                result = method(**kwargs)
             context.commit()
+            after_commit.commit()
         except BaseException:
+            after_commit.rollback()
             context.rollback()
             raise
         finally:
@@ -197,6 +206,48 @@ def execute_job(self: Task, **payload: Any) -> None:
         raise
     records.finish(job_id, job["token"], job["queue"], result)
     run_callback(job_id, job["on_success"], result)
+
+
+@signals.task_revoked.connect
+def record_revoked(sender: Any = None, request: Any = None, **info: Any) -> None:
+    """A revoked job never runs: record it canceled, which frees its id."""
+    if getattr(sender, "name", None) != TASK_NAME or request is None:
+        return
+    payload: JobPayload = request.kwargs
+    how = (
+        "terminated" if info.get("terminated") else "expired" if info.get("expired") else "revoked"
+    )
+    records.cancel(request.id, payload["token"], payload["queue"], f"{how} by Celery")
+
+
+# How often each worker fails the started jobs that can never finish (see lua/reap.lua).
+REAP_INTERVAL = 30.0
+
+
+def _reap_forever(stop: threading.Event) -> None:
+    while not stop.wait(REAP_INTERVAL):
+        try:
+            for job_id in records.reap_abandoned():
+                logger.warning(
+                    "job %s: abandoned (worker gone, message lost); marked failed", job_id
+                )
+        except Exception:
+            logger.exception("reaping abandoned jobs failed; will try again")
+
+
+_reaper_stop = threading.Event()
+
+
+@signals.worker_ready.connect
+def start_reaper(**_: Any) -> None:
+    threading.Thread(
+        target=_reap_forever, args=(_reaper_stop,), name="frappe-celery-reaper", daemon=True
+    ).start()
+
+
+@signals.worker_shutdown.connect
+def stop_reaper(**_: Any) -> None:
+    _reaper_stop.set()
 
 
 __all__ = ["JobRequest", "execute_job", "run_in_process"]

@@ -248,8 +248,8 @@ class Job:
         with broker_errors():
             previous = scripts.CANCEL(
                 get_redis(),
-                [keys.job(self.id), record["list"]],
-                [record["token"], time.time(), settings.failure_ttl],
+                [keys.job(self.id), record["list"], keys.canceled_registry(record["queue"])],
+                [record["token"], time.time(), settings.failure_ttl, self.id],
             )
         previous = previous.decode() if isinstance(previous, bytes) else previous
         if previous != JobStatus.QUEUED:

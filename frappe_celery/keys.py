@@ -19,6 +19,9 @@ PREFIX = "frappe_celery:"
 KOMBU_PRIORITY_SEPARATOR = "\x06\x16"
 
 JOB_PREFIX = PREFIX + "job:"
+# kombu's Redis transport keeps every delivered, not yet acknowledged message in this hash
+# (delivery tag -> message); it restores them to their queue after the visibility timeout.
+KOMBU_UNACKED = "unacked"
 
 
 def job(job_id: str) -> str:
@@ -34,6 +37,11 @@ def started_registry(queue: str) -> str:
 def finished_registry(queue: str) -> str:
     """Sorted set of job ids finished from ``queue``, scored by end time."""
     return f"{PREFIX}finished:{queue}"
+
+
+def canceled_registry(queue: str) -> str:
+    """Sorted set of canceled or revoked job ids of ``queue``, scored by cancel time."""
+    return f"{PREFIX}canceled:{queue}"
 
 
 def failed_registry(queue: str) -> str:

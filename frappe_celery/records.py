@@ -103,6 +103,42 @@ def fail(job_id: str, token: str, queue: str, exc_type: str, exc_info: str) -> b
     return bool(done)
 
 
+def cancel(job_id: str, token: str, queue: str, reason: str) -> bool:
+    """Canceled without running (revoked): a final state, so the id is free again."""
+    settings = get_settings()
+    with broker_errors():
+        done = scripts.FINISH(
+            get_redis(),
+            [keys.job(job_id), keys.started_registry(queue), keys.canceled_registry(queue)],
+            [token, job_id, JobStatus.CANCELED, time.time(), settings.failure_ttl,
+             settings.failed_jobs_limit, keys.JOB_PREFIX, "exc_info", reason],
+        )  # fmt: skip
+    return bool(done)
+
+
+ABANDONED_REASON = (
+    "abandoned: its hard time limit passed, no worker holds its message and the message is no "
+    "longer in its queue (the worker died and the message was lost)"
+)
+
+
+def reap_abandoned() -> list[str]:
+    """Fail every started job that can never finish; returns their ids (see lua/reap.lua)."""
+    settings = get_settings()
+    reaped: list[str] = []
+    for queue in settings.queues:
+        with broker_errors():
+            ids = scripts.REAP(
+                get_redis(),
+                [keys.started_registry(queue), keys.failed_registry(queue),
+                 *keys.queue_lists(queue)],
+                [time.time(), keys.KOMBU_UNACKED, settings.lost_message_grace, keys.JOB_PREFIX,
+                 settings.failure_ttl, ABANDONED_REASON],
+            )  # fmt: skip
+        reaped += [i.decode() if isinstance(i, bytes) else i for i in ids]
+    return reaped
+
+
 def requeue(job_id: str, token: str, queue: str, **fields: Any) -> bool:
     """Back to queued: a retry is scheduled, or the broker will redeliver the message."""
     args: list[Any] = [token, job_id]

@@ -14,11 +14,18 @@ import redis
 from redis.exceptions import NoScriptError
 
 
+def _source(name: str) -> str:
+    return (files("frappe_celery") / "lua" / f"{name}.lua").read_text("utf-8")
+
+
 class LuaScript:
-    def __init__(self, name: str) -> None:
+    """A script from ``lua/<name>.lua``, with the ``lib_*.lua`` files it uses prepended."""
+
+    def __init__(self, name: str, uses: tuple[str, ...] = ()) -> None:
         self.name = name
-        self.source = (files("frappe_celery") / "lua" / f"{name}.lua").read_text("utf-8")
+        self.source = "\n".join([*(_source(lib) for lib in uses), _source(name)])
         self.sha = hashlib.sha1(self.source.encode("utf-8")).hexdigest()
+        self._loaded = False
 
     def __call__(self, client: redis.Redis, keys: list[str], args: list[Any]) -> Any:
         try:
@@ -26,8 +33,19 @@ class LuaScript:
         except NoScriptError:
             return client.eval(self.source, len(keys), *keys, *args)
 
+    def ensure_loaded(self, client: redis.Redis) -> None:
+        """Load the script once per process, before queueing it in a pipeline (where NOSCRIPT
+        cannot fall back to EVAL; callers handle NoScriptError replies after a Redis restart)."""
+        if not self._loaded:
+            client.script_load(self.source)
+            self._loaded = True
 
-ENQUEUE = LuaScript("enqueue")
+    def queue_in(self, pipe: Any, keys: list[str], args: list[Any]) -> None:
+        pipe.evalsha(self.sha, len(keys), *keys, *args)
+
+
+ENQUEUE = LuaScript("enqueue", uses=("lib_liveness",))
+REAP = LuaScript("reap", uses=("lib_liveness",))
 START = LuaScript("start")
 FINISH = LuaScript("finish")
 REQUEUE = LuaScript("requeue")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import json
-import uuid
 from typing import Any, TypedDict
 
 from celery.utils.nodenames import anon_nodename
@@ -78,6 +77,7 @@ def build_message(
     soft_time_limit: float,
     time_limit: float,
     display: str,
+    delivery_tag: str,
 ) -> str:
     """The JSON string kombu's Redis transport would have pushed for this task."""
     task_message = app.amqp.as_task_v2(
@@ -99,7 +99,7 @@ def build_message(
         delivery_info={"exchange": "", "routing_key": queue},
         priority=priority,
         body_encoding="base64",
-        delivery_tag=str(uuid.uuid4()),
+        delivery_tag=delivery_tag,
     )
     envelope = {
         "body": base64.b64encode(body_json.encode("utf-8")).decode("ascii"),

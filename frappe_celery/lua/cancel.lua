@@ -1,8 +1,8 @@
 -- Cancel a queued job: take its message off the broker list and mark it canceled. If the
 -- broker rewrote the message (a redelivery), LREM finds nothing and the worker skips the job
 -- when it sees the canceled record.
--- KEYS[1] job record   KEYS[2] the broker list holding its message
--- ARGV[1] token   ARGV[2] now   ARGV[3] record TTL
+-- KEYS[1] job record   KEYS[2] the broker list holding its message   KEYS[3] canceled registry
+-- ARGV[1] token   ARGV[2] now   ARGV[3] record TTL   ARGV[4] job id
 -- Returns the status the job had ('queued' when it was canceled).
 local fields = redis.call('HMGET', KEYS[1], 'token', 'status', 'message')
 if fields[1] ~= ARGV[1] or fields[2] ~= 'queued' then
@@ -11,4 +11,5 @@ end
 redis.call('LREM', KEYS[2], 1, fields[3])
 redis.call('HSET', KEYS[1], 'status', 'canceled', 'ended_at', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[4])
 return 'queued'

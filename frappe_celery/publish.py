@@ -1,0 +1,163 @@
+"""Putting a validated job onto its queue: one Lua script per job (enqueue.lua).
+
+A :class:`Publication` is everything the script needs, computed at enqueue time, so that a job
+buffered for after-commit was validated and encoded when it was enqueued and only the publish
+itself waits. Several publications (one commit's worth) go out pipelined, in order.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from redis.exceptions import NoScriptError
+
+from . import keys, scripts
+from .celery_app import app
+from .config import AT_FRONT_PRIORITY, NORMAL_PRIORITY, QUEUE_STARVATION_THRESHOLD, get_settings
+from .connection import broker_errors, get_redis
+from .errors import PublishError, QueueOverloaded
+from .job import Job, JobStatus
+from .wire import JobPayload, build_message
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Publication:
+    job_id: str
+    queue: str
+    keys: list[str]
+    args: list[Any]
+    record: dict[str, str]
+
+
+def record_fields(job_id: str, payload: JobPayload) -> dict[str, Any]:
+    """The status record a job starts with (see job.py for the fields)."""
+    return {
+        "id": job_id,
+        "token": payload["token"],
+        "status": JobStatus.QUEUED,
+        "queue": payload["queue"],
+        "method": payload["method"],
+        "job_name": payload["job_name"],
+        "site": payload["site"],
+        "user": payload["user"] or "",
+        "event": payload["event"] or "",
+        "timeout": payload["timeout"],
+        "enqueued_at": time.time(),
+        "retries": 0,
+    }
+
+
+def prepare(
+    job_id: str,
+    payload: JobPayload,
+    body_json: str,
+    *,
+    at_front: bool,
+    deduplicate: bool,
+    at_front_when_starved: bool,
+) -> Publication:
+    settings = get_settings()
+    queue = payload["queue"]
+    soft = payload["timeout"]
+    # kombu's per-message id; the liveness check finds the message (or its redelivered copy)
+    # and its unacked entry by it.
+    delivery_tag = str(uuid.uuid4())
+
+    def message(priority: int) -> str:
+        return build_message(
+            app,
+            job_id=job_id,
+            queue=queue,
+            priority=priority,
+            body_json=body_json,
+            job_kwargs=payload,
+            soft_time_limit=soft,
+            time_limit=soft + settings.time_limit_grace,
+            display=payload["job_name"],
+            delivery_tag=delivery_tag,
+        )
+
+    priority = AT_FRONT_PRIORITY if at_front else NORMAL_PRIORITY
+    normal = message(priority)
+    # Only a normal job can be promoted when the queue is starved.
+    starved = at_front_when_starved and not at_front
+    fields = record_fields(job_id, payload) | {"delivery_tag": delivery_tag}
+    args: list[Any] = [
+        "1" if deduplicate else "0",
+        settings.max_queued_jobs,
+        QUEUE_STARVATION_THRESHOLD if starved else 0,
+        normal,
+        message(AT_FRONT_PRIORITY) if starved else normal,
+        settings.failure_ttl,
+        keys.KOMBU_UNACKED,
+        time.time(),
+        settings.lost_message_grace,
+    ]
+    for name, value in fields.items():
+        args += [name, value]
+    script_keys = [
+        keys.job(job_id),
+        keys.queue_list(queue, priority),
+        keys.queue_list(queue, AT_FRONT_PRIORITY),
+        *keys.queue_lists(queue),
+    ]
+    record = {name: str(value) for name, value in fields.items()} | {"message": normal}
+    return Publication(job_id, queue, script_keys, args, record)
+
+
+def outcome(publication: Publication, reply: Any) -> Job | None:
+    """The handle for a published job; None when deduplicated; QueueOverloaded when full."""
+    code, info = reply
+    if code == 0:
+        status = info.decode() if isinstance(info, bytes) else info
+        logger.info("not queueing %s: already %s", publication.job_id, status)
+        return None
+    if code == -1:
+        raise QueueOverloaded(publication.queue, int(info), get_settings().max_queued_jobs)
+    return Job(publication.job_id, dict(publication.record))
+
+
+def publish(publication: Publication) -> Job | None:
+    """Publish one job now: one round trip."""
+    with broker_errors():
+        reply = scripts.ENQUEUE(get_redis(), publication.keys, publication.args)
+    return outcome(publication, reply)
+
+
+def publish_batch(publications: list[Publication]) -> list[Job | None]:
+    """Publish jobs in order, pipelined (one round trip for the batch).
+
+    Every job is attempted; if any failed, raises :class:`PublishError` listing them (the
+    others are published).
+    """
+    if not publications:
+        return []
+    client = get_redis()
+    with broker_errors():
+        scripts.ENQUEUE.ensure_loaded(client)
+        pipe = client.pipeline(transaction=False)
+        for publication in publications:
+            scripts.ENQUEUE.queue_in(pipe, publication.keys, publication.args)
+        replies = pipe.execute(raise_on_error=False)
+    results: list[Job | None] = []
+    failures: list[tuple[str, BaseException]] = []
+    for publication, reply in zip(publications, replies, strict=True):
+        try:
+            if isinstance(reply, NoScriptError):  # Redis restarted mid-way: plain EVAL.
+                results.append(publish(publication))
+                continue
+            if isinstance(reply, BaseException):
+                raise reply
+            results.append(outcome(publication, reply))
+        except Exception as exc:
+            results.append(None)
+            failures.append((publication.job_id, exc))
+    if failures:
+        raise PublishError(failures, results)
+    return results
