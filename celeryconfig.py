@@ -15,6 +15,10 @@ Point FRAPPE_CELERY_CELERYCONFIG at another module name to use a different file.
 # memory a leaky job can hold on to.
 worker_max_tasks_per_child = 5000
 
+# Dict settings are merged key by key with frappe-celery's, e.g. this keeps the derived
+# visibility timeout and only changes how often workers look for messages to restore:
+# broker_transport_options = {"unacked_restore_interval": 10, "unacked_restore_throttle": 1}
+
 # Examples:
 # worker_concurrency = 4
 # worker_send_task_events = True        # for Flower or celery events, if you use them

@@ -28,12 +28,15 @@ from .errors import (
     InvalidArgumentError,
     InvalidJobOperation,
     MethodNotAllowed,
+    PublishError,
     QueueOverloaded,
     RetryBackgroundJobError,
     UnserializableArgumentError,
 )
 from .execute import execute_job
 from .job import Job, JobStatus
+from .lock import LockHeld, job_lock
+from .transaction import transaction_scope
 
 # `celery -A frappe_celery` looks for `app` (or `celery`) in this module.
 celery = app
@@ -48,7 +51,9 @@ __all__ = [
     "Job",
     "JobContext",
     "JobStatus",
+    "LockHeld",
     "MethodNotAllowed",
+    "PublishError",
     "QueueOverloaded",
     "RetryBackgroundJobError",
     "UnserializableArgumentError",
@@ -63,8 +68,10 @@ __all__ = [
     "get_queues_timeout",
     "get_settings",
     "is_job_enqueued",
+    "job_lock",
     "reload_settings",
     "set_document_loader",
     "set_job_context",
+    "transaction_scope",
     "validate_queue",
 ]

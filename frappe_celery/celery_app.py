@@ -94,6 +94,11 @@ def apply_settings(app: Celery, settings: Settings) -> None:
                 f"overridden (got {overrides[key]!r}); use the FRAPPE_CELERY_* environment"
             )
     merged = {**derived, **overrides}
+    # A dict setting (broker_transport_options...) is merged key by key, so overriding one
+    # transport option keeps the derived visibility timeout and priority settings.
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(derived.get(key), dict):
+            merged[key] = {**derived[key], **value}
     visibility = merged["broker_transport_options"].get("visibility_timeout")
     if visibility is not None and visibility <= settings.longest_hard_time_limit:
         raise ConfigError(

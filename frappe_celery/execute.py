@@ -37,8 +37,7 @@ from .hooks import run_hooks
 from .job import Job
 from .methods import import_trusted, resolve_job_callable
 from .records import StartDecision
-from .transaction import Transaction
-from .transaction import scope as transaction_scope
+from .transaction import Transaction, enter_scope
 from .wire import TASK_NAME, JobPayload
 
 logger = logging.getLogger(__name__)
@@ -67,7 +66,7 @@ def run_attempt(payload: JobPayload) -> Any:
     context.setup(payload["site"], payload["user"])
     try:
         try:
-            with transaction_scope(after_commit):
+            with enter_scope(after_commit):
                 run_hooks("before_job", method=method_path, kwargs=kwargs, transaction_type="job")
                 method = resolve_job_callable(method_path)
                 result = method(**kwargs)

@@ -4,7 +4,7 @@ A job enqueued with ``enqueue_after_commit=True`` is validated and encoded at on
 still raises at the call), then handed to the innermost active *transaction scope*, which
 publishes it when the transaction commits and drops it when it rolls back. Scopes:
 
-* the generic one here: ``with transaction(): ...`` or ``begin()`` / ``commit()`` /
+* the generic one here: ``with transaction_scope(): ...``, or ``begin()`` / ``commit()`` /
   ``rollback()`` for code whose transaction is not a ``with`` block;
 * a running job: the job itself is the transaction (as Frappe's execute_job commits at the
   end), so its after-commit jobs are published when it succeeds and dropped when it fails;
@@ -88,7 +88,7 @@ def publish_after_commit(publication: Publication) -> None:
 
 
 @contextmanager
-def scope(active: TransactionScope) -> Iterator[TransactionScope]:
+def enter_scope(active: TransactionScope) -> Iterator[TransactionScope]:
     """Make ``active`` the current scope inside the block (adapters use this)."""
     token = _scopes.set((*_scopes.get(), active))
     try:
@@ -98,10 +98,10 @@ def scope(active: TransactionScope) -> Iterator[TransactionScope]:
 
 
 @contextmanager
-def transaction() -> Iterator[Transaction]:
+def transaction_scope() -> Iterator[Transaction]:
     """Publish the block's after-commit jobs if it completes; drop them if it raises."""
     tx = Transaction()
-    with scope(tx):
+    with enter_scope(tx):
         try:
             yield tx
         except BaseException:

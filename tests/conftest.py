@@ -31,6 +31,7 @@ TEST_CONFIG = {
     "frappe_celery": {
         "time_limit_grace": 2,
         "visibility_margin": 30,
+        "lost_message_grace": 1,
         "retry_exceptions": ["tests.jobs.CustomRetryError"],
         "document_loader": "tests.jobs.load_document",
     },

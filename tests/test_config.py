@@ -146,6 +146,16 @@ def test_celeryconfig_overrides_a_celery_setting(tmp_path, monkeypatch):
     assert app.conf.accept_content == ["json"]
 
 
+def test_celeryconfig_dict_settings_merge_with_the_derived_ones(tmp_path, monkeypatch):
+    app = _app_with_celeryconfig(
+        tmp_path, monkeypatch, "broker_transport_options = {'unacked_restore_interval': 2}\n"
+    )
+    options = app.conf.broker_transport_options
+    assert options["unacked_restore_interval"] == 2
+    assert options["queue_order_strategy"] == "priority"
+    assert options["visibility_timeout"] > 1500
+
+
 def test_celeryconfig_cannot_turn_on_pickle(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="accept_content"):
         _app_with_celeryconfig(tmp_path, monkeypatch, "accept_content = ['json', 'pickle']\n")

@@ -1,0 +1,262 @@
+"""Exactly one job at a time per job_id: the atomic dedup gate, its release, and crashes."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+import frappe_celery as frappe
+from frappe_celery import keys, records
+
+from .conftest import wait_for
+from .jobs_tx import enqueue_same_id_many_times
+
+
+def events(r, key: str) -> list[dict]:
+    return [json.loads(item) for item in r.lrange(key, 0, -1)]
+
+
+def test_concurrent_enqueues_of_one_job_id_run_exactly_once(r, start_worker):
+    key = "test:dedup:runs"
+    go_at = time.time() + 2.0
+    # 4 processes x 10 threads, plus 50 threads here, all at the same moment.
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(4) as pool:
+        remote = pool.starmap_async(enqueue_same_id_many_times, [("nightly", key, 10, go_at)] * 4)
+        local: list[bool] = []
+        lock = threading.Lock()
+
+        def attempt() -> None:
+            job = frappe.enqueue(
+                "tests.jobs.record", queue="reports", job_id="nightly", deduplicate=True, key=key
+            )
+            with lock:
+                local.append(job is not None)
+
+        threads = [threading.Thread(target=attempt) for _ in range(50)]
+        time.sleep(max(0.0, go_at - time.time()))
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        outcomes = local + [ok for chunk in remote.get(60) for ok in chunk]
+
+    assert len(outcomes) == 90
+    assert outcomes.count(True) == 1
+    assert sum(r.llen(k) for k in keys.queue_lists("reports")) == 1
+
+    start_worker("reports")
+    wait_for(lambda: frappe.get_job_status("nightly") == "finished", 30)
+    time.sleep(1)  # a second copy, had there been one, would have run by now
+    assert r.llen(key) == 1
+
+
+@pytest.mark.parametrize(
+    ("method", "kwargs", "final"),
+    [
+        ("tests.jobs.record", {"key": "test:dedup:ok"}, "finished"),
+        ("tests.jobs.fail", {"message": "nope"}, "failed"),
+        # Ignores its soft limit: killed at the hard limit (timeout 1 + grace 2).
+        ("tests.jobs.ignore_soft_timeout", {"key": "test:dedup:kill", "seconds": 30}, "failed"),
+    ],
+)
+def test_id_is_free_again_once_the_job_ends(r, shared_worker, method, kwargs, final):
+    first = frappe.enqueue(
+        method, queue="short", timeout=1, job_id="again", deduplicate=True, **kwargs
+    )
+    assert first is not None
+    # While it is queued or running, the id is taken.
+    assert frappe.enqueue(method, queue="short", job_id="again", deduplicate=True, **kwargs) is None
+    wait_for(lambda: first.get_status() == final, 30)
+    assert not frappe.is_job_enqueued("again")
+
+    second = frappe.enqueue(
+        "tests.jobs.add", queue="short", job_id="again", deduplicate=True, a=1, b=2
+    )
+    assert second is not None and second.id == first.id
+    wait_for(lambda: second.get_status() == "finished", 30)
+    assert second.return_value() == 3
+
+
+def test_canceled_job_frees_its_id(r):
+    job = frappe.enqueue("tests.jobs.add", queue="reports", job_id="c1", deduplicate=True, a=1, b=1)
+    job.cancel()
+    assert frappe.enqueue(
+        "tests.jobs.add", queue="reports", job_id="c1", deduplicate=True, a=1, b=1
+    )
+
+
+def test_without_deduplicate_a_reused_id_replaces_the_record_and_both_run(r, start_worker):
+    key = "test:dedup:both"
+    first = frappe.enqueue("tests.jobs.record", queue="reports", job_id="twice", key=key, value=1)
+    second = frappe.enqueue("tests.jobs.record", queue="reports", job_id="twice", key=key, value=2)
+    assert first.id == second.id
+    # One record, the second enqueue's.
+    assert second.kwargs == {"key": key, "value": 2}
+    assert frappe.get_job("twice").kwargs == {"key": key, "value": 2}
+
+    start_worker("reports")
+    wait_for(lambda: r.llen(key) == 2, 30)
+    assert sorted(json.loads(v) for v in r.lrange(key, 0, -1)) == [1, 2]
+    wait_for(lambda: frappe.get_job_status("twice") == "finished", 30)
+
+
+def test_a_stale_run_never_changes_a_newer_enqueues_record(r):
+    old = frappe.enqueue("tests.jobs.add", queue="reports", job_id="stale", a=1, b=1)
+    old_token = old.record["token"]
+    frappe.enqueue("tests.jobs.add", queue="reports", job_id="stale", a=2, b=2)
+    # The old enqueue's worker finishing (or failing) must not touch the new record.
+    assert records.finish(old.id, old_token, "reports", 2) is False
+    assert records.fail(old.id, old_token, "reports", "ValueError", "x") is False
+    assert frappe.get_job_status("stale") == "queued"
+
+
+def test_is_job_enqueued_exactly_while_queued_or_started(r, shared_worker):
+    assert not frappe.is_job_enqueued("watch")
+    job = frappe.enqueue(
+        "tests.jobs.sleep_then_record", queue="default", job_id="watch", key="test:w", seconds=2
+    )
+    assert frappe.is_job_enqueued("watch")
+    wait_for(lambda: job.get_status() == "started", 20)
+    assert frappe.is_job_enqueued("watch")
+    wait_for(lambda: job.get_status() == "finished", 20)
+    assert not frappe.is_job_enqueued("watch")
+
+
+def test_a_lost_message_frees_the_id_after_the_grace_period(r):
+    # The test config sets lost_message_grace to 1 s.
+    job = frappe.enqueue(
+        "tests.jobs.add", queue="reports", job_id="lost", deduplicate=True, a=1, b=1
+    )
+    assert job is not None
+    r.delete(*keys.queue_lists("reports"))  # `celery purge`, or Redis lost the list
+
+    # First look: the message is missing, but a worker may just have popped it.
+    assert (
+        frappe.enqueue("tests.jobs.add", queue="reports", job_id="lost", deduplicate=True, a=1, b=1)
+        is None
+    )
+    time.sleep(1.2)
+    again = frappe.enqueue(
+        "tests.jobs.add", queue="reports", job_id="lost", deduplicate=True, a=1, b=1
+    )
+    assert again is not None
+    assert sum(r.llen(k) for k in keys.queue_lists("reports")) == 1
+
+
+def test_killing_the_pool_child_runs_the_job_again_at_once(r, start_worker):
+    key = "test:dedup:child"
+    worker = start_worker("reports", concurrency=1)
+    job = frappe.enqueue(
+        "tests.jobs_tx.run_once",
+        queue="reports",
+        job_id="crashy",
+        deduplicate=True,
+        key=key,
+        seconds=4,
+    )
+    wait_for(lambda: r.llen(key) >= 1, 20)
+    victim = events(r, key)[0]["pid"]
+    os.kill(victim, signal.SIGKILL)
+
+    # reject_on_worker_lost: the message goes back to the queue and a new child runs it.
+    wait_for(lambda: job.get_status() == "finished", 30)
+    runs = events(r, key)
+    starts = [e for e in runs if e["event"] == "start"]
+    ends = [e for e in runs if e["event"] == "end"]
+    assert len(starts) == 2 and len(ends) == 1
+    assert starts[0]["pid"] == victim and starts[1]["pid"] != victim
+    # While it was coming back, the id stayed taken.
+    assert worker.process.poll() is None
+
+
+def test_killing_the_whole_worker_brings_the_job_back_after_the_visibility_timeout(
+    r, start_worker, tmp_path
+):
+    # Short queue timeouts make the visibility timeout short: 5 + grace 2 + margin 3 = 10 s.
+    config = tmp_path / "short_timeouts.json"
+    config.write_text(
+        json.dumps(
+            {
+                "workers": {
+                    name: {"timeout": 5}
+                    for name in ("short", "default", "long", "reports", "batch")
+                },
+                "frappe_celery": {"time_limit_grace": 2, "visibility_margin": 3},
+            }
+        )
+    )
+    env = {"FRAPPE_CELERY_CONFIG": str(config)}
+    key = "test:dedup:worker"
+    first = start_worker("reports", concurrency=1, **env)
+    job = frappe.enqueue(
+        "tests.jobs_tx.run_once",
+        queue="reports",
+        job_id="orphan",
+        deduplicate=True,
+        key=key,
+        seconds=3,
+    )
+    wait_for(lambda: r.llen(key) >= 1, 20)
+    killed_at = time.time()
+    os.killpg(first.process.pid, signal.SIGKILL)
+    first.process.wait(10)
+
+    # The job's message is held as unacked: the id stays taken, nothing runs it meanwhile.
+    assert (
+        frappe.enqueue(
+            "tests.jobs.add", queue="reports", job_id="orphan", deduplicate=True, a=1, b=1
+        )
+        is None
+    )
+    assert r.hlen(keys.KOMBU_UNACKED) >= 1
+    time.sleep(max(0.0, killed_at + 11 - time.time()))
+    assert len(events(r, key)) == 1
+
+    # A worker starting after the visibility timeout restores it, and it runs again.
+    start_worker("reports", concurrency=1, **env)
+    wait_for(lambda: job.get_status() == "finished", 40)
+    starts = [e for e in events(r, key) if e["event"] == "start"]
+    assert len(starts) == 2
+    assert starts[1]["at"] >= killed_at + 10
+
+
+def test_a_job_stuck_in_started_after_its_worker_vanished_is_failed_and_its_id_freed(
+    r, start_worker
+):
+    key = "test:dedup:stuck"
+    worker = start_worker("reports", concurrency=1)
+    job = frappe.enqueue(
+        "tests.jobs_tx.run_once",
+        queue="reports",
+        timeout=1,
+        job_id="stuck",
+        deduplicate=True,
+        key=key,
+        seconds=30,
+    )
+    wait_for(lambda: job.get_status() == "started", 20)
+    os.killpg(worker.process.pid, signal.SIGKILL)
+    worker.process.wait(10)
+    # The broker lost the message too (flushed, failed over): nothing will ever run it again.
+    r.delete(keys.KOMBU_UNACKED)
+    # Its hard deadline (timeout 1 + grace 2) passes; the first look notes the message missing,
+    # one after the grace period (1 s here) fails the job.
+    time.sleep(3.5)
+    assert records.reap_abandoned() == []
+    time.sleep(1.2)
+    assert records.reap_abandoned() == [job.id]
+
+    assert job.get_status() == "failed"
+    assert job.refresh()["exc_type"] == "AbandonedJobError"
+    assert "abandoned" in job.exc_info
+    assert not frappe.is_job_enqueued("stuck")
+    assert frappe.enqueue(
+        "tests.jobs.add", queue="reports", job_id="stuck", deduplicate=True, a=1, b=1
+    )
