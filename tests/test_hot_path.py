@@ -1,9 +1,11 @@
-"""enqueue is called inside web requests: it must cost one Redis command and no new connection."""
+"""enqueue is called inside web requests: it must cost one Redis command and no new connection,
+with or without the dedup gate."""
 
 from __future__ import annotations
 
 import threading
 
+import pytest
 import redis
 
 import frappe_celery as frappe
@@ -22,7 +24,8 @@ def watch_commands(url: str, seen: list[dict], ready: threading.Event) -> None:
             seen.append(command)
 
 
-def test_enqueue_is_one_redis_command_with_no_new_connection(r, redis_server):
+@pytest.mark.parametrize("deduplicate", [False, True])
+def test_enqueue_is_one_redis_command_with_no_new_connection(r, redis_server, deduplicate):
     frappe.enqueue("tests.jobs.add", queue="reports", a=0, b=0)  # warm up: connection + script
     connections_before = r.info("stats")["total_connections_received"]
     enqueuer_address = frappe.connection.get_redis().client_info()["addr"]
@@ -34,7 +37,9 @@ def test_enqueue_is_one_redis_command_with_no_new_connection(r, redis_server):
 
     enqueuer = frappe.connection.get_redis().connection_pool
     for i in range(20):
-        frappe.enqueue("tests.jobs.add", queue="reports", a=i, b=i, job_id=f"hot-{i}")
+        frappe.enqueue(
+            "tests.jobs.add", queue="reports", a=i, b=i, job_id=f"hot-{i}", deduplicate=deduplicate
+        )
     r.echo(STOP)
     watcher.join(15)
     assert not watcher.is_alive()
