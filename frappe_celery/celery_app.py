@@ -36,6 +36,8 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
     }
     return {
         "broker_url": settings.broker_url,
+        # kombu's Redis transport, taking queues strictly in -Q order (see transport.py).
+        "broker_transport": "frappe_celery.transport:Transport",
         "result_backend": settings.result_backend,
         "broker_transport_options": transport_options,
         "result_backend_transport_options": {"visibility_timeout": settings.visibility_timeout},

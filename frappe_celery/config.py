@@ -238,6 +238,7 @@ def reload_settings() -> Settings:
 # URL above and only JSON may ever be accepted (a pickle message must never execute).
 OWNED_CELERY_SETTINGS = (
     "broker_url",
+    "broker_transport",
     "task_serializer",
     "accept_content",
     "result_serializer",
