@@ -24,7 +24,7 @@ class Channel(kombu_redis.Channel):
         # The one change from kombu: every priority list of the first queue, then the next queue.
         lists = [self._q_for_pri(queue, pri) for queue in queues for pri in self.priority_steps]
         self._in_poll = self.client.connection
-        self._brpop_sent_at = monotonic()
+        self._brpop_sent_at = monotonic()  # type: ignore[assignment]  # kombu types it None
         command = ["BRPOP", *lists, wait or 0]
         if self.global_keyprefix:
             command = self.client._prefix_args(command)
