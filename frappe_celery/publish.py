@@ -93,7 +93,8 @@ def prepare(
         settings.max_queued_jobs,
         QUEUE_STARVATION_THRESHOLD if starved else 0,
         normal,
-        message(AT_FRONT_PRIORITY) if starved else normal,
+        # Sent only when the script may need it (one message is ~1 KB).
+        message(AT_FRONT_PRIORITY) if starved else "",
         settings.failure_ttl,
         keys.KOMBU_UNACKED,
         time.time(),
