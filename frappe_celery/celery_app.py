@@ -62,6 +62,8 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         ],
         "enable_utc": True,
         "timezone": "UTC",
+        # scheduler_events, with state and the leader lock in Redis (see scheduler/beat.py).
+        "beat_scheduler": "frappe_celery.scheduler.beat:FrappeScheduler",
     }
 
 

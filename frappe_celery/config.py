@@ -20,6 +20,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .errors import ConfigError
 
@@ -48,6 +49,11 @@ DEFAULT_VISIBILITY_MARGIN = 300
 # A worker pops a message before it records it as unacked: a queued or started job's message is
 # declared lost (its id freed) only after it was seen missing for this long.
 DEFAULT_LOST_MESSAGE_GRACE = 10
+
+# Frappe defaults "all" to every 240 s; the zone defaults to UTC here (Frappe's is Asia/Kolkata,
+# a choice for its own users, not a library's).
+DEFAULT_SCHEDULER_INTERVAL = 240
+DEFAULT_TIME_ZONE = "UTC"
 
 ENV_PREFIX = "FRAPPE_CELERY_"
 
@@ -78,6 +84,23 @@ class Settings:
     # Dotted path of the JobContext class and the document loader (see context.py).
     job_context: str | None = None
     document_loader: str | None = None
+    # -- scheduler --
+    # Sites whose scheduler_events fire (the default site when none are listed).
+    sites: tuple[str, ...] = ()
+    # Frappe's System Settings time_zone: cron expressions are read in this zone.
+    time_zone: str = DEFAULT_TIME_ZONE
+    # Seconds between runs of the "all" event (Frappe's scheduler_interval).
+    scheduler_interval: int = DEFAULT_SCHEDULER_INTERVAL
+    # Frappe's site-config switches, for every site: no scheduled job fires while one is set.
+    pause_scheduler: bool = False
+    disable_scheduler: bool = False
+    maintenance_mode: bool = False
+    # A scheduler_events method that cannot be imported stops beat instead of being skipped.
+    scheduler_strict: bool = False
+
+    @property
+    def scheduler_sites(self) -> tuple[str, ...]:
+        return self.sites or (self.site,)
 
     @property
     def longest_hard_time_limit(self) -> int:
@@ -112,6 +135,14 @@ def _positive_int(source: str, name: str, value: Any, *, allow_zero: bool = Fals
         allowed = "0 or more" if allow_zero else "more than 0"
         raise ConfigError(f"{source}: {name} must be {allowed}, got {value!r}")
     return number
+
+
+def _time_zone(source: str, name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"{source}: time_zone {name!r} is not a known IANA time zone") from None
+    return name
 
 
 def _read_config_file(path: str) -> dict[str, Any]:
@@ -159,6 +190,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     broker_url = env.get(ENV_PREFIX + "BROKER_URL") or conf.get("redis_queue") or DEFAULT_BROKER_URL
     hooks = env.get(ENV_PREFIX + "HOOKS")
     allowed = env.get(ENV_PREFIX + "ALLOWED_MODULES")
+    sites = env.get(ENV_PREFIX + "SITES")
 
     return Settings(
         broker_url=broker_url,
@@ -203,6 +235,19 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         allowed_modules=_split_list(allowed) if allowed else tuple(own.get("allowed_modules", ())),
         job_context=env.get(ENV_PREFIX + "JOB_CONTEXT") or own.get("job_context"),
         document_loader=env.get(ENV_PREFIX + "DOCUMENT_LOADER") or own.get("document_loader"),
+        sites=_split_list(sites) if sites else tuple(own.get("sites", ())),
+        time_zone=_time_zone(
+            source, env.get(ENV_PREFIX + "TIME_ZONE") or own.get("time_zone") or DEFAULT_TIME_ZONE
+        ),
+        scheduler_interval=_positive_int(
+            source,
+            "scheduler_interval",
+            conf.get("scheduler_interval", DEFAULT_SCHEDULER_INTERVAL),
+        ),
+        pause_scheduler=bool(conf.get("pause_scheduler")),
+        disable_scheduler=bool(conf.get("disable_scheduler")),
+        maintenance_mode=bool(conf.get("maintenance_mode")),
+        scheduler_strict=bool(own.get("scheduler_strict", False)),
     )
 
 

@@ -28,6 +28,11 @@ _lock = threading.Lock()
 _client: redis.Redis | None = None
 
 
+def as_text(value: bytes | str) -> str:
+    """A Redis reply as text (clients return bytes)."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def redact_url(url: str) -> str:
     """The URL with any password replaced by ``***`` (credentials are never printed)."""
     parts = urlsplit(url)

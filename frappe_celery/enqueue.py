@@ -131,6 +131,37 @@ def _validate_job_id(job_id: Any, deduplicate: bool) -> None:
 # -- enqueue -------------------------------------------------------------------------------------
 
 
+def make_payload(
+    method_path: str,
+    queue: str,
+    timeout: float | None,
+    *,
+    site: str,
+    user: str | None,
+    event: str | None = None,
+    job_name: str | None = None,
+    kwargs: dict[str, Any] | None = None,
+    is_async: bool = True,
+    on_success: str | None = None,
+    on_failure: str | None = None,
+) -> JobPayload:
+    """The generic task's arguments for one job (arguments already validated)."""
+    return {
+        "site": site,
+        "method": method_path,
+        "event": event,
+        "job_name": job_name or method_path,
+        "kwargs": kwargs or {},
+        "user": user,
+        "is_async": is_async,
+        "queue": queue,
+        "timeout": float(timeout) if timeout is not None else float(get_settings().queues[queue]),
+        "token": uuid.uuid4().hex,
+        "on_success": on_success,
+        "on_failure": on_failure,
+    }
+
+
 def enqueue(
     method: str | Callable[..., Any],
     queue: str = "default",
@@ -177,24 +208,20 @@ def enqueue(
         return call_with_accepted_kwargs(func, kwargs)
 
     method_path = normalize_path("method", method)
-    settings = get_settings()
-    effective_timeout = float(timeout) if timeout is not None else float(settings.queues[queue])
-    context = get_job_context()
     full_id = create_job_id(job_id)
-    payload: JobPayload = {
-        "site": context.current_site() or settings.site,
-        "method": method_path,
-        "event": event,
-        "job_name": job_name or method_path,
-        "kwargs": kwargs,
-        "user": context.current_user(),
-        "is_async": bool(is_async),
-        "queue": queue,
-        "timeout": effective_timeout,
-        "token": uuid.uuid4().hex,
-        "on_success": _validate_callback("on_success", on_success),
-        "on_failure": _validate_callback("on_failure", on_failure),
-    }
+    payload = make_payload(
+        method_path,
+        queue,
+        timeout,
+        site=current_site(),
+        user=get_job_context().current_user(),
+        event=event,
+        job_name=job_name,
+        kwargs=kwargs,
+        is_async=bool(is_async),
+        on_success=_validate_callback("on_success", on_success),
+        on_failure=_validate_callback("on_failure", on_failure),
+    )
     body_json = encode_body(payload, kwargs)
 
     if not is_async:

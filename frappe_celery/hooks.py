@@ -8,20 +8,32 @@ order, each module's list in its own order.
 from __future__ import annotations
 
 import importlib
-import logging
+import os
+import sys
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
 from .config import get_settings
+from .errors import ConfigError
 from .methods import call_with_accepted_kwargs, import_trusted
-
-logger = logging.getLogger(__name__)
 
 
 def hooks_modules() -> list[ModuleType]:
-    """The configured hooks modules, imported."""
-    return [importlib.import_module(name) for name in get_settings().hooks_modules]
+    """The configured hooks modules, imported.
+
+    Like ``celery -A``, the current folder is importable: a project's hooks module usually sits
+    there. Raises :class:`ConfigError` naming a module that cannot be imported.
+    """
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
+    modules = []
+    for name in get_settings().hooks_modules:
+        try:
+            modules.append(importlib.import_module(name))
+        except ImportError as exc:
+            raise ConfigError(f"FRAPPE_CELERY_HOOKS: cannot import {name!r}: {exc}") from exc
+    return modules
 
 
 def get_hooks(name: str) -> list[str]:

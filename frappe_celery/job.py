@@ -34,7 +34,7 @@ from kombu.utils.json import loads as kombu_loads
 
 from . import keys, scripts
 from .config import get_settings
-from .connection import broker_errors, get_redis
+from .connection import as_text, broker_errors, get_redis
 from .errors import InvalidJobOperation
 
 
@@ -50,10 +50,6 @@ class JobStatus(StrEnum):
 
 # While a job is queued or started its id is taken (is_job_enqueued, deduplicate).
 ACTIVE_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.STARTED})
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _timestamp(value: str | None) -> datetime | None:
@@ -93,7 +89,7 @@ class Job:
     def _read(job_id: str) -> dict[str, str]:
         with broker_errors():
             raw = get_redis().hgetall(keys.job(job_id))
-        return {_text(k): _text(v) for k, v in raw.items()}
+        return {as_text(k): as_text(v) for k, v in raw.items()}
 
     def refresh(self) -> dict[str, str]:
         self._record = self._read(self.id)
@@ -111,7 +107,7 @@ class Job:
         if refresh:
             with broker_errors():
                 raw = get_redis().hget(keys.job(self.id), "status")
-            status = _text(raw) if raw else None
+            status = as_text(raw) if raw else None
             if self._record is not None and status is not None:
                 self._record["status"] = status
         else:
@@ -251,7 +247,7 @@ class Job:
                 [keys.job(self.id), record["list"], keys.canceled_registry(record["queue"])],
                 [record["token"], time.time(), settings.failure_ttl, self.id],
             )
-        previous = previous.decode() if isinstance(previous, bytes) else previous
+        previous = as_text(previous) if previous else previous
         if previous != JobStatus.QUEUED:
             raise InvalidJobOperation(
                 f"job {self.id!r}: only a queued job can be canceled; its status is {previous!r}"

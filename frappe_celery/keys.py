@@ -54,6 +54,19 @@ def lock(name: str) -> str:
     return f"{PREFIX}lock:{name}"
 
 
+# -- scheduler --
+
+SCHEDULER_LEADER = PREFIX + "scheduler:leader"
+"""String: the token of the beat process that fires ticks (expires unless renewed)."""
+
+SCHEDULER_LAST_RUNS = PREFIX + "scheduler:last_run"
+"""Hash: "{site}||{entry name}" -> epoch of the scheduled time last fired."""
+
+SCHEDULER_SWITCHES = PREFIX + "scheduler:switches"
+"""Hash: "{site}||{switch}" -> "1" for switch in paused/disabled/maintenance; site "*" is every
+site."""
+
+
 def priority_bucket(priority: int) -> int:
     """The kombu bucket a message priority falls into (kombu clamps to 0..9)."""
     clamped = min(max(priority, 0), 9)

@@ -18,7 +18,7 @@ from redis.exceptions import NoScriptError
 from . import keys, scripts
 from .celery_app import app
 from .config import AT_FRONT_PRIORITY, NORMAL_PRIORITY, QUEUE_STARVATION_THRESHOLD, get_settings
-from .connection import broker_errors, get_redis
+from .connection import as_text, broker_errors, get_redis
 from .errors import PublishError, QueueOverloaded
 from .job import Job, JobStatus
 from .wire import JobPayload, build_message
@@ -116,8 +116,7 @@ def outcome(publication: Publication, reply: Any) -> Job | None:
     """The handle for a published job; None when deduplicated; QueueOverloaded when full."""
     code, info = reply
     if code == 0:
-        status = info.decode() if isinstance(info, bytes) else info
-        logger.info("not queueing %s: already %s", publication.job_id, status)
+        logger.info("not queueing %s: already %s", publication.job_id, as_text(info))
         return None
     if code == -1:
         raise QueueOverloaded(publication.queue, int(info), get_settings().max_queued_jobs)

@@ -14,7 +14,7 @@ from kombu.utils.json import dumps as kombu_dumps
 
 from . import keys, scripts
 from .config import get_settings
-from .connection import broker_errors, get_redis
+from .connection import as_text, broker_errors, get_redis
 from .job import JobStatus
 
 
@@ -135,7 +135,7 @@ def reap_abandoned() -> list[str]:
                 [time.time(), keys.KOMBU_UNACKED, settings.lost_message_grace, keys.JOB_PREFIX,
                  settings.failure_ttl, ABANDONED_REASON],
             )  # fmt: skip
-        reaped += [i.decode() if isinstance(i, bytes) else i for i in ids]
+        reaped += [as_text(i) for i in ids]
     return reaped
 
 

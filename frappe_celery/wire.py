@@ -3,7 +3,9 @@
 Why not ``app.send_task``: a job needs its status record written, and the dedup gate and the
 backpressure check decided, atomically with the push; with send_task that is at least two round
 trips and not atomic (and a configured result backend adds a SUBSCRIBE per task). Enqueue
-instead pushes the message in the same Lua script that writes the record: one round trip. The task headers and body come from Celery's own protocol-2 builder
+instead pushes the message in the same Lua script that writes the record: one round trip.
+
+The task headers and body come from Celery's own protocol-2 builder
 (``app.amqp.as_task_v2``); only the outer envelope is written here, in the exact shape kombu's
 Redis transport stores (``kombu.transport.virtual.Channel.prepare_message`` and
 ``_inplace_augment_message``): JSON, body base64-encoded, published to the anonymous exchange with

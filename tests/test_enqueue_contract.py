@@ -22,9 +22,10 @@ import redis
 
 import frappe_celery as frappe
 from frappe_celery import keys
+from frappe_celery.embedded import free_port
 
 from . import jobs
-from .conftest import free_port, wait_for
+from .conftest import wait_for
 
 ALL_QUEUES = ["short", "default", "long", "reports", "batch"]
 SITE_PREFIX = "test.site||"

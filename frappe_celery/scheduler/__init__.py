@@ -1,0 +1,1 @@
+"""scheduler_events on Celery beat: entries (what fires when), state (Redis), beat (the loop)."""

@@ -1,0 +1,178 @@
+"""The Celery beat scheduler that fires scheduler_events (``celery -A frappe_celery beat``).
+
+Selected by the ``beat_scheduler`` setting. Every tick (at most 1 s apart):
+
+1. take or renew the leader lock; a beat that does not hold it fires nothing (any number of
+   beats may run, on any hosts; a standby takes over within LEADER_TTL_SECONDS + 1 s);
+2. read the switches (paused / disabled / maintenance, per site or for all);
+3. for each entry of an active site whose next run is due: claim the tick in Redis (last-run
+   times only move forward, and only for the lock holder, so no tick fires twice), then publish
+   the claimed jobs, pipelined, through the same path as ``enqueue`` with ``deduplicate=True``
+   (a run still queued or running is skipped and logged).
+
+After downtime (or a pause) each overdue entry fires once, not once per missed tick: the
+scheduled time claimed is the latest one at or before now.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import socket
+import time
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from celery.beat import Scheduler
+
+from ..config import get_settings
+from ..enqueue import make_payload
+from ..errors import BrokerUnreachable, PublishError
+from ..publish import Publication, prepare, publish_batch
+from ..wire import encode_body
+from .entries import ScheduleEntry, build_entries, load_events
+from .state import (
+    LeaderLock,
+    claim_ticks,
+    last_run_field,
+    read_last_runs,
+    read_switches,
+    seed_last_runs,
+)
+
+logger = logging.getLogger(__name__)
+
+# The longest sleep between ticks: lock renewal and seconds-granular cron need this cadence.
+TICK_SECONDS = 1.0
+
+
+def scheduled_publication(entry: ScheduleEntry) -> Publication:
+    """The job one firing of ``entry`` enqueues (as enqueue would, in the entry's site)."""
+    payload = make_payload(entry.method, entry.queue, None, site=entry.site, user=None,
+                           event=entry.event)  # fmt: skip
+    return prepare(
+        entry.job_id,
+        payload,
+        encode_body(payload, {}),
+        at_front=False,
+        deduplicate=True,
+        at_front_when_starved=False,
+    )
+
+
+class FrappeScheduler(Scheduler):  # type: ignore[misc]
+    def __init__(self, app: Any, *args: Any, **kwargs: Any) -> None:
+        self.settings = get_settings()
+        self.zone = ZoneInfo(self.settings.time_zone)
+        # Invalid keys or expressions raise here: beat does not start.
+        self.entries = build_entries(load_events(), self.settings)
+        self.fields = [last_run_field(entry.site, entry.name) for entry in self.entries]
+        self.next_due = [math.inf] * len(self.entries)
+        self.leader = LeaderLock(f"beat-{os.getpid()}@{socket.gethostname()}")
+        super().__init__(app, *args, **kwargs)
+
+    # Celery's own schedule (beat_schedule, the shelve file) is not used.
+    def setup_schedule(self) -> None:
+        sites = ", ".join(self.settings.scheduler_sites)
+        logger.info(
+            "frappe-celery scheduler: %d entries for %s, times in %s",
+            len(self.entries),
+            sites,
+            self.settings.time_zone,
+        )
+
+    def sync(self) -> None:
+        pass
+
+    def close(self) -> None:
+        # Redis down: the lock expires by itself.
+        with contextlib.suppress(BrokerUnreachable):
+            self.leader.release()
+
+    @property
+    def info(self) -> str:
+        return f"    . frappe-celery: {len(self.entries)} scheduler_events entries"
+
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        try:
+            return self.tick_at(time.time())
+        except BrokerUnreachable as exc:
+            # Leadership cannot be proven: stop firing until Redis answers again.
+            self.leader.held = False
+            logger.warning("scheduler: %s; retrying", exc)
+            return TICK_SECONDS
+
+    def tick_at(self, now: float) -> float:
+        """One tick at time ``now``; returns how long to sleep."""
+        was_leader = self.leader.held
+        if not self.leader.refresh():
+            return TICK_SECONDS
+        if not was_leader:
+            logger.info("scheduler: this beat (%s) is now the leader", self.leader.node)
+            self.load_next_runs(now)
+        due = self.due_entries(now)
+        if due:
+            self.fire(due, now)
+        soonest = min(self.next_due, default=math.inf) - time.time()
+        return max(0.01, min(TICK_SECONDS, soonest))
+
+    def load_next_runs(self, now: float) -> None:
+        """Next run of every entry from the last runs in Redis (a new entry starts now)."""
+        last_runs = read_last_runs(self.fields)
+        first_seen: dict[str, float] = {}
+        for index, (entry, last) in enumerate(zip(self.entries, last_runs, strict=True)):
+            if last is None:
+                last = entry.latest_at_or_before(now, self.zone)
+                first_seen[self.fields[index]] = last
+            self.next_due[index] = entry.next_after(last, self.zone)
+        seed_last_runs(first_seen)
+
+    def site_active(self, site: str, switches: dict[str, set[str]]) -> bool:
+        settings = self.settings
+        if settings.pause_scheduler or settings.disable_scheduler or settings.maintenance_mode:
+            return False
+        return not switches.get("*") and not switches.get(site)
+
+    def due_entries(self, now: float) -> list[int]:
+        switches = read_switches()
+        return [
+            index
+            for index, entry in enumerate(self.entries)
+            if self.next_due[index] <= now and self.site_active(entry.site, switches)
+        ]
+
+    def fire(self, due: list[int], now: float) -> None:
+        scheduled = {
+            index: max(
+                self.next_due[index], self.entries[index].latest_at_or_before(now, self.zone)
+            )
+            for index in due
+        }
+        claimed = claim_ticks(self.leader.token, [(self.fields[i], scheduled[i]) for i in due])
+        for index in due:
+            self.next_due[index] = self.entries[index].next_after(scheduled[index], self.zone)
+        if not claimed:
+            return
+        chosen = [due[position] for position in claimed]
+        failed: set[str] = set()
+        try:
+            results = publish_batch([scheduled_publication(self.entries[i]) for i in chosen])
+        except PublishError as exc:
+            logger.error("scheduler: %s", exc)
+            results, failed = exc.results, {job_id for job_id, _ in exc.failures}
+        for index, job in zip(chosen, results, strict=True):
+            entry = self.entries[index]
+            if entry.job_id in failed:
+                continue
+            if job is None:
+                logger.info(
+                    "Skipped queueing %s because it was found in queue for %s",
+                    entry.method,
+                    entry.site,
+                )
+            else:
+                logger.info(
+                    "scheduler: enqueued %s (%s) for %s", entry.method, entry.event, entry.site
+                )

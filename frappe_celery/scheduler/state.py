@@ -1,0 +1,123 @@
+"""The scheduler's shared state in Redis: the leader lock, last-run times and the switches.
+
+Everything beat needs to continue where another beat (on any host) stopped lives here, never in
+a local file.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+
+from .. import keys, scripts
+from ..connection import as_text, broker_errors, get_redis
+
+# A leader renews its lock every tick (at most 1 s apart); if it dies, the lock expires and a
+# standby takes over at its next tick: within LEADER_TTL + 1 s.
+LEADER_TTL_SECONDS = 10
+
+SWITCHES = ("paused", "disabled", "maintenance")
+ALL_SITES = "*"
+
+
+class LeaderLock:
+    """The token-checked lock that makes one beat, of any number running, fire the ticks."""
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+        self.token = f"{node}|{uuid.uuid4().hex}"
+        self.held = False
+
+    def refresh(self) -> bool:
+        """Keep the lock if held, else try to take it; returns whether this beat leads."""
+        client = get_redis()
+        ttl_ms = LEADER_TTL_SECONDS * 1000
+        with broker_errors():
+            if self.held:
+                self.held = bool(
+                    scripts.EXTEND_LOCK(client, [keys.SCHEDULER_LEADER], [self.token, ttl_ms])
+                )
+            else:
+                self.held = bool(client.set(keys.SCHEDULER_LEADER, self.token, nx=True, px=ttl_ms))
+        return self.held
+
+    def release(self) -> None:
+        if self.held:
+            with broker_errors():
+                scripts.RELEASE_LOCK(get_redis(), [keys.SCHEDULER_LEADER], [self.token])
+            self.held = False
+
+
+def current_leader() -> str | None:
+    """The node name of the beat holding the leader lock, if any."""
+    with broker_errors():
+        token = get_redis().get(keys.SCHEDULER_LEADER)
+    return as_text(token).rsplit("|", 1)[0] if token else None
+
+
+def last_run_field(site: str, entry_name: str) -> str:
+    return f"{site}||{entry_name}"
+
+
+def read_last_runs(fields: list[str]) -> list[float | None]:
+    if not fields:
+        return []
+    with broker_errors():
+        values = get_redis().hmget(keys.SCHEDULER_LAST_RUNS, fields)
+    return [float(value) if value is not None else None for value in values]
+
+
+def seed_last_runs(initial: dict[str, float]) -> None:
+    """Set last runs for entries seen for the first time (a new entry waits for its next due
+    time, as Frappe's cold start does); existing values are kept."""
+    if not initial:
+        return
+    with broker_errors():
+        pipe = get_redis().pipeline(transaction=False)
+        for name, value in initial.items():
+            pipe.hsetnx(keys.SCHEDULER_LAST_RUNS, name, value)
+        pipe.execute()
+
+
+def claim_ticks(token: str, due: list[tuple[str, float]]) -> list[int]:
+    """Indexes (0-based) of the ``(field, scheduled time)`` pairs this leader may fire."""
+    args: list[str | float] = [token]
+    for field, scheduled in due:
+        args += [field, scheduled]
+    with broker_errors():
+        claimed = scripts.CLAIM_TICKS(
+            get_redis(), [keys.SCHEDULER_LEADER, keys.SCHEDULER_LAST_RUNS], args
+        )
+    return [int(number) - 1 for number in claimed]
+
+
+def set_switch(switch: str, on: bool, sites: Iterable[str] | None = None) -> None:
+    """Turn ``switch`` (paused, disabled, maintenance) on or off for ``sites`` (None: all)."""
+    if switch not in SWITCHES:
+        raise ValueError(f"switch: got {switch!r}; allowed: {', '.join(SWITCHES)}")
+    fields = [f"{site}||{switch}" for site in (sites if sites is not None else [ALL_SITES])]
+    with broker_errors():
+        if on:
+            get_redis().hset(keys.SCHEDULER_SWITCHES, mapping=dict.fromkeys(fields, "1"))
+        elif sites is None:
+            # Turning a switch off for all sites clears it everywhere, per-site ones included.
+            names = [
+                name
+                for name in get_redis().hkeys(keys.SCHEDULER_SWITCHES)
+                if as_text(name).endswith(f"||{switch}")
+            ]
+            if names:
+                get_redis().hdel(keys.SCHEDULER_SWITCHES, *names)
+        else:
+            get_redis().hdel(keys.SCHEDULER_SWITCHES, *fields)
+
+
+def read_switches() -> dict[str, set[str]]:
+    """site (or "*") -> the switches on for it."""
+    with broker_errors():
+        raw = get_redis().hkeys(keys.SCHEDULER_SWITCHES)
+    switches: dict[str, set[str]] = {}
+    for name in raw:
+        site, switch = as_text(name).rsplit("||", 1)
+        switches.setdefault(site, set()).add(switch)
+    return switches
