@@ -25,7 +25,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from .config import get_settings
+from .config import Settings, get_settings
 from .errors import InvalidArgumentError, MethodNotAllowed
 
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
@@ -75,7 +75,9 @@ def path_of_callable(argument: str, func: Callable[..., Any]) -> str:
     return f"{module}.{qualname}" if "." not in qualname else f"{module}:{qualname}"
 
 
-def normalize_path(argument: str, method: str | Callable[..., Any]) -> str:
+def normalize_path(
+    argument: str, method: str | Callable[..., Any], settings: Settings | None = None
+) -> str:
     """Validate ``method`` (path or callable) for enqueue and return its dotted path.
 
     Raises :class:`InvalidArgumentError` for a malformed path, a lambda/nested/bound callable or
@@ -85,19 +87,19 @@ def normalize_path(argument: str, method: str | Callable[..., Any]) -> str:
     if not isinstance(path, str) or not PATH_PATTERN.match(path):
         raise InvalidArgumentError(argument, method, PATH_RULE)
     module, _ = split_path(path)
-    reason = refusal_reason(module)
+    reason = refusal_reason(module, settings)
     if reason:
         raise InvalidArgumentError(argument, method, reason)
     return path
 
 
-def refusal_reason(module: str) -> str | None:
+def refusal_reason(module: str, settings: Settings | None = None) -> str | None:
     """Why a job may not name a function of ``module``, or None if it may."""
     if module.split(".")[0] in _STDLIB:
         return "standard-library functions can never be run as jobs"
     if module == INTERNAL_JOBS_MODULE:
         return None
-    allowed = get_settings().effective_allowed_modules()
+    allowed = (settings or get_settings()).effective_allowed_modules()
     if not any(module == prefix or module.startswith(prefix + ".") for prefix in allowed):
         shown = ", ".join(allowed) or "none configured"
         return (

@@ -171,7 +171,7 @@ def build_entries(events: dict[str, Any], settings: Settings) -> list[ScheduleEn
                     )
                 for method in methods:
                     if method not in checked:
-                        checked[method] = _method_problem(method)
+                        checked[method] = _method_problem(method, settings)
                     if checked[method] is None:
                         queue = queue_for(event)
                         entries.append(ScheduleEntry(site, event, expression, method, queue))
@@ -186,10 +186,10 @@ def build_entries(events: dict[str, Any], settings: Settings) -> list[ScheduleEn
     return entries
 
 
-def _method_problem(method: Any) -> str | None:
+def _method_problem(method: Any, settings: Settings) -> str | None:
     """Why ``method`` cannot be scheduled, or None."""
     try:
-        normalize_path("method", method)
+        normalize_path("method", method, settings)
         import_trusted(method)
     except InvalidArgumentError as exc:
         return exc.allowed
