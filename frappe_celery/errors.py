@@ -62,10 +62,12 @@ class PublishError(FrappeCeleryError):
     def __init__(self, failures: list[tuple[str, BaseException]], results: list[Any]) -> None:
         self.failures = failures
         self.results = results
-        listed = "; ".join(f"{job_id}: {exc}" for job_id, exc in failures)
+        shown = 5  # a whole failed batch must not become a megabyte log line
+        listed = "; ".join(f"{job_id}: {exc}" for job_id, exc in failures[:shown])
+        more = f"; and {len(failures) - shown} more" if len(failures) > shown else ""
         super().__init__(
             f"{len(failures)} of {len(results)} jobs buffered for this commit were not "
-            f"published: {listed}"
+            f"published: {listed}{more}"
         )
 
 
