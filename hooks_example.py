@@ -30,6 +30,7 @@ scheduler_events = {
     "daily": ["hooks_example.send_daily_digest"],
     "daily_long": ["hooks_example.rebuild_search_index"],
     "daily_maintenance": ["hooks_example.vacuum_logs"],
+    "daily_short": ["hooks_example.heartbeat"],
     "weekly": ["hooks_example.send_weekly_report"],
     "weekly_long": ["hooks_example.rebuild_search_index"],
     "monthly": ["hooks_example.close_books"],
@@ -42,6 +43,7 @@ scheduler_events = {
         "*/15 * * * *": ["hooks_example.sync_exchange_rates"],
     },
     "cron_long": {"0 2 * * *": ["hooks_example.rebuild_search_index"]},
+    "cron_short": {"@hourly": ["hooks_example.sync_exchange_rates"]},
 }
 
 

@@ -82,6 +82,9 @@ class EmbeddedRedis:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            # Its own session: a Ctrl-C in the terminal reaches us, and we stop Redis last,
+            # after the worker and beat that use it.
+            start_new_session=True,
         )  # fmt: skip
         deadline = time.monotonic() + timeout
         while not is_reachable(self.url, timeout=0.5):

@@ -18,12 +18,12 @@ from typing import Any
 import click
 from tabulate import tabulate
 
-from ..connection import redact_url
-from ..embedded import EmbeddedRedis, is_reachable
-from .supervise import ManagedProcess, celery_command, child_env
+from .stack import Stack
 
 DEMO_HOOKS = "hooks_example"
 FINAL = ("finished", "failed", "canceled")
+# hooks_example's every-10-seconds entry: beat fires it during the demo.
+SCHEDULED_EXPRESSION = "* * * * * */10"
 
 
 @dataclass
@@ -125,6 +125,26 @@ def _report(jobs: list[DemoJob]) -> bool:
     return all_as_expected
 
 
+def _scheduled_heartbeat(frappe: Any, since: float, timeout: float) -> DemoJob:
+    """The job beat enqueued for hooks_example's every-10-seconds cron entry."""
+    site = frappe.get_settings().site
+    job_id = f"{site}||scheduled_job||cron[{SCHEDULED_EXPRESSION}]|hooks_example.heartbeat"
+    deadline = time.monotonic() + timeout
+    job = None
+    while time.monotonic() < deadline:
+        job = frappe.Job.fetch(job_id.replace(":", "|"))
+        if job and (job.enqueued_at.timestamp() >= since) and job.get_status() in FINAL:
+            break
+        time.sleep(0.5)
+    return DemoJob(
+        f"scheduler_events cron {SCHEDULED_EXPRESSION!r}, fired by celery beat",
+        "finished",
+        job,
+        _outcome,
+        skipped_reason="beat enqueued nothing in time",
+    )
+
+
 @click.command()
 @click.option(
     "--data-dir",
@@ -135,42 +155,23 @@ def _report(jobs: list[DemoJob]) -> bool:
 )
 @click.option("--timeout", default=90.0, show_default=True, help="Give up after this many seconds.")
 def demo(data_dir: Path, timeout: float) -> None:
-    """Run the example jobs from hooks_example.py on a real worker and print their outcome."""
+    """Run the example jobs of hooks_example.py on a real worker and beat; print the outcome.
+
+    Starts an embedded Redis when none answers at the configured URL, a worker on every queue
+    and celery beat; exits 0 only if every example job ended as expected.
+    """
     os.environ.setdefault("FRAPPE_CELERY_HOOKS", DEMO_HOOKS)
     import frappe_celery as frappe
 
-    settings = frappe.reload_settings()
-    embedded = None
-    if not is_reachable(settings.broker_url):
-        embedded = EmbeddedRedis(data_dir / "redis").start()
-        os.environ["FRAPPE_CELERY_BROKER_URL"] = embedded.url
-        settings = frappe.reload_settings()
-        click.echo(f"No broker at the configured URL: started an embedded Redis at {embedded.url}")
-    else:
-        click.echo(f"Using the broker at {redact_url(settings.broker_url)}")
-
-    worker = ManagedProcess(
-        "worker",
-        celery_command(
-            "worker", "-Q", ",".join(settings.queues), "-c", "2", "--loglevel", "INFO",
-            "-n", f"demo-{os.getpid()}@%h", "--without-mingle", "--without-gossip",
-        ),
-        child_env({"FRAPPE_CELERY_BROKER_URL": settings.broker_url}),
-    )  # fmt: skip
-    try:
-        if not worker.wait_for_line(lambda line: " ready." in line, 60):
-            raise click.ClickException("the Celery worker did not start; see its output above")
-        click.echo(
-            f"now=True runs in-process: {frappe.enqueue('hooks_example.heartbeat', now=True)!r}"
-        )
+    with Stack(data_dir):
+        started = time.time()
+        inline = frappe.enqueue("hooks_example.heartbeat", now=True)
+        click.echo(f"now=True runs in-process and returns: {inline!r}")
         jobs = _enqueue_examples(frappe)
         _wait_until_final(jobs, timeout)
+        jobs.append(_scheduled_heartbeat(frappe, started, timeout=30))
         click.echo("")
         as_expected = _report(jobs)
-    finally:
-        worker.stop()
-        if embedded:
-            embedded.stop()
     if not as_expected:
         raise SystemExit(1)
     click.echo("\nEvery example job ended as expected.")

@@ -1,0 +1,110 @@
+"""Redis (embedded if none answers), a worker on every queue and beat: what `start` and `demo`
+run, stopped cleanly together."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from types import TracebackType
+
+import click
+
+from ..config import Settings
+from ..connection import redact_url
+from ..embedded import EmbeddedRedis, is_reachable
+from .supervise import ManagedProcess, celery_command, child_env
+
+READY_TIMEOUT = 60.0
+
+
+class Stack:
+    """``with Stack(...) as stack:`` runs the parts; leaving the block stops them, Redis last."""
+
+    def __init__(
+        self, data_dir: Path, concurrency: int = 2, with_beat: bool = True, echo: bool = True
+    ) -> None:
+        self.data_dir = data_dir
+        self.concurrency = concurrency
+        self.with_beat = with_beat
+        self.echo = echo
+        self.embedded: EmbeddedRedis | None = None
+        self.processes: list[ManagedProcess] = []
+
+    def __enter__(self) -> Stack:
+        try:
+            self.settings = self._broker()
+            self._start_worker()
+            if self.with_beat:
+                self._start_beat()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def _broker(self) -> Settings:
+        from .. import reload_settings
+
+        settings = reload_settings()
+        if is_reachable(settings.broker_url):
+            click.echo(f"Using the broker at {redact_url(settings.broker_url)}")
+            return settings
+        self.embedded = EmbeddedRedis(self.data_dir / "redis", persist=True).start()
+        os.environ["FRAPPE_CELERY_BROKER_URL"] = self.embedded.url
+        click.echo(
+            f"No broker at {redact_url(settings.broker_url)}: started an embedded Redis at "
+            f"{self.embedded.url} (data in {self.data_dir / 'redis'})"
+        )
+        return reload_settings()
+
+    def _env(self) -> dict[str, str]:
+        return child_env({"FRAPPE_CELERY_BROKER_URL": self.settings.broker_url})
+
+    def _start_worker(self) -> None:
+        worker = ManagedProcess(
+            "worker",
+            celery_command(
+                "worker", "-Q", ",".join(self.settings.queues), "-c", str(self.concurrency),
+                "--loglevel", "INFO", "-n", f"local-{os.getpid()}@%h",
+                "--without-mingle", "--without-gossip",
+            ),
+            self._env(),
+            echo=self.echo,
+        )  # fmt: skip
+        self.processes.append(worker)
+        if not worker.wait_for_line(lambda line: " ready." in line, READY_TIMEOUT):
+            raise click.ClickException("the Celery worker did not start; see its output above")
+
+    def _start_beat(self) -> None:
+        beat = ManagedProcess(
+            "beat", celery_command("beat", "--loglevel", "INFO"), self._env(), echo=self.echo
+        )
+        self.processes.append(beat)
+        if not beat.wait_for_line(lambda line: "beat: Starting" in line, READY_TIMEOUT):
+            raise click.ClickException("celery beat did not start; see its output above")
+
+    def wait(self) -> int:
+        """Block until a part exits and return its exit code (Ctrl-C: KeyboardInterrupt)."""
+        while True:
+            for process in self.processes:
+                code = process.process.poll()
+                if code is not None:
+                    click.echo(f"[{process.name}] exited with code {code}", err=True)
+                    return code or 1
+            if self.embedded and self.embedded.process and self.embedded.process.poll() is not None:
+                click.echo("[redis] the embedded Redis exited", err=True)
+                return 1
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+        self.processes.clear()
+        if self.embedded:
+            self.embedded.stop()
+            self.embedded = None
