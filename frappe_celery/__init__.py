@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from . import maintenance  # noqa: F401  (connects the worker's heartbeat and reaper)
 from .celery_app import app
 from .config import get_settings, reload_settings
 from .context import JobContext, set_document_loader, set_job_context
@@ -34,7 +35,7 @@ from .errors import (
     UnserializableArgumentError,
 )
 from .execute import execute_job
-from .job import Job, JobStatus
+from .job import Job, JobStatus, get_current_job, publish_progress
 from .lock import LockHeld, job_lock
 from .transaction import transaction_scope
 
@@ -62,6 +63,7 @@ __all__ = [
     "enqueue",
     "enqueue_doc",
     "execute_job",
+    "get_current_job",
     "get_job",
     "get_job_status",
     "get_queue_list",
@@ -69,6 +71,7 @@ __all__ = [
     "get_settings",
     "is_job_enqueued",
     "job_lock",
+    "publish_progress",
     "reload_settings",
     "set_document_loader",
     "set_job_context",

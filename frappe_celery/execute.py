@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -34,7 +33,7 @@ from .connection import get_redis
 from .context import get_job_context
 from .errors import RetryBackgroundJobError
 from .hooks import run_hooks
-from .job import Job
+from .job import Job, _current_job_id
 from .methods import import_trusted, resolve_job_callable
 from .records import StartDecision
 from .transaction import Transaction, enter_scope
@@ -55,7 +54,7 @@ def hard_time_limit(payload: JobPayload) -> float:
     return float(payload["timeout"]) + get_settings().time_limit_grace
 
 
-def run_attempt(payload: JobPayload) -> Any:
+def run_attempt(job_id: str, payload: JobPayload) -> Any:
     """One attempt: context, hooks, the call, commit or rollback. Returns the method's value."""
     context = get_job_context()
     method_path, kwargs = payload["method"], payload["kwargs"]
@@ -69,7 +68,11 @@ def run_attempt(payload: JobPayload) -> Any:
             with enter_scope(after_commit):
                 run_hooks("before_job", method=method_path, kwargs=kwargs, transaction_type="job")
                 method = resolve_job_callable(method_path)
-                result = method(**kwargs)
+                current = _current_job_id.set(job_id)
+                try:
+                    result = method(**kwargs)
+                finally:
+                    _current_job_id.reset(current)
             context.commit()
             after_commit.commit()
         except BaseException:
@@ -121,12 +124,14 @@ def run_in_process(job_id: str, payload: JobPayload) -> Job:
     attempt = 0
     while True:
         try:
-            result = run_attempt(payload)
+            result = run_attempt(job_id, payload)
         except retryable as exc:
             if attempt >= MAX_RETRIES:
                 return _fail_in_process(job_id, payload, exc)
             attempt += 1
-            records.requeue(job_id, payload["token"], payload["queue"], retries=attempt)
+            records.requeue(
+                job_id, payload["token"], payload["queue"], time.time() + attempt, retries=attempt
+            )
             time.sleep(attempt)
             start_or_skip(job_id, payload, f"in-process@{_HOSTNAME}")
             continue
@@ -185,15 +190,18 @@ def execute_job(self: Task, **payload: Any) -> None:
     if decision in (StartDecision.CANCELED, StartDecision.ALREADY_DONE):
         return
     try:
-        result = run_attempt(job)
+        result = run_attempt(job_id, job)
     except retry_exception_classes() as exc:
         attempt = self.request.retries
         if attempt < MAX_RETRIES:
-            records.requeue(job_id, job["token"], job["queue"], retries=attempt + 1)
+            countdown = attempt + 1
+            records.requeue(
+                job_id, job["token"], job["queue"], time.time() + countdown, retries=attempt + 1
+            )
             # Celery's retry republishes with a countdown: the worker never sleeps.
             raise self.retry(
                 exc=exc,
-                countdown=attempt + 1,
+                countdown=countdown,
                 max_retries=MAX_RETRIES,
                 queue=job["queue"],
                 priority=(self.request.delivery_info or {}).get("priority"),
@@ -217,36 +225,6 @@ def record_revoked(sender: Any = None, request: Any = None, **info: Any) -> None
         "terminated" if info.get("terminated") else "expired" if info.get("expired") else "revoked"
     )
     records.cancel(request.id, payload["token"], payload["queue"], f"{how} by Celery")
-
-
-# How often each worker fails the started jobs that can never finish (see lua/reap.lua).
-REAP_INTERVAL = 30.0
-
-
-def _reap_forever(stop: threading.Event) -> None:
-    while not stop.wait(REAP_INTERVAL):
-        try:
-            for job_id in records.reap_abandoned():
-                logger.warning(
-                    "job %s: abandoned (worker gone, message lost); marked failed", job_id
-                )
-        except Exception:
-            logger.exception("reaping abandoned jobs failed; will try again")
-
-
-_reaper_stop = threading.Event()
-
-
-@signals.worker_ready.connect
-def start_reaper(**_: Any) -> None:
-    threading.Thread(
-        target=_reap_forever, args=(_reaper_stop,), name="frappe-celery-reaper", daemon=True
-    ).start()
-
-
-@signals.worker_shutdown.connect
-def stop_reaper(**_: Any) -> None:
-    _reaper_stop.set()
 
 
 __all__ = ["JobRequest", "execute_job", "run_in_process"]

@@ -24,6 +24,7 @@ exc_type, exc_info    exception class and traceback (failed jobs)
 from __future__ import annotations
 
 import base64
+import contextvars
 import json
 import time
 from datetime import UTC, datetime
@@ -35,7 +36,7 @@ from kombu.utils.json import loads as kombu_loads
 from . import keys, scripts
 from .config import get_settings
 from .connection import as_text, broker_errors, get_redis
-from .errors import InvalidJobOperation
+from .errors import InvalidArgumentError, InvalidJobOperation
 
 
 class JobStatus(StrEnum):
@@ -50,6 +51,33 @@ class JobStatus(StrEnum):
 
 # While a job is queued or started its id is taken (is_job_enqueued, deduplicate).
 ACTIVE_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.STARTED})
+
+# The job running in this context (set by the worker around the method call).
+_current_job_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "frappe_celery_current_job", default=None
+)
+
+
+def get_current_job() -> Job | None:
+    """Inside a job: its handle (as RQ's get_current_job); elsewhere None."""
+    job_id = _current_job_id.get()
+    return Job(job_id) if job_id else None
+
+
+def publish_progress(
+    percent: float,
+    title: str | None = None,
+    doctype: str | None = None,
+    docname: str | None = None,
+    description: str | None = None,
+) -> None:
+    """Frappe's ``publish_progress`` signature: records the current job's progress.
+
+    Outside a job it does nothing (Frappe's would only publish a realtime event).
+    """
+    job = get_current_job()
+    if job is not None:
+        job.set_progress(percent, description or title)
 
 
 def _timestamp(value: str | None) -> datetime | None:
@@ -205,7 +233,25 @@ class Job:
         """The keyword arguments the method is called with."""
         return dict(self.job_kwargs.get("kwargs") or {})
 
+    @property
+    def progress(self) -> tuple[float, str] | None:
+        """(percent, message) last reported by the running job, if any."""
+        record = self.refresh()
+        if not record.get("progress"):
+            return None
+        return float(record["progress"]), record.get("progress_message", "")
+
     # -- acting --------------------------------------------------------------------------------
+
+    def set_progress(self, percent: float, message: str | None = None) -> None:
+        """Record this job's progress (0-100), shown by ``frappe-celery jobs`` and ``status``."""
+        if isinstance(percent, bool) or not isinstance(percent, int | float):
+            raise InvalidArgumentError("percent", percent, "expected a number from 0 to 100")
+        shown = f"{min(max(percent, 0), 100):g}"
+        with broker_errors():
+            get_redis().hset(
+                keys.job(self.id), items=["progress", shown, "progress_message", message or ""]
+            )
 
     def get_position(self) -> int | None:
         """0-based place in its queue (0 runs next), or None when not queued.

@@ -44,6 +44,15 @@ def canceled_registry(queue: str) -> str:
     return f"{PREFIX}canceled:{queue}"
 
 
+def scheduled_registry(queue: str) -> str:
+    """Sorted set of job ids of ``queue`` waiting for a retry countdown, scored by due time."""
+    return f"{PREFIX}scheduled:{queue}"
+
+
+WORKERS = PREFIX + "workers"
+"""Hash: worker node name -> JSON heartbeat (queues, concurrency, pid, last heartbeat)."""
+
+
 def failed_registry(queue: str) -> str:
     """Sorted set of failed job ids of ``queue``, scored by end time, newest kept."""
     return f"{PREFIX}failed:{queue}"

@@ -45,7 +45,7 @@ def start(job_id: str, token: str, queue: str, hard_limit: float, worker: str) -
     with broker_errors():
         decision = scripts.START(
             get_redis(),
-            [keys.job(job_id), keys.started_registry(queue)],
+            [keys.job(job_id), keys.started_registry(queue), keys.scheduled_registry(queue)],
             [token, now, now + hard_limit, worker, job_id, get_settings().failure_ttl],
         )
     return StartDecision(int(decision))
@@ -139,11 +139,12 @@ def reap_abandoned() -> list[str]:
     return reaped
 
 
-def requeue(job_id: str, token: str, queue: str, **fields: Any) -> bool:
-    """Back to queued: a retry is scheduled, or the broker will redeliver the message."""
-    args: list[Any] = [token, job_id]
+def requeue(job_id: str, token: str, queue: str, retry_at: float = 0.0, **fields: Any) -> bool:
+    """Back to queued: a retry is due at ``retry_at``, or (0) the broker will redeliver it."""
+    args: list[Any] = [token, job_id, retry_at]
     for name, value in fields.items():
         args += [name, value]
+    registries = [keys.started_registry(queue), keys.scheduled_registry(queue)]
     with broker_errors():
-        done = scripts.REQUEUE(get_redis(), [keys.job(job_id), keys.started_registry(queue)], args)
+        done = scripts.REQUEUE(get_redis(), [keys.job(job_id), *registries], args)
     return bool(done)

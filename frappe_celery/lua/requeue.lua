@@ -1,11 +1,15 @@
 -- Put a job back to "queued" (a retry is scheduled, or its worker died and the broker will
 -- deliver it again), only if the record still belongs to this enqueue.
--- KEYS[1] job record   KEYS[2] started registry
--- ARGV[1] token   ARGV[2] job id   ARGV[3..] field/value pairs
+-- KEYS[1] job record   KEYS[2] started registry   KEYS[3] scheduled (retry countdown) registry
+-- ARGV[1] token   ARGV[2] job id   ARGV[3] when the retry is due (0: not a retry)
+-- ARGV[4..] field/value pairs
 -- Returns 1 updated, 0 stale.
 if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then
   return 0
 end
-redis.call('HSET', KEYS[1], 'status', 'queued', unpack(ARGV, 3))
+redis.call('HSET', KEYS[1], 'status', 'queued', unpack(ARGV, 4))
 redis.call('ZREM', KEYS[2], ARGV[2])
+if tonumber(ARGV[3]) > 0 then
+  redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
+end
 return 1

@@ -1,5 +1,5 @@
 -- A worker takes a job: mark it started, unless this delivery is stale.
--- KEYS[1] job record   KEYS[2] started registry
+-- KEYS[1] job record   KEYS[2] started registry   KEYS[3] scheduled (retry countdown) registry
 -- ARGV[1] token   ARGV[2] now   ARGV[3] hard deadline   ARGV[4] worker   ARGV[5] job id
 -- ARGV[6] record TTL
 -- Returns 1 run it, 0 the record belongs to another enqueue of this id (run, don't record),
@@ -17,7 +17,8 @@ if status == 'finished' or status == 'failed' then
   return -2
 end
 redis.call('HSET', record, 'status', 'started', 'started_at', ARGV[2], 'worker', ARGV[4])
-redis.call('HDEL', record, 'ended_at', 'exc_info', 'exc_type')
+redis.call('HDEL', record, 'ended_at', 'exc_info', 'exc_type', 'progress', 'progress_message')
 redis.call('EXPIRE', record, ARGV[6])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[5])
+redis.call('ZREM', KEYS[3], ARGV[5])
 return 1

@@ -1,0 +1,106 @@
+"""What each worker's main process does besides running jobs: a heartbeat and the reaper.
+
+The heartbeat (every HEARTBEAT_INTERVAL seconds, in ``keys.WORKERS``) is how `frappe-celery
+status` and `doctor` see workers without a broadcast: a worker is online while its heartbeat is
+younger than WORKER_TIMEOUT. The reaper fails started jobs that can never finish
+(records.reap_abandoned).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+from celery import signals
+
+from . import keys, records
+from .connection import broker_errors, get_redis
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_INTERVAL = 5.0
+# A worker whose heartbeat is older than this is considered gone.
+WORKER_TIMEOUT = 30.0
+REAP_INTERVAL = 30.0
+
+
+def write_heartbeat(node: str, info: dict[str, Any]) -> None:
+    with broker_errors():
+        get_redis().hset(keys.WORKERS, node, json.dumps({**info, "last_heartbeat": time.time()}))
+
+
+def read_workers(include_gone: bool = False) -> list[dict[str, Any]]:
+    """Heartbeats of the workers (online only, unless ``include_gone``), oldest node first."""
+    with broker_errors():
+        raw = get_redis().hgetall(keys.WORKERS)
+    now = time.time()
+    workers = []
+    for value in raw.values():
+        info = json.loads(value)
+        info["online"] = now - info["last_heartbeat"] < WORKER_TIMEOUT
+        if info["online"] or include_gone:
+            workers.append(info)
+    return sorted(workers, key=lambda info: info["node"])
+
+
+class Maintenance(threading.Thread):
+    def __init__(self, node: str, info: dict[str, Any]) -> None:
+        super().__init__(name="frappe-celery-maintenance", daemon=True)
+        self.node, self.info = node, info
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        next_reap = time.monotonic() + REAP_INTERVAL
+        while True:
+            try:
+                write_heartbeat(self.node, self.info)
+                if time.monotonic() >= next_reap:
+                    next_reap = time.monotonic() + REAP_INTERVAL
+                    for job_id in records.reap_abandoned():
+                        logger.warning(
+                            "job %s: abandoned (worker gone, message lost): failed", job_id
+                        )
+            except Exception:
+                logger.exception("worker maintenance failed; will try again")
+            if self.stopping.wait(HEARTBEAT_INTERVAL):
+                return
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(HEARTBEAT_INTERVAL)
+        try:
+            with broker_errors():
+                get_redis().hdel(keys.WORKERS, self.node)
+        except Exception:
+            logger.warning("could not remove the heartbeat of %s", self.node)
+
+
+_running: list[Maintenance] = []
+
+
+@signals.worker_ready.connect
+def start_maintenance(sender: Any = None, **_: Any) -> None:
+    controller = getattr(sender, "controller", None)
+    node = getattr(controller, "hostname", None) or f"celery@{socket.gethostname()}"
+    info = {
+        "node": node,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "queues": list(sender.app.amqp.queues.consume_from) if sender is not None else [],
+        "concurrency": getattr(controller, "concurrency", None),
+        "started_at": time.time(),
+    }
+    thread = Maintenance(node, info)
+    _running.append(thread)
+    thread.start()
+
+
+@signals.worker_shutdown.connect
+def stop_maintenance(**_: Any) -> None:
+    while _running:
+        _running.pop().stop()
