@@ -1,4 +1,8 @@
-"""The ``frappe-celery`` command line: see and steer jobs without Flower."""
+"""The ``frappe-celery`` command: see and steer queues, jobs, workers and the scheduler.
+
+Exit codes: 0 ok, 1 a problem was found or the broker is down, 2 bad usage (unknown queue, site,
+event or job id). Nothing prompts; listing commands exit 0.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,17 @@ import sys
 import click
 
 from .demo import demo
+from .jobs import (
+    cancel_command,
+    failed_command,
+    jobs_command,
+    purge_jobs_command,
+    retry_command,
+    stop_command,
+)
+from .run import start_command, worker_command
+from .scheduler import scheduler_group, trigger_command
+from .status import doctor_command, status_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,4 +33,9 @@ def main() -> None:
         sys.path.insert(0, os.getcwd())
 
 
-main.add_command(demo)
+for command in (status_command, jobs_command, failed_command, retry_command, purge_jobs_command,
+                stop_command, cancel_command, trigger_command, scheduler_group, doctor_command,
+                worker_command, start_command, demo):  # fmt: skip
+    main.add_command(command)
+# Frappe's name for `jobs`.
+main.add_command(jobs_command, "show-pending-jobs")

@@ -30,10 +30,13 @@ def child_env(extra: dict[str, str]) -> dict[str, str]:
 class ManagedProcess:
     """A child whose output lines are echoed as ``[name] line`` and kept for inspection."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], echo: bool = True) -> None:
+    def __init__(
+        self, name: str, argv: list[str], env: dict[str, str], echo: bool = True, err: bool = False
+    ) -> None:
         self.name = name
         self.lines: list[str] = []
         self.echo = echo
+        self.err = err
         self.process = subprocess.Popen(
             argv,
             env=env,
@@ -53,7 +56,7 @@ class ManagedProcess:
             line = line.rstrip("\n")
             self.lines.append(line)
             if self.echo:
-                click.echo(f"[{self.name}] {line}")
+                click.echo(f"[{self.name}] {line}", err=self.err)
 
     def wait_for_line(self, predicate: Callable[[str], bool], timeout: float) -> bool:
         """True once an output line satisfies ``predicate``; False on timeout or exit."""

@@ -1,0 +1,287 @@
+"""What the CLI (and apps) change: cancel, stop, retry, purge, trigger, scheduler switches, and
+the doctor's checks. Every function validates its input first and changes nothing on bad input.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import keys, records
+from .celery_app import app
+from .config import get_settings
+from .connection import broker_errors, get_redis
+from .enqueue import current_site, make_payload
+from .errors import FrappeCeleryError, InvalidJobOperation
+from .job import Job, JobStatus, decode_message_kwargs
+from .maintenance import read_workers
+from .monitor import list_failed, list_jobs, pending_messages
+from .publish import prepare, publish
+from .scheduler import state
+from .scheduler.beat import scheduled_publication
+from .scheduler.entries import ScheduleEntry, build_entries, known_event_keys, load_events
+from .wire import encode_body
+
+Progress = Callable[[int], None]
+
+
+class UnknownTarget(FrappeCeleryError):
+    """A job id, queue, site or event that does not exist (the CLI exits 2)."""
+
+
+def _no_progress(_: int) -> None:
+    pass
+
+
+# -- jobs -----------------------------------------------------------------------------------------
+
+
+def find_job(job_id: str) -> Job:
+    """The job for a caller's id or a site-namespaced one; UnknownTarget if there is none."""
+    candidates = [job_id] if "||" in job_id else []
+    candidates.append(f"{current_site()}||{job_id}".replace(":", "|"))
+    for candidate in candidates:
+        job = Job.fetch(candidate)
+        if job is not None:
+            return job
+    raise UnknownTarget(f"no job {job_id!r} (expired, or never enqueued)")
+
+
+def cancel_job(job_id: str) -> Job:
+    """Take a queued job off its queue (Job.cancel)."""
+    job = find_job(job_id)
+    job.cancel()
+    return job
+
+
+def stop_job(job_id: str, wait: float = 5.0) -> Job:
+    """Stop a running job, as Frappe's "Stop job": its worker kills it and records it canceled.
+
+    Raises UnknownTarget, or InvalidJobOperation if the job is not running.
+    """
+    job = find_job(job_id)
+    if job.get_status() != JobStatus.STARTED:
+        raise InvalidJobOperation(f"job {job.id!r} is not running (status {job.get_status()})")
+    app.control.revoke(job.id, terminate=True, signal="SIGTERM")
+    deadline = time.monotonic() + wait
+    while job.get_status() == JobStatus.STARTED and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return job
+
+
+def retry_job(job_id: str) -> Job:
+    """Enqueue a failed (or canceled) job again with the same arguments, site, user and id."""
+    job = find_job(job_id)
+    record = job.refresh()
+    if record.get("status") not in (JobStatus.FAILED, JobStatus.CANCELED):
+        raise InvalidJobOperation(
+            f"job {job.id!r}: only failed or canceled jobs are retried; it is {record['status']}"
+        )
+    if not record.get("message"):
+        raise InvalidJobOperation(f"job {job.id!r} ran in-process: it has no message to retry")
+    old = decode_message_kwargs(record["message"])
+    payload = make_payload(
+        old["method"], old["queue"], old["timeout"], site=old["site"], user=old["user"],
+        event=old["event"], job_name=old["job_name"], kwargs=old["kwargs"],
+        on_success=old["on_success"], on_failure=old["on_failure"],
+    )  # fmt: skip
+    publication = prepare(
+        job.id,
+        payload,
+        encode_body(payload, payload["kwargs"]),
+        at_front=False,
+        deduplicate=True,
+        at_front_when_starved=False,
+    )
+    new = publish(publication)
+    with broker_errors():
+        get_redis().zrem(keys.failed_registry(old["queue"]), job.id)
+    if new is None:
+        raise InvalidJobOperation(f"job {job.id!r} is already queued or running again")
+    return new
+
+
+def retry_all(queue: str | None = None, progress: Progress = _no_progress) -> int:
+    """Retry every failed job (of ``queue``); returns how many were enqueued again."""
+    done = 0
+    while True:
+        batch = list_failed(queue, limit=500)
+        if not batch:
+            return done
+        for row in batch:
+            try:
+                retry_job(row.id)
+                done += 1
+            except FrappeCeleryError:
+                # Cannot be retried (expired meanwhile, or no message): take it off the list.
+                with broker_errors():
+                    get_redis().zrem(keys.failed_registry(row.queue), row.id)
+            progress(1)
+
+
+def purge_jobs(
+    queue: str,
+    event: str | None = None,
+    site: str | None = None,
+    progress: Progress = _no_progress,
+) -> int:
+    """Remove the pending jobs of ``queue`` (only those of ``event`` / ``site`` if given) and
+    free their ids; returns how many were removed."""
+    validate_queue_name(queue)
+    if site is not None:
+        validate_site(site)
+    client = get_redis()
+    removed = 0
+    # Everything pending at the start; jobs enqueued meanwhile are left alone.
+    for job_id, message in pending_messages(queue, scan_limit=10**9):
+        payload = decode_message_kwargs(message)
+        if event is not None and payload.get("event") != event:
+            progress(1)
+            continue
+        if site is not None and payload.get("site") != site:
+            progress(1)
+            continue
+        with broker_errors():
+            taken = sum(int(client.lrem(key, 1, message)) for key in keys.queue_lists(queue))
+        if taken:
+            removed += 1
+            records.cancel(job_id, payload["token"], queue, "purged")
+        progress(1)
+    return removed
+
+
+def pending_count(queue: str) -> int:
+    with broker_errors():
+        pipe = get_redis().pipeline(transaction=False)
+        for key in keys.queue_lists(queue):
+            pipe.llen(key)
+        return sum(int(n) for n in pipe.execute())
+
+
+# -- validation of names --------------------------------------------------------------------------
+
+
+def validate_queue_name(queue: str) -> None:
+    queues = list(get_settings().queues)
+    if queue not in queues:
+        raise UnknownTarget(f"no queue {queue!r}; queues: {', '.join(queues)}")
+
+
+def validate_site(site: str) -> None:
+    sites = list(get_settings().scheduler_sites)
+    if site not in sites:
+        raise UnknownTarget(f"no site {site!r}; sites: {', '.join(sites)}")
+
+
+# -- scheduler ------------------------------------------------------------------------------------
+
+
+def scheduler_entries() -> list[ScheduleEntry]:
+    return build_entries(load_events(), get_settings())
+
+
+def trigger_scheduler_event(
+    event: str, site: str | None = None
+) -> list[tuple[ScheduleEntry, Job | None]]:
+    """Enqueue now the entries named by ``event``: a scheduler_events key ("daily_long") or a
+    method path (Frappe's form). Returns each entry with its job (None: already queued)."""
+    if site is not None:
+        validate_site(site)
+    entries = [
+        entry
+        for entry in scheduler_entries()
+        if event in (entry.event, entry.method) and site in (None, entry.site)
+    ]
+    if not entries:
+        methods = sorted({entry.method for entry in scheduler_entries()})
+        raise UnknownTarget(
+            f"no scheduler_events entry {event!r}; keys: {', '.join(known_event_keys())}; "
+            f"methods: {', '.join(methods) or 'none'}"
+        )
+    return [(entry, publish(scheduled_publication(entry))) for entry in entries]
+
+
+SCHEDULER_ACTIONS = {
+    "pause": ("paused", True),
+    "resume": ("paused", False),
+    "disable": ("disabled", True),
+    "enable": ("disabled", False),
+}
+
+
+def set_scheduler(action: str, site: str | None = None) -> None:
+    """pause / resume / disable / enable the scheduler for ``site`` (None: every site)."""
+    if site is not None:
+        validate_site(site)
+    switch, on = SCHEDULER_ACTIONS[action]
+    state.set_switch(switch, on, [site] if site else None)
+
+
+# -- doctor ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Problem:
+    what: str
+    fix: str
+
+
+def doctor() -> list[Problem]:
+    """Everything that keeps jobs from running as configured, each with what to do."""
+    settings = get_settings()
+    problems: list[Problem] = []
+    workers = read_workers()
+    consumed = {queue for worker in workers for queue in worker.get("queues", [])}
+    for queue in settings.queues:
+        if queue not in consumed:
+            problems.append(
+                Problem(
+                    f"no worker consumes queue {queue!r}: its jobs wait for ever",
+                    f"start one: frappe-celery worker --queue {queue}",
+                )
+            )
+    if state.current_leader() is None and scheduler_entries():
+        problems.append(
+            Problem(
+                "no scheduler is running: scheduler_events do not fire",
+                "start one: celery -A frappe_celery beat (any number may run)",
+            )
+        )
+    online = {worker["node"] for worker in workers}
+    for row in list_jobs(status=JobStatus.STARTED, limit=10_000):
+        gone = row.worker and row.worker not in online
+        if gone and not row.worker.startswith("in-process"):
+            problems.append(
+                Problem(
+                    f"job {row.id} is 'started' on {row.worker}, which is gone",
+                    "the broker restores it after the visibility timeout and it runs again; "
+                    "if its message was lost too, the reaper fails it after its hard time limit",
+                )
+            )
+    visibility = app.conf.broker_transport_options.get("visibility_timeout", 3600)
+    if visibility <= settings.longest_hard_time_limit:
+        problems.append(
+            Problem(
+                f"the broker's visibility timeout ({visibility} s) is not above the longest hard "
+                f"time limit ({settings.longest_hard_time_limit} s): long jobs run twice",
+                "remove visibility_timeout from celeryconfig (frappe-celery derives it)",
+            )
+        )
+    return problems
+
+
+__all__ = [
+    "Problem",
+    "UnknownTarget",
+    "cancel_job",
+    "doctor",
+    "find_job",
+    "pending_count",
+    "purge_jobs",
+    "retry_all",
+    "retry_job",
+    "set_scheduler",
+    "stop_job",
+    "trigger_scheduler_event",
+]

@@ -1,0 +1,154 @@
+"""Job commands: jobs (show-pending-jobs), failed, retry, purge-jobs, stop, cancel."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import click
+
+from .. import admin, monitor
+from ..job import JobStatus
+from .common import age, needs_broker, print_json, since, table, when
+
+QUEUE_HELP = "Only this queue (default: every queue)."
+SITE_HELP = "Only jobs of this site."
+LIMIT_HELP = "At most this many rows."
+
+
+def _job_rows(rows: list[monitor.JobRow], show_args: bool) -> list[list[object]]:
+    out: list[list[object]] = []
+    for row in rows:
+        line: list[object] = [
+            row.site,
+            row.queue,
+            row.status,
+            row.method,
+            row.id,
+            when(row.enqueued_at),
+            age(row.age),
+            row.progress or "-",
+        ]
+        if show_args:
+            line.append(json.dumps(row.kwargs, default=str))
+        out.append(line)
+    return out
+
+
+@click.command("jobs")
+@click.option("--queue", "-q", help=QUEUE_HELP)
+@click.option("--site", help=SITE_HELP)
+@click.option(
+    "--status",
+    type=click.Choice([JobStatus.QUEUED, JobStatus.STARTED]),
+    help="Only pending (queued) or running (started) jobs.",
+)
+@click.option(
+    "--limit", default=50, show_default=True, type=click.IntRange(1), help="At most this many rows."
+)
+@click.option("--show-args", is_flag=True, help="Also show each job's arguments.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@needs_broker
+def jobs_command(
+    queue: str | None,
+    site: str | None,
+    status: str | None,
+    limit: int,
+    show_args: bool,
+    as_json: bool,
+) -> None:
+    """Pending and running jobs per site and queue: method, id, enqueued time, age, progress."""
+    if queue:
+        admin.validate_queue_name(queue)
+    if site:
+        admin.validate_site(site)
+    rows = monitor.list_jobs(
+        queue=queue, site=site, status=status, limit=limit, show_args=show_args
+    )
+    if as_json:
+        print_json([asdict(row) for row in rows])
+        return
+    headers = ["site", "queue", "status", "method", "job id", "enqueued", "age", "progress"]
+    click.echo(table(_job_rows(rows, show_args), headers + (["args"] if show_args else [])))
+
+
+@click.command("failed")
+@click.option("--queue", "-q", help=QUEUE_HELP)
+@click.option(
+    "--limit", default=50, show_default=True, type=click.IntRange(1), help="At most this many rows."
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@needs_broker
+def failed_command(queue: str | None, limit: int, as_json: bool) -> None:
+    """Failed jobs, newest first, with their exception."""
+    if queue:
+        admin.validate_queue_name(queue)
+    rows = monitor.list_failed(queue, limit)
+    if as_json:
+        print_json([asdict(row) for row in rows])
+        return
+    click.echo(
+        table(
+            [
+                [row.site, row.queue, row.method, row.id, since(row.ended_at), row.exc[:80]]
+                for row in rows
+            ],
+            ["site", "queue", "method", "job id", "failed", "exception"],
+        )
+    )
+
+
+@click.command("retry")
+@click.argument("job_id", required=False)
+@click.option("--all", "retry_all", is_flag=True, help="Retry every failed job.")
+@click.option("--queue", "-q", help="With --all: only this queue's failed jobs.")
+@needs_broker
+def retry_command(job_id: str | None, retry_all: bool, queue: str | None) -> None:
+    """Enqueue a failed job again with the same arguments (JOB_ID, or --all)."""
+    if bool(job_id) == retry_all:
+        raise click.UsageError("give either a JOB_ID or --all")
+    if job_id:
+        job = admin.retry_job(job_id)
+        click.echo(f"Enqueued {job.id} again on {job.queue}")
+        return
+    if queue:
+        admin.validate_queue_name(queue)
+    total = len(monitor.list_failed(queue, limit=10**9))
+    with click.progressbar(length=total, label="Retrying failed jobs") as bar:
+        done = admin.retry_all(queue, progress=bar.update)
+    click.echo(f"Enqueued {done} failed jobs again")
+
+
+@click.command("purge-jobs")
+@click.option("--queue", "-q", required=True, help="The queue to remove pending jobs from.")
+@click.option(
+    "--event", help="Only jobs of this event (scheduler_events key, or enqueue's event=)."
+)
+@click.option("--site", help="Only jobs of this site.")
+@needs_broker
+def purge_jobs_command(queue: str, event: str | None, site: str | None) -> None:
+    """Remove pending jobs and free their ids; prints how many."""
+    admin.validate_queue_name(queue)
+    if site:
+        admin.validate_site(site)
+    with click.progressbar(length=admin.pending_count(queue), label=f"Purging {queue}") as bar:
+        removed = admin.purge_jobs(queue, event=event, site=site, progress=bar.update)
+    click.echo(f"Purged {removed} jobs")
+
+
+@click.command("stop")
+@click.argument("job_id")
+@needs_broker
+def stop_command(job_id: str) -> None:
+    """Stop a running job (its worker kills it; it is recorded canceled)."""
+    job = admin.stop_job(job_id)
+    click.echo(f"Stop sent to {job.id}; its status is now {job.get_status()}")
+
+
+@click.command("cancel")
+@click.argument("job_id")
+@needs_broker
+def cancel_command(job_id: str) -> None:
+    """Remove a queued job before it runs."""
+    job = admin.cancel_job(job_id)
+    click.echo(f"Canceled {job.id}")

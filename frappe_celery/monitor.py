@@ -1,0 +1,314 @@
+"""What the CLI (and apps) read: queue counts, jobs, failures, workers, the scheduler.
+
+Everything reads the keys the enqueue and worker sides write (keys.py), in a few pipelined
+round trips. Nothing reads a whole queue: counts are LLEN / ZCARD over every priority list and
+registry, the oldest pending job is each list's tail, and job listings scan at most
+``scan_limit`` messages.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from . import keys
+from .config import PRIORITY_STEPS, get_settings
+from .connection import as_text, broker_errors, get_redis
+from .job import JobStatus, decode_message_kwargs
+from .maintenance import read_workers
+from .scheduler import state
+from .scheduler.entries import ScheduleEntry, build_entries, load_events
+
+
+@dataclass
+class QueueStats:
+    name: str
+    pending: int
+    pending_by_priority: dict[int, int]
+    started: int
+    scheduled: int
+    finished: int
+    failed: int
+    canceled: int
+    oldest_pending_age: float | None  # seconds
+
+
+def queue_stats(queues: list[str] | None = None) -> list[QueueStats]:
+    """Counts per queue, pending ones summed over every priority list."""
+    settings = get_settings()
+    names = queues or list(settings.queues)
+    now = time.time()
+    with broker_errors():
+        pipe = get_redis().pipeline(transaction=False)
+        for name in names:
+            for key in keys.queue_lists(name):
+                pipe.llen(key)
+                pipe.lindex(key, -1)  # the oldest message of this priority list
+            pipe.zcard(keys.started_registry(name))
+            pipe.zcard(keys.scheduled_registry(name))
+            pipe.zcount(keys.finished_registry(name), now - settings.results_ttl, "+inf")
+            pipe.zcard(keys.failed_registry(name))
+            pipe.zcard(keys.canceled_registry(name))
+        replies = iter(pipe.execute())
+    stats, tails = [], []
+    for name in names:
+        by_priority, oldest = {}, []
+        for step in PRIORITY_STEPS:
+            by_priority[step] = int(next(replies))
+            tail = next(replies)
+            if tail:
+                oldest.append(json.loads(tail)["headers"]["id"])
+        started, scheduled, finished, failed, canceled = (int(next(replies)) for _ in range(5))
+        stats.append(
+            QueueStats(
+                name,
+                sum(by_priority.values()),
+                by_priority,
+                started,
+                scheduled,
+                finished,
+                failed,
+                canceled,
+                None,
+            )
+        )
+        tails.append(oldest)
+    enqueued = _fields([job_id for oldest in tails for job_id in oldest], ["enqueued_at"])
+    for stat, oldest in zip(stats, tails, strict=True):
+        times = [
+            float(enqueued[i]["enqueued_at"]) for i in oldest if enqueued[i].get("enqueued_at")
+        ]
+        stat.oldest_pending_age = now - min(times) if times else None
+    return stats
+
+
+def get_queue_counts() -> dict[str, dict[str, int]]:
+    """Frappe's monitoring numbers per queue: pending, started, failed, scheduled."""
+    return {
+        s.name: {
+            "pending": s.pending,
+            "started": s.started,
+            "failed": s.failed,
+            "scheduled": s.scheduled,
+        }
+        for s in queue_stats()
+    }
+
+
+RECORD_FIELDS = [
+    "status",
+    "queue",
+    "method",
+    "site",
+    "event",
+    "enqueued_at",
+    "started_at",
+    "ended_at",
+    "worker",
+    "progress",
+    "progress_message",
+    "retries",
+    "exc_type",
+    "exc_info",
+    "job_name",
+]
+
+
+def _fields(job_ids: list[str], names: list[str]) -> dict[str, dict[str, str]]:
+    """job id -> the named record fields (missing records give empty dicts)."""
+    if not job_ids:
+        return {}
+    with broker_errors():
+        pipe = get_redis().pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hmget(keys.job(job_id), names)
+        replies = pipe.execute()
+    return {
+        job_id: {name: as_text(value) for name, value in zip(names, values, strict=True) if value}
+        for job_id, values in zip(job_ids, replies, strict=True)
+    }
+
+
+@dataclass
+class JobRow:
+    id: str
+    queue: str
+    status: str
+    method: str
+    site: str
+    enqueued_at: float | None
+    started_at: float | None = None
+    worker: str = ""
+    event: str = ""
+    progress: str = ""
+    retries: int = 0
+    exc: str = ""
+    ended_at: float | None = None
+    kwargs: dict[str, Any] | None = field(default=None)
+
+    @property
+    def age(self) -> float | None:
+        return time.time() - self.enqueued_at if self.enqueued_at else None
+
+
+def _row(job_id: str, queue: str, record: dict[str, str]) -> JobRow:
+    progress = record.get("progress")
+    exc = (record.get("exc_info") or "").strip().splitlines()
+    return JobRow(
+        id=job_id,
+        queue=record.get("queue", queue),
+        status=record.get("status", "unknown"),
+        method=record.get("method", ""),
+        site=record.get("site") or job_id.split("||", 1)[0],
+        enqueued_at=float(record["enqueued_at"]) if record.get("enqueued_at") else None,
+        started_at=float(record["started_at"]) if record.get("started_at") else None,
+        ended_at=float(record["ended_at"]) if record.get("ended_at") else None,
+        worker=record.get("worker", ""),
+        event=record.get("event", ""),
+        progress=f"{progress}% {record.get('progress_message', '')}".strip() if progress else "",
+        retries=int(record.get("retries") or 0),
+        exc=f"{record.get('exc_type', '')}: {exc[-1] if exc else ''}" if exc else "",
+    )
+
+
+def pending_messages(queue: str, scan_limit: int) -> list[tuple[str, str]]:
+    """(job id, message) of up to ``scan_limit`` pending messages, in the order they will run."""
+    found: list[tuple[str, str]] = []
+    client = get_redis()
+    for key in keys.queue_lists(queue):  # highest priority first
+        end = -1
+        while len(found) < scan_limit:
+            # The worker pops from the right: read from there, in chunks.
+            with broker_errors():
+                chunk = client.lrange(key, end - 499, end)
+            if not chunk:
+                break
+            for message in reversed(chunk):
+                text = as_text(message)
+                found.append((json.loads(text)["headers"]["id"], text))
+            end -= len(chunk)
+            if len(chunk) < 500:
+                break
+    return found[:scan_limit]
+
+
+def list_jobs(
+    queue: str | None = None,
+    site: str | None = None,
+    status: str | None = None,
+    limit: int = 50,
+    show_args: bool = False,
+    scan_limit: int = 10_000,
+) -> list[JobRow]:
+    """Running and pending jobs (running first), filtered; at most ``limit`` rows."""
+    queues = [queue] if queue else list(get_settings().queues)
+    rows: list[JobRow] = []
+    if status in (None, JobStatus.STARTED):
+        with broker_errors():
+            pipe = get_redis().pipeline(transaction=False)
+            for name in queues:
+                pipe.zrange(keys.started_registry(name), 0, -1)
+            running = [
+                (name, as_text(i))
+                for name, ids in zip(queues, pipe.execute(), strict=True)
+                for i in ids
+            ]
+        records = _fields([job_id for _, job_id in running], [*RECORD_FIELDS, "message"])
+        for name, job_id in running:
+            row = _row(job_id, name, records[job_id])
+            if site in (None, row.site) and row.status == JobStatus.STARTED:
+                if show_args and records[job_id].get("message"):
+                    row.kwargs = decode_message_kwargs(records[job_id]["message"]).get("kwargs")
+                rows.append(row)
+    if status in (None, JobStatus.QUEUED):
+        for name in queues:
+            pending = [
+                (job_id, message)
+                for job_id, message in pending_messages(name, scan_limit)
+                if site is None or job_id.startswith(f"{site}||")
+            ][: max(limit - len(rows), 0)]
+            records = _fields([job_id for job_id, _ in pending], RECORD_FIELDS)
+            for job_id, message in pending:
+                row = _row(job_id, name, records[job_id])
+                row.status = JobStatus.QUEUED  # the message is waiting, whatever the record says
+                if show_args:
+                    row.kwargs = decode_message_kwargs(message).get("kwargs")
+                rows.append(row)
+    return rows[:limit]
+
+
+def get_jobs(
+    site: str | None = None, queue: str | None = None, key: str = "method"
+) -> dict[str, list[Any]]:
+    """Frappe's ``get_jobs``: site -> the ``key`` field of its queued and running jobs."""
+    jobs: dict[str, list[Any]] = {}
+    for row in list_jobs(queue=queue, site=site, limit=10_000):
+        value = asdict(row).get(key)
+        jobs.setdefault(row.site, []).append(value)
+    return jobs
+
+
+def list_failed(queue: str | None = None, limit: int = 50) -> list[JobRow]:
+    """Failed jobs, newest first, with their exception summary."""
+    queues = [queue] if queue else list(get_settings().queues)
+    with broker_errors():
+        pipe = get_redis().pipeline(transaction=False)
+        for name in queues:
+            pipe.zrevrange(keys.failed_registry(name), 0, limit - 1)
+        failed = [
+            (name, as_text(i))
+            for name, ids in zip(queues, pipe.execute(), strict=True)
+            for i in ids
+        ]
+    records = _fields([job_id for _, job_id in failed], RECORD_FIELDS)
+    rows = [_row(job_id, name, records[job_id]) for name, job_id in failed if records[job_id]]
+    rows.sort(key=lambda row: row.ended_at or 0, reverse=True)
+    return rows[:limit]
+
+
+def get_workers() -> list[dict[str, Any]]:
+    """Online workers (from their heartbeats) with the jobs each is running."""
+    workers = read_workers()
+    running = list_jobs(status=JobStatus.STARTED, limit=10_000)
+    for worker in workers:
+        worker["running"] = [row.id for row in running if row.worker == worker["node"]]
+    return workers
+
+
+@dataclass
+class EntryState:
+    entry: ScheduleEntry
+    last_run: float | None
+    next_run: float | None
+    last_status: str | None  # the status of the job its last run enqueued
+
+
+def scheduler_status() -> dict[str, Any]:
+    """Leader, switches per site, and every entry's last run, next run and last outcome."""
+    settings = get_settings()
+    zone = ZoneInfo(settings.time_zone)
+    switches = state.read_switches()
+    entries = build_entries(load_events(), settings)
+    last_runs = state.read_last_runs([state.last_run_field(e.site, e.name) for e in entries])
+    statuses = _fields([e.job_id for e in entries], ["status"])
+    now = time.time()
+    rows = []
+    for entry, last in zip(entries, last_runs, strict=True):
+        next_run = entry.next_after(last if last is not None else now, zone)
+        status = statuses.get(entry.job_id, {}).get("status")
+        rows.append(EntryState(entry, last, next_run, status))
+    sites = {}
+    for site in settings.scheduler_sites:
+        on = sorted(switches.get(site, set()) | switches.get(state.ALL_SITES, set()))
+        for flag, name in (
+            (settings.pause_scheduler, "paused"),
+            (settings.disable_scheduler, "disabled"),
+            (settings.maintenance_mode, "maintenance"),
+        ):
+            if flag and name not in on:
+                on.append(name)
+        sites[site] = on or ["active"]
+    return {"leader": state.current_leader(), "sites": sites, "entries": rows, "now": now}
