@@ -182,15 +182,16 @@ def pending_messages(queue: str, scan_limit: int) -> list[tuple[str, str]]:
         end = -1
         while len(found) < scan_limit:
             # The worker pops from the right: read from there, in chunks.
+            size = min(500, scan_limit - len(found))
             with broker_errors():
-                chunk = client.lrange(key, end - 499, end)
+                chunk = client.lrange(key, end - size + 1, end)
             if not chunk:
                 break
             for message in reversed(chunk):
                 text = as_text(message)
                 found.append((json.loads(text)["headers"]["id"], text))
             end -= len(chunk)
-            if len(chunk) < 500:
+            if len(chunk) < size:
                 break
     return found[:scan_limit]
 
@@ -225,11 +226,17 @@ def list_jobs(
                 rows.append(row)
     if status in (None, JobStatus.QUEUED):
         for name in queues:
+            wanted = limit - len(rows)
+            if wanted <= 0:
+                break
+            # Unfiltered, the first `wanted` messages are the answer; filtered by site, look
+            # further, up to scan_limit.
+            scan = scan_limit if site else min(scan_limit, wanted)
             pending = [
                 (job_id, message)
-                for job_id, message in pending_messages(name, scan_limit)
+                for job_id, message in pending_messages(name, scan)
                 if site is None or job_id.startswith(f"{site}||")
-            ][: max(limit - len(rows), 0)]
+            ][:wanted]
             records = _fields([job_id for job_id, _ in pending], RECORD_FIELDS)
             for job_id, message in pending:
                 row = _row(job_id, name, records[job_id])
