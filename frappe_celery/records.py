@@ -59,61 +59,47 @@ def encode_result(result: Any) -> str:
         return str(kombu_dumps(repr(result)))
 
 
-def finish(job_id: str, token: str, queue: str, result: Any) -> bool:
-    settings = get_settings()
+def _end(
+    job_id: str,
+    token: str,
+    queue: str,
+    status: JobStatus,
+    registry: str,
+    ttl: int,
+    limit: int,
+    **fields: str,
+) -> bool:
+    """Record a final state (finish.lua): the id is free again. False if the record is stale."""
+    args: list[Any] = [token, job_id, status, time.time(), ttl, limit, keys.JOB_PREFIX]
+    for name, value in fields.items():
+        args += [name, value]
     with broker_errors():
         done = scripts.FINISH(
-            get_redis(),
-            [keys.job(job_id), keys.started_registry(queue), keys.finished_registry(queue)],
-            [
-                token,
-                job_id,
-                JobStatus.FINISHED,
-                time.time(),
-                settings.results_ttl,
-                0,
-                keys.JOB_PREFIX,
-                "result",
-                encode_result(result),
-            ],
+            get_redis(), [keys.job(job_id), keys.started_registry(queue), registry], args
         )
     return bool(done)
+
+
+def finish(job_id: str, token: str, queue: str, result: Any) -> bool:
+    """Finished: the result is kept for rq_results_ttl."""
+    settings = get_settings()
+    return _end(job_id, token, queue, JobStatus.FINISHED, keys.finished_registry(queue),
+                settings.results_ttl, 0, result=encode_result(result))  # fmt: skip
 
 
 def fail(job_id: str, token: str, queue: str, exc_type: str, exc_info: str) -> bool:
+    """Failed: kept with its traceback for rq_job_failure_ttl, newest rq_failed_jobs_limit."""
     settings = get_settings()
-    with broker_errors():
-        done = scripts.FINISH(
-            get_redis(),
-            [keys.job(job_id), keys.started_registry(queue), keys.failed_registry(queue)],
-            [
-                token,
-                job_id,
-                JobStatus.FAILED,
-                time.time(),
-                settings.failure_ttl,
-                settings.failed_jobs_limit,
-                keys.JOB_PREFIX,
-                "exc_type",
-                exc_type,
-                "exc_info",
-                exc_info,
-            ],
-        )
-    return bool(done)
+    return _end(job_id, token, queue, JobStatus.FAILED, keys.failed_registry(queue),
+                settings.failure_ttl, settings.failed_jobs_limit, exc_type=exc_type,
+                exc_info=exc_info)  # fmt: skip
 
 
 def cancel(job_id: str, token: str, queue: str, reason: str) -> bool:
-    """Canceled without running (revoked): a final state, so the id is free again."""
+    """Canceled without finishing (revoked, stopped, purged)."""
     settings = get_settings()
-    with broker_errors():
-        done = scripts.FINISH(
-            get_redis(),
-            [keys.job(job_id), keys.started_registry(queue), keys.canceled_registry(queue)],
-            [token, job_id, JobStatus.CANCELED, time.time(), settings.failure_ttl,
-             settings.failed_jobs_limit, keys.JOB_PREFIX, "exc_info", reason],
-        )  # fmt: skip
-    return bool(done)
+    return _end(job_id, token, queue, JobStatus.CANCELED, keys.canceled_registry(queue),
+                settings.failure_ttl, settings.failed_jobs_limit, exc_info=reason)  # fmt: skip
 
 
 ABANDONED_REASON = (

@@ -18,9 +18,8 @@ from typing import Any
 import click
 from tabulate import tabulate
 
-from .stack import Stack
+from .stack import DEFAULT_HOOKS, Stack, data_dir_option
 
-DEMO_HOOKS = "hooks_example"
 FINAL = ("finished", "failed", "canceled")
 # hooks_example's every-10-seconds entry: beat fires it during the demo.
 SCHEDULED_EXPRESSION = "* * * * * */10"
@@ -146,13 +145,7 @@ def _scheduled_heartbeat(frappe: Any, since: float, timeout: float) -> DemoJob:
 
 
 @click.command()
-@click.option(
-    "--data-dir",
-    default=".frappe_celery",
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Where the embedded Redis keeps its files (used only if no broker is reachable).",
-)
+@data_dir_option
 @click.option("--timeout", default=90.0, show_default=True, help="Give up after this many seconds.")
 def demo(data_dir: Path, timeout: float) -> None:
     """Run the example jobs of hooks_example.py on a real worker and beat; print the outcome.
@@ -160,7 +153,7 @@ def demo(data_dir: Path, timeout: float) -> None:
     Starts an embedded Redis when none answers at the configured URL, a worker on every queue
     and celery beat; exits 0 only if every example job ended as expected.
     """
-    os.environ.setdefault("FRAPPE_CELERY_HOOKS", DEMO_HOOKS)
+    os.environ.setdefault("FRAPPE_CELERY_HOOKS", DEFAULT_HOOKS)
     import frappe_celery as frappe
 
     with Stack(data_dir):

@@ -14,10 +14,9 @@ from ..config import get_settings
 from ..connection import broker_errors, get_redis
 from ..keys import scheduled_registry, started_registry
 from .common import needs_broker
-from .stack import Stack
+from .stack import DEFAULT_HOOKS, Stack, data_dir_option
 from .supervise import ManagedProcess, celery_command, child_env
 
-DEFAULT_HOOKS = "hooks_example"
 # Burst mode quits after its queues were seen empty this many polls in a row.
 EMPTY_POLLS_TO_QUIT = 2
 POLL_SECONDS = 0.5
@@ -79,13 +78,7 @@ def worker_command(queue: str | None, num_workers: int, burst: bool, loglevel: s
 @click.command("start")
 @click.option("--concurrency", "-c", type=click.IntRange(1), default=2, show_default=True,
               help="Jobs the worker runs at once.")  # fmt: skip
-@click.option(
-    "--data-dir",
-    default=".frappe_celery",
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Where the embedded Redis keeps its data (only if no broker answers).",
-)
+@data_dir_option
 def start_command(concurrency: int, data_dir: Path) -> None:
     """bench start: Redis (embedded if none answers), a worker on every queue and beat.
 

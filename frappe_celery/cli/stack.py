@@ -16,6 +16,16 @@ from ..embedded import EmbeddedRedis, is_reachable
 from .supervise import ManagedProcess, celery_command, child_env
 
 READY_TIMEOUT = 60.0
+# The hooks `start` and `demo` use when FRAPPE_CELERY_HOOKS is not set.
+DEFAULT_HOOKS = "hooks_example"
+
+data_dir_option = click.option(
+    "--data-dir",
+    default=".frappe_celery",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the embedded Redis keeps its data (used only if no broker answers).",
+)
 
 
 class Stack:
