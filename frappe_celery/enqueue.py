@@ -8,7 +8,6 @@ Nothing is written to Redis until every argument passed validation.
 
 from __future__ import annotations
 
-import logging
 import uuid
 import warnings
 from collections.abc import Callable
@@ -24,8 +23,6 @@ from .methods import call_with_accepted_kwargs, import_trusted, normalize_path
 from .publish import prepare, publish, record_fields
 from .transaction import publish_after_commit
 from .wire import JobPayload, encode_body
-
-logger = logging.getLogger(__name__)
 
 RUN_DOC_METHOD = "frappe_celery.jobs.run_doc_method"
 
