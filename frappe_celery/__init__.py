@@ -6,7 +6,8 @@
 
 from __future__ import annotations
 
-from . import maintenance  # noqa: F401  (connects the worker's heartbeat and reaper)
+# Imported for their effects in the worker: the heartbeat and reaper, the stop command.
+from . import control, maintenance  # noqa: F401
 from .celery_app import app
 from .config import get_settings, reload_settings
 from .context import JobContext, set_document_loader, set_job_context

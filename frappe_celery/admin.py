@@ -12,6 +12,7 @@ from . import keys, records
 from .celery_app import app
 from .config import get_settings
 from .connection import broker_errors, get_redis
+from .control import STOP_COMMAND
 from .enqueue import current_site, make_payload
 from .errors import FrappeCeleryError, InvalidJobOperation
 from .job import Job, JobStatus, decode_message_kwargs
@@ -63,7 +64,8 @@ def stop_job(job_id: str, wait: float = 5.0) -> Job:
     job = find_job(job_id)
     if job.get_status() != JobStatus.STARTED:
         raise InvalidJobOperation(f"job {job.id!r} is not running (status {job.get_status()})")
-    app.control.revoke(job.id, terminate=True, signal="SIGTERM")
+    # Not app.control.revoke: that would drop every later run of this id for hours.
+    app.control.broadcast(STOP_COMMAND, arguments={"job_id": job.id}, reply=True, timeout=1.0)
     deadline = time.monotonic() + wait
     while job.get_status() == JobStatus.STARTED and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -103,21 +105,18 @@ def retry_job(job_id: str) -> Job:
 
 
 def retry_all(queue: str | None = None, progress: Progress = _no_progress) -> int:
-    """Retry every failed job (of ``queue``); returns how many were enqueued again."""
+    """Retry every job failed at the start (of ``queue``), each once; returns how many were
+    enqueued again. A job that fails again meanwhile is not retried a second time."""
     done = 0
-    while True:
-        batch = list_failed(queue, limit=500)
-        if not batch:
-            return done
-        for row in batch:
-            try:
-                retry_job(row.id)
-                done += 1
-            except FrappeCeleryError:
-                # Cannot be retried (expired meanwhile, or no message): take it off the list.
-                with broker_errors():
-                    get_redis().zrem(keys.failed_registry(row.queue), row.id)
-            progress(1)
+    for row in list_failed(queue, limit=10**9):
+        try:
+            retry_job(row.id)
+            done += 1
+        except FrappeCeleryError:
+            # Cannot be retried (expired meanwhile, running again, no message): leave it.
+            pass
+        progress(1)
+    return done
 
 
 def purge_jobs(

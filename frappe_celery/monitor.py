@@ -154,9 +154,17 @@ class JobRow:
         return time.time() - self.enqueued_at if self.enqueued_at else None
 
 
+def exception_summary(exc_type: str, exc_info: str) -> str:
+    """One line: "ValueError: bad input" (a traceback's last line already reads like that)."""
+    lines = exc_info.strip().splitlines()
+    if not lines:
+        return exc_type
+    last = lines[-1]
+    return last if exc_type and exc_type in last.split(":", 1)[0] else f"{exc_type}: {last}"
+
+
 def _row(job_id: str, queue: str, record: dict[str, str]) -> JobRow:
     progress = record.get("progress")
-    exc = (record.get("exc_info") or "").strip().splitlines()
     return JobRow(
         id=job_id,
         queue=record.get("queue", queue),
@@ -170,7 +178,7 @@ def _row(job_id: str, queue: str, record: dict[str, str]) -> JobRow:
         event=record.get("event", ""),
         progress=f"{progress}% {record.get('progress_message', '')}".strip() if progress else "",
         retries=int(record.get("retries") or 0),
-        exc=f"{record.get('exc_type', '')}: {exc[-1] if exc else ''}" if exc else "",
+        exc=exception_summary(record.get("exc_type", ""), record.get("exc_info", "")),
     )
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import click
 from tabulate import tabulate
 
+from ..monitor import exception_summary
 from .stack import DEFAULT_HOOKS, Stack, data_dir_option
 
 FINAL = ("finished", "failed", "canceled")
@@ -36,8 +37,8 @@ class DemoJob:
 
 def _outcome(job: Any) -> str:
     if job.get_status() == "failed":
-        # The traceback's last line: "ExceptionType: message".
-        return (job.exc_info or "").strip().splitlines()[-1]
+        record = job.refresh()
+        return exception_summary(record.get("exc_type", ""), record.get("exc_info", ""))
     return repr(job.return_value())
 
 

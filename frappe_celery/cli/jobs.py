@@ -40,7 +40,7 @@ def _job_rows(rows: list[monitor.JobRow], show_args: bool) -> list[list[object]]
 @click.option("--site", help=SITE_HELP)
 @click.option(
     "--status",
-    type=click.Choice([JobStatus.QUEUED, JobStatus.STARTED]),
+    type=click.Choice([JobStatus.QUEUED.value, JobStatus.STARTED.value]),
     help="Only pending (queued) or running (started) jobs.",
 )
 @click.option(
