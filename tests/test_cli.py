@@ -722,7 +722,7 @@ def test_stop_stops_a_running_job_which_never_completes_its_work(r, shared_worke
     assert job.get_status() == "started"
 
     result = ok("stop", job.id)  # the site-namespaced id
-    assert result.output.strip() == f"Stop sent to {job.id}; its status is now canceled"
+    assert result.output.strip() == f"Stopped {job.id}; its status is now canceled"
     assert job.get_status() == "canceled"
     # Were it still running (or run again), it would record "released" now.
     r.set(release, 1)

@@ -9,7 +9,7 @@ import click
 
 from .. import admin, monitor
 from ..job import JobStatus
-from .common import age, needs_broker, print_json, since, table, when
+from .common import PROBLEM, age, needs_broker, print_json, since, table, when
 
 QUEUE_HELP = "Only this queue (default: every queue)."
 SITE_HELP = "Only jobs of this site."
@@ -142,7 +142,11 @@ def purge_jobs_command(queue: str, event: str | None, site: str | None) -> None:
 def stop_command(job_id: str) -> None:
     """Stop a running job (its worker kills it; it is recorded canceled)."""
     job = admin.stop_job(job_id)
-    click.echo(f"Stop sent to {job.id}; its status is now {job.get_status()}")
+    status = job.get_status()
+    if status == JobStatus.STARTED:
+        click.echo(f"Error: no worker stopped {job.id} in time: is its worker online?", err=True)
+        raise SystemExit(PROBLEM)
+    click.echo(f"Stopped {job.id}; its status is now {status}")
 
 
 @click.command("cancel")
