@@ -13,8 +13,8 @@ from .celery_app import app
 from .config import get_settings
 from .connection import broker_errors, get_redis
 from .control import STOP_COMMAND
-from .enqueue import current_site, make_payload
-from .errors import FrappeCeleryError, InvalidJobOperation
+from .enqueue import create_job_id, make_payload, validate_queue
+from .errors import FrappeCeleryError, InvalidArgumentError, InvalidJobOperation
 from .job import Job, JobStatus, decode_message_kwargs
 from .maintenance import read_workers
 from .monitor import list_failed, list_jobs, pending_messages
@@ -41,7 +41,7 @@ def _no_progress(_: int) -> None:
 def find_job(job_id: str) -> Job:
     """The job for a caller's id or a site-namespaced one; UnknownTarget if there is none."""
     candidates = [job_id] if "||" in job_id else []
-    candidates.append(f"{current_site()}||{job_id}".replace(":", "|"))
+    candidates.append(create_job_id(job_id))
     for candidate in candidates:
         job = Job.fetch(candidate)
         if job is not None:
@@ -162,9 +162,11 @@ def pending_count(queue: str) -> int:
 
 
 def validate_queue_name(queue: str) -> None:
-    queues = list(get_settings().queues)
-    if queue not in queues:
-        raise UnknownTarget(f"no queue {queue!r}; queues: {', '.join(queues)}")
+    """enqueue's queue check, reported as an unknown target (the CLI exits 2)."""
+    try:
+        validate_queue(queue)
+    except InvalidArgumentError as exc:
+        raise UnknownTarget(f"no queue {queue!r}; {exc.allowed}") from None
 
 
 def validate_site(site: str) -> None:

@@ -7,11 +7,9 @@ triggered.
 
 from __future__ import annotations
 
-import time
-
 from frappe_celery import get_current_job, publish_progress
 
-from .jobs import conn, push
+from .jobs import conn, push, wait_for_release
 
 scheduler_events = {"daily_long": ["tests.jobs_cli.scheduled_fail"]}
 
@@ -27,12 +25,7 @@ def progress_then_wait(
         job.set_progress(percent, message)
     else:
         publish_progress(percent, title=message)
-    push(key, "started")
-    deadline = time.monotonic() + limit
-    while not conn().exists(release_key) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    push(key, "released")
-    return "released"
+    return wait_for_release(key, release_key, limit)
 
 
 def fail_until_allowed(allow_key: str, value: int) -> int:

@@ -19,6 +19,7 @@ import click
 from tabulate import tabulate
 
 from ..monitor import exception_summary
+from ..scheduler.entries import ScheduleEntry
 from .stack import DEFAULT_HOOKS, Stack, data_dir_option
 
 FINAL = ("finished", "failed", "canceled")
@@ -128,11 +129,11 @@ def _report(jobs: list[DemoJob]) -> bool:
 def _scheduled_heartbeat(frappe: Any, since: float, timeout: float) -> DemoJob:
     """The job beat enqueued for hooks_example's every-10-seconds cron entry."""
     site = frappe.get_settings().site
-    job_id = f"{site}||scheduled_job||cron[{SCHEDULED_EXPRESSION}]|hooks_example.heartbeat"
+    entry = ScheduleEntry(site, "cron", SCHEDULED_EXPRESSION, "hooks_example.heartbeat", "default")
     deadline = time.monotonic() + timeout
     job = None
     while time.monotonic() < deadline:
-        job = frappe.Job.fetch(job_id.replace(":", "|"))
+        job = frappe.Job.fetch(entry.job_id)
         if job and (job.enqueued_at.timestamp() >= since) and job.get_status() in FINAL:
             break
         time.sleep(0.5)
