@@ -40,7 +40,8 @@ def _no_progress(_: int) -> None:
 
 def find_job(job_id: str) -> Job:
     """The job for a caller's id or a site-namespaced one; UnknownTarget if there is none."""
-    candidates = [job_id] if "||" in job_id else []
+    # Namespaced already: Frappe 16's "{site}||{id}" or Frappe 15's "{site}::{id}".
+    candidates = [job_id] if "||" in job_id or "::" in job_id else []
     candidates.append(create_job_id(job_id))
     for candidate in candidates:
         job = Job.fetch(candidate)

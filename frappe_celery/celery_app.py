@@ -20,6 +20,9 @@ from .config import (
 )
 from .errors import ConfigError
 
+# Imported by a worker that runs in a bench (see integrations/frappe/worker.py).
+FRAPPE_WORKER_MODULE = "frappe_celery.integrations.frappe.worker"
+
 # The module of user overrides for Celery settings (the top-level celeryconfig.py).
 CELERYCONFIG_ENV = "FRAPPE_CELERY_CELERYCONFIG"
 DEFAULT_CELERYCONFIG = "celeryconfig"
@@ -34,7 +37,17 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         "queue_order_strategy": "priority",
         "priority_steps": PRIORITY_STEPS,
     }
+    in_bench = {
+        # Frappe writes to the process's real stdout/stderr (its fault handler needs their file
+        # descriptors; Celery's logging proxy has none), as under RQ's workers.
+        "worker_redirect_stdouts": False,
+        # Frappe is imported once in the worker's main process, so every pool child forks with
+        # it loaded (RQ's `bench worker` forks one cold child per job), and the switch applies
+        # to the jobs' own enqueues.
+        "imports": [FRAPPE_WORKER_MODULE],
+    }
     return {
+        **(in_bench if settings.sites_path else {}),
         "broker_url": settings.broker_url,
         # kombu's Redis transport, taking queues strictly in -Q order (see transport.py).
         "broker_transport": "frappe_celery.transport:Transport",

@@ -3,9 +3,11 @@
 Precedence, highest first:
 
 1. environment variables (``FRAPPE_CELERY_*``);
-2. the Frappe-style ``common_site_config.json`` named by ``FRAPPE_CELERY_CONFIG``
-   (Frappe's own keys at the top level; frappe-celery's own under a ``"frappe_celery"`` block);
-3. built-in defaults, which are Frappe's.
+2. the Frappe-style ``common_site_config.json`` named by ``FRAPPE_CELERY_CONFIG``, or else the
+   one of the bench this process runs in (see bench.py; Frappe's own keys at the top level;
+   frappe-celery's own under a ``"frappe_celery"`` block);
+3. built-in defaults, which are Frappe's. Inside a bench they follow the bench: its apps may
+   run as jobs, jobs run in Frappe's site context, job ids are spelled as its Frappe does.
 
 Celery's own settings are derived from these by :func:`celery_settings`; a ``celeryconfig``
 module on the import path may then override individual Celery settings (see ``celeryconfig.py``),
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from .bench import Bench, broker_url_of, find_bench
 from .errors import ConfigError
 
 # Frappe's queues and their default timeouts, in the order RQ workers take them.
@@ -38,6 +41,8 @@ DEFAULT_RESULTS_TTL = 600
 DEFAULT_FAILURE_TTL = 7 * 24 * 3600
 DEFAULT_FAILED_JOBS_LIMIT = 1000
 DEFAULT_MAX_QUEUED_JOBS = 500
+# Frappe adds this many to max_queued_jobs per site of the bench.
+MAX_QUEUED_JOBS_PER_SITE = 50
 QUEUE_STARVATION_THRESHOLD = 16
 # Frappe retries a job 5 times on deadlocks and RetryBackgroundJobError: 6 attempts in all.
 MAX_RETRIES = 5
@@ -56,6 +61,14 @@ DEFAULT_SCHEDULER_INTERVAL = 240
 DEFAULT_TIME_ZONE = "UTC"
 
 ENV_PREFIX = "FRAPPE_CELERY_"
+
+# How job ids are namespaced per site: Frappe 16 ``{site}||{id}`` with ':' -> '|', Frappe 15
+# ``{site}::{id}``.
+JOB_ID_STYLES = ("v16", "v15")
+
+# Inside a bench, jobs run in Frappe's own site context (integrations/frappe).
+FRAPPE_JOB_CONTEXT = "frappe_celery.integrations.frappe.FrappeJobContext"
+FRAPPE_DOCUMENT_LOADER = "frappe_celery.integrations.frappe.get_doc"
 
 
 @dataclass(frozen=True)
@@ -97,6 +110,10 @@ class Settings:
     maintenance_mode: bool = False
     # A scheduler_events method that cannot be imported stops beat instead of being skipped.
     scheduler_strict: bool = False
+    # -- bench --
+    # The bench's sites folder when this process runs in one (None: not in a bench).
+    sites_path: str | None = None
+    job_id_style: str = "v16"
 
     @property
     def scheduler_sites(self) -> tuple[str, ...]:
@@ -181,21 +198,33 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """
     env = os.environ if environ is None else environ
     config_path = env.get(ENV_PREFIX + "CONFIG") or None
+    bench = None if config_path else find_bench(env)
+    if bench is not None:
+        config_path = str(bench.config_path)
     conf: dict[str, Any] = _read_config_file(config_path) if config_path else {}
     source = config_path or "defaults"
     own = conf.get("frappe_celery", {})
     if not isinstance(own, dict):
         raise ConfigError(f"{source}: 'frappe_celery' must be a JSON object")
 
-    broker_url = env.get(ENV_PREFIX + "BROKER_URL") or conf.get("redis_queue") or DEFAULT_BROKER_URL
+    broker_url = (
+        env.get(ENV_PREFIX + "BROKER_URL")
+        or (broker_url_of(bench, conf) if bench else conf.get("redis_queue"))
+        or DEFAULT_BROKER_URL
+    )
     hooks = env.get(ENV_PREFIX + "HOOKS")
     allowed = env.get(ENV_PREFIX + "ALLOWED_MODULES")
     sites = env.get(ENV_PREFIX + "SITES")
+    allowed_modules = _split_list(allowed) if allowed else tuple(own.get("allowed_modules", ()))
+    bench_defaults = _bench_defaults(bench, conf, source) if bench else {}
 
     return Settings(
         broker_url=broker_url,
         result_backend=env.get(ENV_PREFIX + "RESULT_BACKEND") or broker_url,
-        site=env.get(ENV_PREFIX + "SITE") or own.get("site") or DEFAULT_SITE,
+        site=env.get(ENV_PREFIX + "SITE")
+        or own.get("site")
+        or bench_defaults.get("site")
+        or DEFAULT_SITE,
         hooks_modules=_split_list(hooks) if hooks else tuple(own.get("hooks", ())),
         config_path=config_path,
         queues=_queues_from_workers(source, conf.get("workers")),
@@ -210,7 +239,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "rq_failed_jobs_limit",
             conf.get("rq_failed_jobs_limit", DEFAULT_FAILED_JOBS_LIMIT),
         ),
-        max_queued_jobs=_positive_int(
+        max_queued_jobs=bench_defaults.get("max_queued_jobs")
+        or _positive_int(
             source,
             "max_queued_jobs",
             conf.get("max_queued_jobs", DEFAULT_MAX_QUEUED_JOBS),
@@ -232,10 +262,16 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             own.get("lost_message_grace", DEFAULT_LOST_MESSAGE_GRACE),
         ),
         retry_exceptions=tuple(own.get("retry_exceptions", ())),
-        allowed_modules=_split_list(allowed) if allowed else tuple(own.get("allowed_modules", ())),
-        job_context=env.get(ENV_PREFIX + "JOB_CONTEXT") or own.get("job_context"),
-        document_loader=env.get(ENV_PREFIX + "DOCUMENT_LOADER") or own.get("document_loader"),
-        sites=_split_list(sites) if sites else tuple(own.get("sites", ())),
+        allowed_modules=tuple(dict.fromkeys(allowed_modules + bench_defaults.get("apps", ()))),
+        job_context=env.get(ENV_PREFIX + "JOB_CONTEXT")
+        or own.get("job_context")
+        or bench_defaults.get("job_context"),
+        document_loader=env.get(ENV_PREFIX + "DOCUMENT_LOADER")
+        or own.get("document_loader")
+        or bench_defaults.get("document_loader"),
+        sites=_split_list(sites)
+        if sites
+        else tuple(own.get("sites", ())) or bench_defaults.get("sites", ()),
         time_zone=_time_zone(
             source, env.get(ENV_PREFIX + "TIME_ZONE") or own.get("time_zone") or DEFAULT_TIME_ZONE
         ),
@@ -248,7 +284,40 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         disable_scheduler=bool(conf.get("disable_scheduler")),
         maintenance_mode=bool(conf.get("maintenance_mode")),
         scheduler_strict=bool(own.get("scheduler_strict", False)),
+        sites_path=str(bench.sites_path) if bench else None,
+        job_id_style=_job_id_style(
+            source, env.get(ENV_PREFIX + "JOB_ID_STYLE") or bench_defaults.get("job_id_style")
+        ),
     )
+
+
+def _job_id_style(source: str, style: str | None) -> str:
+    style = style or JOB_ID_STYLES[0]
+    if style not in JOB_ID_STYLES:
+        raise ConfigError(
+            f"{source}: job_id_style must be one of {', '.join(JOB_ID_STYLES)}, got {style!r}"
+        )
+    return style
+
+
+def _bench_defaults(bench: Bench, conf: dict[str, Any], source: str) -> dict[str, Any]:
+    """What a bench implies: its apps may run as jobs (Frappe's ``frappe.get_attr`` runs any
+    installed app's function), jobs run in Frappe's site context, Frappe's own queue limit
+    (``max_queued_jobs`` or 500, plus 50 per site) and Frappe's job-id spelling."""
+    sites = bench.sites()
+    base = _positive_int(
+        source, "max_queued_jobs", conf.get("max_queued_jobs") or DEFAULT_MAX_QUEUED_JOBS
+    )
+    default_site = conf.get("default_site")
+    return {
+        "apps": bench.apps(),
+        "sites": sites,
+        "site": default_site if isinstance(default_site, str) and default_site else None,
+        "job_context": FRAPPE_JOB_CONTEXT,
+        "document_loader": FRAPPE_DOCUMENT_LOADER,
+        "max_queued_jobs": base + MAX_QUEUED_JOBS_PER_SITE * len(sites),
+        "job_id_style": "v15" if bench.frappe_major_version() == 15 else "v16",
+    }
 
 
 _lock = threading.Lock()

@@ -22,9 +22,30 @@ class JobContext:
     """What a framework does around every job. The default does nothing.
 
     The enqueue side asks :meth:`current_site` and :meth:`current_user` to capture who
-    enqueued; the worker side calls :meth:`setup` before the before_job hooks, :meth:`commit`
-    after a successful call or :meth:`rollback` after a failed one, and :meth:`teardown` last.
+    enqueued, and :meth:`encode_kwargs` to turn the framework's own argument types into JSON;
+    the worker side runs one attempt with :meth:`run`, whose default calls :meth:`setup` before
+    the before_job hooks, :meth:`commit` after a successful call or :meth:`rollback` after a
+    failed one, and :meth:`teardown` last. A framework with its own execution order (Frappe's
+    ``execute_job``) overrides :meth:`run` instead.
     """
+
+    def run(self, job_id: str, payload: Any, *, last_attempt: bool) -> Any:
+        """Run one attempt of the job and return the method's value.
+
+        Raise :class:`RetryBackgroundJobError` (or a configured retry exception) to be retried;
+        ``last_attempt`` says no retry is left.
+        """
+        # Late import: the generic path lives with the rest of the worker side.
+        from .execute import run_generic_attempt
+
+        return run_generic_attempt(self, job_id, payload)
+
+    def encode_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The job's keyword arguments as they travel (JSON types, plus kombu's tagged ones).
+
+        Raise :class:`UnserializableArgumentError` naming an argument that cannot travel.
+        """
+        return kwargs
 
     def current_site(self) -> str | None:
         return None

@@ -70,17 +70,23 @@ def current_site() -> str:
     return get_job_context().current_site() or get_settings().site
 
 
+def _site_prefix() -> str:
+    return f"{current_site()}::" if get_settings().job_id_style == "v15" else f"{current_site()}||"
+
+
 def create_job_id(job_id: str | None = None) -> str:
-    """Frappe's site-namespaced id: ``{site}||{job_id}`` (a uuid when none), ':' -> '|'."""
-    return f"{current_site()}||{job_id or uuid.uuid4()}".replace(":", "|")
+    """Frappe's site-namespaced id (a uuid when none is given): Frappe 16's
+    ``{site}||{job_id}`` with ':' replaced by '|', or Frappe 15's ``{site}::{job_id}`` in a
+    Frappe 15 bench (``job_id_style``)."""
+    full = f"{_site_prefix()}{job_id or uuid.uuid4()}"
+    return full if get_settings().job_id_style == "v15" else full.replace(":", "|")
 
 
 def _namespaced(job_id: str) -> str:
     """Accept both the caller's id and the site-namespaced one (Job.id)."""
     if not isinstance(job_id, str) or not job_id:
         raise InvalidArgumentError("job_id", job_id, "expected a non-empty string")
-    prefix = f"{current_site()}||"
-    return job_id if job_id.startswith(prefix) else create_job_id(job_id)
+    return job_id if job_id.startswith(_site_prefix()) else create_job_id(job_id)
 
 
 def get_job(job_id: str) -> Job | None:
@@ -206,12 +212,16 @@ def enqueue(
 
     method_path = normalize_path("method", method)
     full_id = create_job_id(job_id)
+    context = get_job_context()
+    # A framework's own argument types (Frappe's Documents) become JSON here, so a bad argument
+    # is refused before anything is written.
+    kwargs = context.encode_kwargs(kwargs)
     payload = make_payload(
         method_path,
         queue,
         timeout,
         site=current_site(),
-        user=get_job_context().current_user(),
+        user=context.current_user(),
         event=event,
         job_name=job_name,
         kwargs=kwargs,

@@ -30,7 +30,7 @@ from . import records
 from .celery_app import app
 from .config import MAX_RETRIES, get_settings
 from .connection import get_redis
-from .context import get_job_context
+from .context import JobContext, get_job_context
 from .errors import RetryBackgroundJobError
 from .hooks import run_hooks
 from .job import Job, _current_job_id
@@ -54,9 +54,13 @@ def hard_time_limit(payload: JobPayload) -> float:
     return float(payload["timeout"]) + get_settings().time_limit_grace
 
 
-def run_attempt(job_id: str, payload: JobPayload) -> Any:
+def run_attempt(job_id: str, payload: JobPayload, *, last_attempt: bool) -> Any:
+    """One attempt, as the job context runs it. Returns the method's value."""
+    return get_job_context().run(job_id, payload, last_attempt=last_attempt)
+
+
+def run_generic_attempt(context: JobContext, job_id: str, payload: JobPayload) -> Any:
     """One attempt: context, hooks, the call, commit or rollback. Returns the method's value."""
-    context = get_job_context()
     method_path, kwargs = payload["method"], payload["kwargs"]
     result = None
     # The job is the transaction: what it enqueues with enqueue_after_commit is published once
@@ -124,7 +128,7 @@ def run_in_process(job_id: str, payload: JobPayload) -> Job:
     attempt = 0
     while True:
         try:
-            result = run_attempt(job_id, payload)
+            result = run_attempt(job_id, payload, last_attempt=attempt >= MAX_RETRIES)
         except retryable as exc:
             if attempt >= MAX_RETRIES:
                 return _fail_in_process(job_id, payload, exc)
@@ -189,10 +193,10 @@ def execute_job(self: Task, **payload: Any) -> None:
     decision = start_or_skip(job_id, job, self.request.hostname or _HOSTNAME)
     if decision in (StartDecision.CANCELED, StartDecision.ALREADY_DONE):
         return
+    attempt = self.request.retries
     try:
-        result = run_attempt(job_id, job)
+        result = run_attempt(job_id, job, last_attempt=attempt >= MAX_RETRIES)
     except retry_exception_classes() as exc:
-        attempt = self.request.retries
         if attempt < MAX_RETRIES:
             countdown = attempt + 1
             records.requeue(

@@ -9,7 +9,9 @@ registry, the oldest pending job is each list's tail, and job listings scan at m
 from __future__ import annotations
 
 import json
+import re
 import time
+from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -148,6 +150,7 @@ class JobRow:
     exc: str = ""
     ended_at: float | None = None
     kwargs: dict[str, Any] | None = field(default=None)
+    job_name: str = ""
 
     @property
     def age(self) -> float | None:
@@ -170,7 +173,7 @@ def _row(job_id: str, queue: str, record: dict[str, str]) -> JobRow:
         queue=record.get("queue", queue),
         status=record.get("status", "unknown"),
         method=record.get("method", ""),
-        site=record.get("site") or job_id.split("||", 1)[0],
+        site=record.get("site") or re.split(r"\|\||::", job_id, maxsplit=1)[0],
         enqueued_at=float(record["enqueued_at"]) if record.get("enqueued_at") else None,
         started_at=float(record["started_at"]) if record.get("started_at") else None,
         ended_at=float(record["ended_at"]) if record.get("ended_at") else None,
@@ -179,6 +182,7 @@ def _row(job_id: str, queue: str, record: dict[str, str]) -> JobRow:
         progress=f"{progress}% {record.get('progress_message', '')}".strip() if progress else "",
         retries=int(record.get("retries") or 0),
         exc=exception_summary(record.get("exc_type", ""), record.get("exc_info", "")),
+        job_name=record.get("job_name") or record.get("method", ""),
     )
 
 
@@ -243,7 +247,7 @@ def list_jobs(
             pending = [
                 (job_id, message)
                 for job_id, message in pending_messages(name, scan)
-                if site is None or job_id.startswith(f"{site}||")
+                if site is None or job_id.startswith((f"{site}||", f"{site}::"))
             ][:wanted]
             records = _fields([job_id for job_id, _ in pending], RECORD_FIELDS)
             for job_id, message in pending:
@@ -258,11 +262,13 @@ def list_jobs(
 def get_jobs(
     site: str | None = None, queue: str | None = None, key: str = "method"
 ) -> dict[str, list[Any]]:
-    """Frappe's ``get_jobs``: site -> the ``key`` field of its queued and running jobs."""
-    jobs: dict[str, list[Any]] = {}
+    """Frappe's ``get_jobs``: site -> the ``key`` field of its queued and running jobs.
+
+    Like Frappe's, a site with no jobs maps to an empty list (callers index by their site).
+    """
+    jobs: defaultdict[str, list[Any]] = defaultdict(list)
     for row in list_jobs(queue=queue, site=site, limit=10_000):
-        value = asdict(row).get(key)
-        jobs.setdefault(row.site, []).append(value)
+        jobs[row.site].append(asdict(row).get(key))
     return jobs
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-import types
 
 import pytest
 
@@ -151,47 +149,3 @@ def test_sqlalchemy_rows_and_jobs_are_committed_together_or_not_at_all(r, tmp_pa
     assert frappe.get_job_status("inv-2") is None
     assert frappe.get_job_status("inv-3") is None
     assert pending(r, "reports") == [frappe.create_job_id("inv-1")]
-
-
-class FakeCallbacks:
-    """The part of Frappe's CallbackManager the adapter relies on: add(), run on commit,
-    reset on rollback (frappe.db.commit / frappe.db.rollback do exactly this)."""
-
-    def __init__(self) -> None:
-        self.callbacks: list = []
-
-    def add(self, func) -> None:
-        self.callbacks.append(func)
-
-    def run(self) -> None:
-        while self.callbacks:
-            self.callbacks.pop(0)()
-
-    def reset(self) -> None:
-        self.callbacks.clear()
-
-
-def test_frappe_adapter_registers_on_frappe_db_after_commit(r, monkeypatch):
-    from frappe_celery import context
-    from frappe_celery import transaction as tx
-    from frappe_celery.integrations import frappe as adapter
-
-    db = types.SimpleNamespace(after_commit=FakeCallbacks())
-    stand_in = types.ModuleType("frappe")
-    stand_in.local = types.SimpleNamespace(db=db, site="test.site")
-    monkeypatch.setitem(sys.modules, "frappe", stand_in)
-    monkeypatch.setattr(tx, "_scope_finders", [])
-    monkeypatch.setattr(context, "_loader", None)
-    adapter.install()
-    try:
-        after_commit("frappe-1")
-        assert frappe.get_job_status("frappe-1") is None
-        db.after_commit.run()  # frappe.db.commit()
-        assert frappe.get_job_status("frappe-1") == "queued"
-
-        after_commit("frappe-2")
-        db.after_commit.reset()  # frappe.db.rollback()
-        db.after_commit.run()
-        assert frappe.get_job_status("frappe-2") is None
-    finally:
-        frappe.set_job_context(None)

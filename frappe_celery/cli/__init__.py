@@ -11,6 +11,7 @@ import sys
 
 import click
 
+from .bench import bench_group
 from .demo import demo
 from .jobs import (
     cancel_command,
@@ -35,7 +36,7 @@ def main() -> None:
 
 for command in (status_command, jobs_command, failed_command, retry_command, purge_jobs_command,
                 stop_command, cancel_command, trigger_command, scheduler_group, doctor_command,
-                worker_command, start_command, demo):  # fmt: skip
+                worker_command, start_command, demo, bench_group):  # fmt: skip
     main.add_command(command)
 # Frappe's name for `jobs`.
 main.add_command(jobs_command, "show-pending-jobs")

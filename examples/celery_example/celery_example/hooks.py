@@ -1,0 +1,18 @@
+app_name = "celery_example"
+app_title = "Celery Example"
+app_publisher = "frappe-celery"
+app_description = "Background jobs of an ordinary Frappe app, run on Celery"
+app_email = "dev@localhost"
+app_license = "MIT"
+
+# Run around every background job, as Frappe's execute_job runs them.
+before_job = ["celery_example.tasks.before_job"]
+after_job = ["celery_example.tasks.after_job"]
+
+scheduler_events = {
+	"cron": {
+		"*/5 * * * *": ["celery_example.tasks.every_five_minutes"],
+	},
+	"hourly_long": ["celery_example.tasks.hourly_long"],
+	"daily": ["celery_example.tasks.daily"],
+}

@@ -1,0 +1,77 @@
+"""Background jobs of the example app, written as any Frappe app writes them."""
+
+import datetime
+import decimal
+
+import frappe
+from frappe.model.document import Document
+
+
+def before_job(method=None, kwargs=None, transaction_type=None):
+	# Seen by the job itself: proves the hook ran first, in the job's own context.
+	frappe.flags.celery_example_before_job = method
+
+
+def after_job(method=None, kwargs=None, result=None):
+	label = (kwargs or {}).get("label")
+	if label:
+		frappe.cache.set_value(f"celery_example:after_job:{label}", repr(result), expires_in_sec=600)
+
+
+def record(label, **kwargs):
+	"""Insert a ToDo saying who ran the job and what the before_job hook saw."""
+	todo = frappe.get_doc(
+		{
+			"doctype": "ToDo",
+			"description": f"{label}|user={frappe.session.user}|before_job={frappe.flags.celery_example_before_job}",
+		}
+	).insert(ignore_permissions=True)
+	frappe.local.job.after_job.add(lambda: frappe.cache.set_value(f"celery_example:callback:{label}", "ran"))
+	return todo.name
+
+
+def fail_after_write(label):
+	"""Write, then fail: Frappe rolls the write back and keeps an Error Log."""
+	frappe.get_doc({"doctype": "ToDo", "description": f"{label}|should be rolled back"}).insert(
+		ignore_permissions=True
+	)
+	raise ValueError(f"{label}: failing on purpose")
+
+
+def retry_then_succeed(label, failures=2):
+	"""Raise frappe.RetryBackgroundJobError until it has failed ``failures`` times."""
+	attempts = frappe.cache.incr(f"celery_example:attempts:{label}")
+	if attempts <= failures:
+		raise frappe.RetryBackgroundJobError(f"{label}: attempt {attempts}")
+	return record(label)
+
+
+def describe_arguments(label, doc, options, when, amount, items, pair, callback):
+	"""Record the types the job received: they must be the ones the caller passed."""
+	kinds = {
+		"doc": isinstance(doc, Document) and f"{doc.doctype}:{doc.name}:{doc.description}",
+		"options": type(options).__name__ + ":" + str(options.get("mode")),
+		"when": isinstance(when, datetime.datetime) and when.isoformat(),
+		"amount": isinstance(amount, decimal.Decimal) and str(amount),
+		"items": type(items[0]).__name__,
+		"pair": type(pair).__name__,
+		"callback": callback(),
+	}
+	frappe.cache.set_value(f"celery_example:arguments:{label}", frappe.as_json(kinds), expires_in_sec=600)
+	return kinds
+
+
+def answer():
+	return "from a callable argument"
+
+
+def every_five_minutes():
+	record("scheduled every_five_minutes")
+
+
+def hourly_long():
+	record("scheduled hourly_long")
+
+
+def daily():
+	record("scheduled daily")

@@ -1,0 +1,172 @@
+"""Running inside a Frappe bench: Frappe's own site context, documents and transactions.
+
+In a bench (a process whose current folder is the bench's ``sites/``, see ``bench.py``) the
+settings select :class:`FrappeJobContext` and :func:`get_doc` by themselves; the switch
+(``switch.py``) sends Frappe's own enqueue call sites here. What this module provides:
+
+* every job runs as Frappe's ``execute_job`` runs it, in that order (:meth:`FrappeJobContext.run`);
+* the enqueue side captures ``frappe.local.site`` and ``frappe.session.user``, and turns
+  Documents, ``frappe._dict`` and callables in kwargs into JSON (``arguments.py``);
+* ``enqueue_doc`` loads documents with ``frappe.get_doc``;
+* ``enqueue_after_commit`` registers on ``frappe.db.after_commit`` whenever a database
+  connection is open (Frappe discards those callbacks on rollback).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+from typing import Any
+
+from ...context import JobContext, set_document_loader, set_job_context
+from ...errors import RetryBackgroundJobError
+from ...job import _current_job_id
+from ...methods import resolve_job_callable
+from ...publish import Publication, publish
+from ...transaction import register_scope_finder
+from ...wire import JobPayload
+from . import arguments
+
+
+def _frappe() -> Any:
+    import frappe  # the one place that imports Frappe
+
+    return frappe
+
+
+# The payload of the job running in this context, for rq.get_current_job() (see rq_compat.py).
+running_job: contextvars.ContextVar[tuple[str, JobPayload] | None] = contextvars.ContextVar(
+    "frappe_celery_running_frappe_job", default=None
+)
+
+
+class FrappeJobContext(JobContext):
+    """Frappe's site context around every job, in the order of Frappe's ``execute_job``."""
+
+    def __init__(self) -> None:
+        # A bench's settings select this class by path: its after-commit scope comes with it.
+        register_scope_finder(find_frappe_scope)
+
+    def current_site(self) -> str | None:
+        return getattr(_frappe().local, "site", None)
+
+    def current_user(self) -> str | None:
+        session = getattr(_frappe().local, "session", None)
+        return getattr(session, "user", None)
+
+    def encode_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        return arguments.encode_kwargs(kwargs)
+
+    def run(self, job_id: str, payload: Any, *, last_attempt: bool) -> Any:
+        """One attempt, as Frappe's ``execute_job(site, method, event, job_name, kwargs, user,
+        is_async)`` does it: ``frappe.init(site, force=True)``, ``connect``, ``set_user``,
+        ``frappe.local.job``, ``before_job`` hooks, the method, commit (rollback and an Error
+        Log on failure), ``after_job`` hooks and ``frappe.local.job.after_job`` callbacks,
+        ``frappe.destroy()``.
+
+        Where Frappe sleeps and calls itself again on a deadlock, a lock wait timeout or
+        ``frappe.RetryBackgroundJobError``, this raises :class:`RetryBackgroundJobError` and
+        the worker retries through Celery (1, 2, ... 5 s later, 5 times, as Frappe) without
+        holding a pool process meanwhile. The Error Log is written when no retry is left.
+        """
+        frappe = _frappe()
+        job: JobPayload = payload
+        site, method_name, user = job["site"], job["method"], job["user"]
+        is_async = job["is_async"]
+        if is_async:
+            frappe.init(site, force=True)
+        try:
+            if is_async:
+                frappe.connect()
+                if os.environ.get("CI"):
+                    frappe.flags.in_test = True  # as Frappe's execute_job does
+                if user:
+                    frappe.set_user(user)
+            # Resolved under frappe-celery's allowlist (the bench's apps), never frappe.get_attr:
+            # the method comes from a message.
+            method = resolve_job_callable(method_name)
+            kwargs = arguments.decode_kwargs(job["kwargs"])
+            return self._call(frappe, job_id, job, method, kwargs, last_attempt=last_attempt)
+        finally:
+            if is_async:
+                frappe.destroy()
+
+    @staticmethod
+    def _call(
+        frappe: Any,
+        job_id: str,
+        job: JobPayload,
+        method: Any,
+        kwargs: dict[str, Any],
+        *,
+        last_attempt: bool,
+    ) -> Any:
+        method_name = job["method"]
+        frappe.local.job = frappe._dict(
+            site=job["site"],
+            method=method_name,
+            job_name=job["job_name"],
+            kwargs=kwargs,
+            user=job["user"],
+            after_job=frappe.utils.CallbackManager(),
+        )
+        for before_job_task in frappe.get_hooks("before_job"):
+            frappe.call(before_job_task, method=method_name, kwargs=kwargs, transaction_type="job")
+        retval = None
+        current = _current_job_id.set(job_id)
+        running = running_job.set((job_id, job))
+        try:
+            retval = method(**kwargs)
+        except (frappe.db.InternalError, frappe.RetryBackgroundJobError) as exc:
+            frappe.db.rollback()
+            retry = isinstance(exc, frappe.RetryBackgroundJobError) or (
+                frappe.db.is_deadlocked(exc) or frappe.db.is_timedout(exc)
+            )
+            if retry and not last_attempt:
+                after_job = frappe.local.job.after_job
+                if hasattr(after_job, "reset"):  # Frappe 16 drops the attempt's callbacks
+                    after_job.reset()
+                raise RetryBackgroundJobError(f"{method_name}: {exc!r}") from exc
+            frappe.log_error(title=method_name)
+            raise
+        except Exception as exc:
+            frappe.db.rollback()
+            frappe.log_error(title=method_name)
+            add_to_monitor = getattr(frappe.monitor, "add_data_to_monitor", None)
+            if add_to_monitor is not None:  # Frappe 16
+                add_to_monitor(exception=exc.__class__.__name__)
+            frappe.db.commit()  # the Error Log row
+            raise
+        else:
+            frappe.db.commit()
+            return retval
+        finally:
+            _current_job_id.reset(current)
+            running_job.reset(running)
+            for after_job_task in frappe.get_hooks("after_job"):
+                frappe.call(after_job_task, method=method_name, kwargs=kwargs, result=retval)
+            frappe.local.job.after_job.run()
+
+
+class FrappeAfterCommitScope:
+    def __init__(self, db: Any) -> None:
+        self.db = db
+
+    def defer(self, publication: Publication) -> None:
+        self.db.after_commit.add(lambda: publish(publication))
+
+
+def find_frappe_scope() -> FrappeAfterCommitScope | None:
+    """The open Frappe transaction, if this process has a database connection."""
+    db = getattr(_frappe().local, "db", None)
+    return FrappeAfterCommitScope(db) if db is not None else None
+
+
+def get_doc(doctype: str, name: str | None) -> Any:
+    return _frappe().get_doc(doctype, name)
+
+
+def install() -> None:
+    """Use Frappe's context, documents and transactions in this process."""
+    set_job_context(FrappeJobContext())
+    set_document_loader(get_doc)

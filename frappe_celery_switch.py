@@ -1,0 +1,66 @@
+"""Loaded by ``frappe_celery_switch.pth`` at the start of every Python process of a bench.
+
+``frappe-celery bench enable`` writes that one-line ``.pth`` file into the bench's
+virtualenv. This module must cost nothing in processes that never import Frappe (pip, bench's
+own tools): it only registers an import hook, and imports frappe-celery when, and only when,
+``frappe.utils.background_jobs`` is loaded. Right after that module runs, and before any other
+module can import a name from it, the hook applies the switch
+(``frappe_celery.integrations.frappe.switch.apply``). ``FRAPPE_CELERY_SWITCH=off`` in a
+process's environment leaves that one process on RQ.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import os
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Any
+
+TARGET = "frappe.utils.background_jobs"
+
+
+class _SwitchingLoader(importlib.abc.Loader):
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+        return self.loader.create_module(spec)  # type: ignore[no-any-return]
+
+    def exec_module(self, module: ModuleType) -> None:
+        self.loader.exec_module(module)
+        from frappe_celery.integrations.frappe.switch import apply
+
+        apply()
+
+
+class _SwitchFinder(importlib.abc.MetaPathFinder):
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname != TARGET:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None:
+            return None
+        spec.loader = _SwitchingLoader(spec.loader)
+        return spec
+
+
+def install() -> None:
+    """Register the import hook (once)."""
+    if os.environ.get("FRAPPE_CELERY_SWITCH", "").lower() in ("off", "0", "false", "no"):
+        return
+    if TARGET in sys.modules:
+        # Frappe was imported before this ran: switch now.
+        from frappe_celery.integrations.frappe.switch import apply
+
+        apply()
+        return
+    if not any(isinstance(finder, _SwitchFinder) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _SwitchFinder())
+
+
+install()
