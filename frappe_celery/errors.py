@@ -89,3 +89,14 @@ class DocumentLoaderNotConfigured(FrappeCeleryError):
 
 class RetryBackgroundJobError(FrappeCeleryError):
     """Raise inside a job to have it retried (up to 5 times), as in Frappe."""
+
+
+class SiteNotFound(FrappeCeleryError):
+    """A job names a site that the worker's bench does not have."""
+
+    def __init__(self, site: str, bench_sites: tuple[str, ...], sites_path: str) -> None:
+        self.site = site
+        super().__init__(
+            f"site {site!r} does not exist in the bench at {sites_path} "
+            f"(its sites: {', '.join(bench_sites) or 'none'}); the job cannot run"
+        )

@@ -75,3 +75,14 @@ def hourly_long():
 
 def daily():
 	record("scheduled daily")
+
+
+def current_job_info(label):
+	"""What Frappe's own modules read from rq.get_current_job() while a job runs."""
+	import rq
+
+	job = rq.get_current_job()
+	info = {"id": job.id, "timeout": job.timeout, "enqueued_at": job.enqueued_at.isoformat()}
+	info["method"] = job.kwargs["method"]
+	frappe.cache.set_value(f"celery_example:current_job:{label}", frappe.as_json(info), expires_in_sec=600)
+	return info

@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import contextvars
 import os
+from pathlib import Path
 from typing import Any
 
+from ...bench import Bench
+from ...config import get_settings
 from ...context import JobContext, set_document_loader, set_job_context
-from ...errors import RetryBackgroundJobError
+from ...errors import RetryBackgroundJobError, SiteNotFound
 from ...job import _current_job_id
 from ...methods import resolve_job_callable
 from ...publish import Publication, publish
@@ -74,6 +77,7 @@ class FrappeJobContext(JobContext):
         site, method_name, user = job["site"], job["method"], job["user"]
         is_async = job["is_async"]
         if is_async:
+            _check_site(site)
             frappe.init(site, force=True)
         try:
             if is_async:
@@ -146,6 +150,16 @@ class FrappeJobContext(JobContext):
             for after_job_task in frappe.get_hooks("after_job"):
                 frappe.call(after_job_task, method=method_name, kwargs=kwargs, result=retval)
             frappe.local.job.after_job.run()
+
+
+def _check_site(site: str) -> None:
+    """Refuse a job for a site this bench does not have (Frappe would fail obscurely)."""
+    sites_path = get_settings().sites_path
+    if sites_path is None:
+        return
+    bench = Bench(Path(sites_path))
+    if not bench.has_site(site):
+        raise SiteNotFound(site, bench.sites(), sites_path)
 
 
 class FrappeAfterCommitScope:

@@ -27,6 +27,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from ... import monitor
 from ...enqueue import (
     create_job_id,
     enqueue,
@@ -38,8 +39,6 @@ from ...enqueue import (
     is_job_enqueued,
     validate_queue,
 )
-
-from ... import monitor
 from . import rq_compat
 
 BACKGROUND_JOBS = "frappe.utils.background_jobs"

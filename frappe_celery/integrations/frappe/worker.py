@@ -7,7 +7,7 @@ child starts warm, and the switch is applied, so what a job enqueues (``frappe.e
 
 from __future__ import annotations
 
-import frappe  # noqa: F401  (loaded once, before the pool forks)
+import frappe
 import frappe.model.document  # noqa: F401
 
 from .switch import apply

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The bench tier (`bash run.sh bench-test`): frappe-celery on a real Frappe bench and site.
+#
+# Which bench, in this order:
+#   FRAPPE_BENCH=/path/to/bench FRAPPE_SITE=site   your own bench (bench CLI: FRAPPE_BENCH_CLI or
+#                                                  `bench` on PATH)
+#   FRAPPE_BENCH_ENV=/path/bench.env               one described by make-bench.sh's bench.env
+#   neither: ../shared/frappe/make-bench.sh builds or reuses one (FRAPPE_VERSION=15|16, default 16)
+#
+# What it does to that bench: installs frappe-celery (editable, from this checkout), pytest and
+# the example app (examples/celery_example, copied to BENCH/apps and installed on the site),
+# checks that every Frappe pin is still satisfied (pip check), enables the switch, then runs
+# tests/bench with the bench's own Python. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+project=$PWD
+
+if [ -z "${FRAPPE_BENCH:-}" ] && [ -z "${FRAPPE_BENCH_ENV:-}" ]; then
+    make_bench=../shared/frappe/make-bench.sh
+    if [ ! -f "$make_bench" ]; then
+        echo "bench-test: no bench (set FRAPPE_BENCH and FRAPPE_SITE, or FRAPPE_BENCH_ENV) and no $make_bench to build one" >&2
+        exit 2
+    fi
+    version=${FRAPPE_VERSION:-16}
+    root=${FRAPPE_BENCH_ROOT:-/tmp/frappe-celery-bench-v$version}
+    echo "== building or reusing a Frappe $version bench at $root"
+    FRAPPE_VERSION=$version bash "$make_bench" "$root" | tail -n 3
+    export FRAPPE_BENCH_ENV=$root/bench.env
+fi
+if [ -n "${FRAPPE_BENCH_ENV:-}" ]; then
+    set -a
+    # shellcheck disable=SC1090
+    . "$FRAPPE_BENCH_ENV"
+    set +a
+fi
+: "${FRAPPE_SITE:=test.local}"
+: "${FRAPPE_BENCH_CLI:=bench}"
+export FRAPPE_BENCH FRAPPE_SITE FRAPPE_BENCH_CLI
+venv=$FRAPPE_BENCH/env
+pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
+
+echo "== installing frappe-celery into $venv"
+"${pip[@]}" -e "$project" "pytest>=8" "pytest-timeout>=2.3"
+# Every Frappe pin must still hold with frappe-celery installed.
+"$venv/bin/python" -m pip check
+
+echo "== example app on site $FRAPPE_SITE"
+app=$FRAPPE_BENCH/apps/celery_example
+rm -rf "$app"
+cp -r "$project/examples/celery_example" "$app"
+"${pip[@]}" -e "$app"
+grep -qx celery_example "$FRAPPE_BENCH/sites/apps.txt" || echo celery_example >> "$FRAPPE_BENCH/sites/apps.txt"
+site_bench() { (cd "$FRAPPE_BENCH" && "$FRAPPE_BENCH_CLI" --site "$FRAPPE_SITE" "$@" < /dev/null); }
+# Frappe caches the apps' module map: without this, install-app would not see the new app's
+# modules and would sync none of its DocTypes.
+site_bench clear-cache
+site_bench list-apps | grep -q celery_example || site_bench install-app celery_example
+# The app's DocTypes as this checkout has them (install-app syncs them only the first time).
+site_bench execute frappe.model.sync.sync_for --args '["celery_example"]' --kwargs '{"force": True}' > /dev/null
+
+echo "== the switch"
+(cd "$FRAPPE_BENCH/sites" && "$venv/bin/frappe-celery" bench enable)
+
+echo "== tests/bench with $venv/bin/python ($(cd "$FRAPPE_BENCH" && "$venv/bin/python" -c 'import frappe; print("Frappe", frappe.__version__)'))"
+FRAPPE_CELERY_BENCH_REQUIRED=1 exec "$venv/bin/python" -m pytest tests/bench -p no:cacheprovider "$@"

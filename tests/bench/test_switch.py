@@ -1,0 +1,110 @@
+"""The switch: every process of the bench sends Frappe's own enqueue call sites to Celery,
+and one step gives the bench back to RQ."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import uuid
+
+import pytest
+
+import frappe_celery
+from frappe_celery.integrations.frappe import rq_compat, switch
+
+from .conftest import fresh, wait_for, wait_for_status
+
+SWITCHED = [
+    "enqueue", "enqueue_doc", "is_job_enqueued", "get_job", "get_job_status", "get_jobs",
+    "get_workers", "get_queue", "get_queue_list", "get_queues_timeout", "create_job_id",
+    "validate_queue",
+]  # fmt: skip
+
+# Frappe modules that bind one of those names at import time.
+IMPORTED_AT_IMPORT_TIME = [
+    ("frappe", "enqueue"),
+    ("frappe", "enqueue_doc"),
+    ("frappe.core.doctype.data_import.data_import", "enqueue"),
+    ("frappe.core.doctype.data_import.data_import", "is_job_enqueued"),
+    ("frappe.core.doctype.scheduled_job_type.scheduled_job_type", "is_job_enqueued"),
+    ("frappe.email.doctype.email_account.email_account", "get_jobs"),
+    ("frappe.integrations.doctype.webhook.webhook", "get_queues_timeout"),
+    ("frappe.utils.safe_exec", "enqueue"),
+]
+RQ_CURRENT_JOB_USERS = [
+    "frappe.core.doctype.prepared_report.prepared_report",
+    "frappe.core.doctype.submission_queue.submission_queue",
+]
+
+
+def test_every_frappe_name_in_this_process_is_frappe_celerys():
+    import frappe.utils.background_jobs as background_jobs
+    import rq
+
+    assert switch.is_enabled(), "the bench's switch is off: frappe-celery bench enable"
+    for name in SWITCHED:
+        assert getattr(background_jobs, name) is switch.REPLACEMENTS[name], name
+    for module_name, name in IMPORTED_AT_IMPORT_TIME:
+        module = importlib.import_module(module_name)
+        assert getattr(module, name) is switch.REPLACEMENTS[name], f"{module_name}.{name}"
+    assert rq.get_current_job.__module__ == rq_compat.__name__
+    for module_name in RQ_CURRENT_JOB_USERS:
+        module = importlib.import_module(module_name)
+        assert module.get_current_job is rq.get_current_job, module_name
+
+
+def test_revert_gives_frappe_its_own_functions_back_and_apply_again_is_idempotent():
+    import frappe
+    import frappe.utils.background_jobs as background_jobs
+
+    assert switch.revert() is True
+    try:
+        assert frappe.enqueue is not frappe_celery.enqueue
+        assert frappe.enqueue.__module__ == "frappe.utils.background_jobs"
+        assert background_jobs.get_jobs.__module__ == "frappe.utils.background_jobs"
+    finally:
+        assert switch.apply() is True
+    assert switch.apply() is False
+    assert frappe.enqueue is frappe_celery.enqueue
+
+
+@pytest.mark.usefixtures("celery_worker")
+def test_frappe_enqueue_from_bench_execute_runs_on_a_celery_worker(bench):
+    job_id = f"bench-execute-{uuid.uuid4().hex[:8]}"
+    # bench execute prints the returned job handle, which is not JSON (as with RQ's Job): the
+    # job is what matters.
+    bench.run("execute", "frappe.enqueue", "--args", '["frappe.ping"]',
+              "--kwargs", json.dumps({"job_id": job_id}))  # fmt: skip
+    done = wait_for_status(job_id, ("finished", "failed"))
+    assert done.return_value() == "pong"
+
+
+def test_enable_twice_is_a_no_op_and_says_so(bench):
+    command = [str(bench.bin / "frappe-celery"), "bench", "enable"]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert first.returncode == 0, first.stderr
+    assert "already enabled" in first.stdout
+    assert switch.pth_path().read_text() == switch.PTH_LINE
+
+
+@pytest.mark.usefixtures("celery_worker")
+def test_switch_undone_the_same_site_runs_on_rq_again(bench, site):
+    frappe_celery_cli = str(bench.bin / "frappe-celery")
+    name = f"bench-test-rq-{uuid.uuid4().hex[:8]}"
+    off = subprocess.run([frappe_celery_cli, "bench", "disable"], capture_output=True, text=True)
+    assert off.returncode == 0, off.stderr
+    try:
+        status = subprocess.run([frappe_celery_cli, "bench", "status"], capture_output=True)
+        assert status.returncode == 1
+        bench.run("execute", "frappe.enqueue", "--args", '["celery_example.tasks.record"]',
+                  "--kwargs", json.dumps({"label": name}))  # fmt: skip
+        # Not a Celery job: the Celery worker never sees it...
+        assert not fresh(site).exists("ToDo", {"description": ["like", f"{name}|%"]})
+        # ...and RQ's own worker runs it.
+        rq = bench.run("worker", "--queue", "default", "--burst", timeout=120)
+        assert rq.returncode == 0, rq.stderr[-2000:]
+        wait_for(lambda: fresh(site).exists("ToDo", {"description": ["like", f"{name}|%"]}), 30)
+    finally:
+        on = subprocess.run([frappe_celery_cli, "bench", "enable"], capture_output=True, text=True)
+        assert on.returncode == 0, on.stderr
