@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import importlib
 import json
 import time
 import uuid
@@ -17,7 +18,9 @@ from typing import Any
 import pytest
 
 import frappe_celery
-from frappe_celery.errors import UnserializableArgumentError
+from frappe_celery import publish, wire
+from frappe_celery.errors import InvalidArgumentError, UnserializableArgumentError
+from frappe_celery.integrations.frappe.arguments import TAG
 
 from .conftest import fresh, wait_for, wait_for_status
 
@@ -87,6 +90,19 @@ def test_retry_background_job_error_is_retried_as_frappe_does(site):
     assert done.get_status() == "finished", done.exc_info
     assert done.retries == 2
     assert len(todo_rows(site, name)) == 1
+
+
+def test_a_lock_wait_timeout_is_retried_until_the_lock_is_free(site):
+    name = label()
+    todo = site.get_doc({"doctype": "ToDo", "description": f"{name}|locked"}).insert()
+    site.db.commit()
+    site.db.sql("select name from tabToDo where name = %s for update", todo.name)  # hold it
+    job = site.enqueue("celery_example.tasks.update_locked", label=name, todo=todo.name)
+    wait_for(lambda: job.retries >= 1, timeout=30)
+    site.db.commit()  # release the row: the next attempt gets it
+    done = wait_for_status(job.id, ("finished", "failed"), timeout=60)
+    assert done.get_status() == "finished", done.exc_info
+    assert fresh(site).get_value("ToDo", todo.name, "description") == f"{name}|updated"
 
 
 def test_documents_dicts_datetimes_decimals_and_callables_arrive_as_the_same_types(site):
@@ -217,6 +233,52 @@ def test_frappes_email_queue_flush_runs_on_celery(site):
     job = site.enqueue("frappe.email.queue.flush", queue="short")
     done = wait_for_status(job.id, ("finished", "failed"))
     assert done.get_status() == "finished", done.exc_info
+
+
+def publish_unvalidated(method: str, kwargs: dict[str, Any]) -> frappe_celery.Job:
+    """What anyone with write access to the queue Redis can do: a well-formed message that no
+    enqueue validation has seen."""
+    enqueue_module = importlib.import_module("frappe_celery.enqueue")
+    payload = enqueue_module.make_payload(
+        method, "short", None, site=enqueue_module.current_site(), user="Administrator",
+        kwargs=kwargs,
+    )  # fmt: skip
+    job_id = frappe_celery.create_job_id()
+    publication = publish.prepare(
+        job_id,
+        payload,
+        wire.encode_body(payload, kwargs),
+        at_front=False,
+        deduplicate=False,
+        at_front_when_starved=False,
+    )
+    job = publish.publish(publication)
+    assert job is not None
+    return job
+
+
+def test_only_functions_of_the_benchs_apps_may_run(site, tmp_path):
+    with pytest.raises(InvalidArgumentError) as raised:
+        site.enqueue("pytest.main", args=["--version"])
+    assert "allowed module prefixes: frappe, celery_example" in str(raised.value)
+
+    marker = tmp_path / "forged-ran"
+    forged = [
+        publish_unvalidated("pytest.main", {"args": ["--version"]}),
+        publish_unvalidated("os.system", {"command": f"touch {marker}"}),
+        # A callable argument resolves under the same allowlist as the method.
+        publish_unvalidated(
+            "celery_example.tasks.record",
+            {"label": label(), "hook": {TAG: "callable", "path": "os.system"}},
+        ),
+    ]
+    for job in forged:
+        wait_for(lambda job=job: job.get_status() in ("finished", "failed"), timeout=60)
+        assert job.get_status() == "failed"
+        assert job.refresh()["exc_type"] == "MethodNotAllowed", job.exc_info
+    assert not marker.exists()
+    after = site.enqueue("frappe.ping")  # the worker goes on
+    assert wait_for_status(after.id, ("finished", "failed")).return_value() == "pong"
 
 
 def test_job_for_a_site_not_on_this_bench_fails_naming_it_and_the_worker_goes_on(site):

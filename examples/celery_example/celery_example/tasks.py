@@ -86,3 +86,10 @@ def current_job_info(label):
 	info["method"] = job.kwargs["method"]
 	frappe.cache.set_value(f"celery_example:current_job:{label}", frappe.as_json(info), expires_in_sec=600)
 	return info
+
+
+def update_locked(label, todo):
+	"""Update a row another transaction holds: waits at most 1 s, then Frappe raises
+	QueryTimeoutError (a lock wait timeout), which is retried."""
+	frappe.db.sql("set session innodb_lock_wait_timeout = 1")
+	frappe.db.set_value("ToDo", todo, "description", f"{label}|updated")

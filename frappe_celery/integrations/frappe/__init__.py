@@ -70,7 +70,8 @@ class FrappeJobContext(JobContext):
         Where Frappe sleeps and calls itself again on a deadlock, a lock wait timeout or
         ``frappe.RetryBackgroundJobError``, this raises :class:`RetryBackgroundJobError` and
         the worker retries through Celery (1, 2, ... 5 s later, 5 times, as Frappe) without
-        holding a pool process meanwhile. The Error Log is written when no retry is left.
+        holding a pool process meanwhile. The Error Log is written, and committed, when no
+        retry is left.
         """
         frappe = _frappe()
         job: JobPayload = payload
@@ -121,25 +122,21 @@ class FrappeJobContext(JobContext):
         running = running_job.set((job_id, job))
         try:
             retval = method(**kwargs)
-        except (frappe.db.InternalError, frappe.RetryBackgroundJobError) as exc:
+        except (frappe.db.InternalError, *_retryable_errors(frappe)) as exc:
             frappe.db.rollback()
-            retry = isinstance(exc, frappe.RetryBackgroundJobError) or (
+            retry = isinstance(exc, _retryable_errors(frappe)) or (
                 frappe.db.is_deadlocked(exc) or frappe.db.is_timedout(exc)
             )
-            if retry and not last_attempt:
-                after_job = frappe.local.job.after_job
-                if hasattr(after_job, "reset"):  # Frappe 16 drops the attempt's callbacks
-                    after_job.reset()
-                raise RetryBackgroundJobError(f"{method_name}: {exc!r}") from exc
-            frappe.log_error(title=method_name)
-            raise
+            if not retry or last_attempt:
+                _record_failure(frappe, method_name, exc)
+                raise
+            after_job = frappe.local.job.after_job
+            if hasattr(after_job, "reset"):  # Frappe 16 drops the attempt's callbacks
+                after_job.reset()
+            raise RetryBackgroundJobError(f"{method_name}: {exc!r}") from exc
         except Exception as exc:
             frappe.db.rollback()
-            frappe.log_error(title=method_name)
-            add_to_monitor = getattr(frappe.monitor, "add_data_to_monitor", None)
-            if add_to_monitor is not None:  # Frappe 16
-                add_to_monitor(exception=exc.__class__.__name__)
-            frappe.db.commit()  # the Error Log row
+            _record_failure(frappe, method_name, exc)
             raise
         else:
             frappe.db.commit()
@@ -150,6 +147,23 @@ class FrappeJobContext(JobContext):
             for after_job_task in frappe.get_hooks("after_job"):
                 frappe.call(after_job_task, method=method_name, kwargs=kwargs, result=retval)
             frappe.local.job.after_job.run()
+
+
+def _retryable_errors(frappe: Any) -> tuple[type[BaseException], ...]:
+    """What Frappe's execute_job means to retry: deadlocks, lock wait timeouts and
+    ``frappe.RetryBackgroundJobError``. ``frappe.db.sql`` raises deadlocks and timeouts as
+    ``QueryDeadlockError`` / ``QueryTimeoutError``, which Frappe's own retry branch (catching
+    ``frappe.db.InternalError``) never sees; they are retried here."""
+    return (frappe.RetryBackgroundJobError, frappe.QueryDeadlockError, frappe.QueryTimeoutError)
+
+
+def _record_failure(frappe: Any, method_name: str, exc: BaseException) -> None:
+    """Frappe's Error Log for a failed job (titled with the method), committed."""
+    frappe.log_error(title=method_name)
+    add_to_monitor = getattr(frappe.monitor, "add_data_to_monitor", None)
+    if add_to_monitor is not None:  # Frappe 16
+        add_to_monitor(exception=exc.__class__.__name__)
+    frappe.db.commit()
 
 
 def _check_site(site: str) -> None:

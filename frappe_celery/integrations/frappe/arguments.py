@@ -50,6 +50,7 @@ def encode_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     # Imported here, not read as frappe.model...: a `bench execute` process may not have
     # loaded it yet.
     from frappe.model.document import Document as document_class
+
     return {
         name: _encode(name, value, frappe._dict, document_class) for name, value in kwargs.items()
     }
