@@ -229,6 +229,25 @@ def test_frappes_prepared_report_runs_on_celery_and_records_its_job_id(site):
     assert frappe_celery.get_job_status(job_id) == "finished"
 
 
+def test_frappes_scheduler_enqueues_scheduled_job_types_onto_celery(site):
+    # What `bench schedule` does for each due event (ScheduledJobType.enqueue): hourly_long
+    # goes to the long queue, deduplicated by Frappe's job id, with its Scheduled Job Log.
+    job_type = site.get_doc("Scheduled Job Type", {"method": "celery_example.tasks.hourly_long"})
+    started = site.utils.now()
+    assert job_type.enqueue(force=True) is True
+    job = frappe_celery.get_job(job_type.rq_job_id)
+    assert job is not None and job.queue == "long"
+    done = wait_for_status(job_type.rq_job_id, ("finished", "failed"))
+    assert done.get_status() == "finished", done.exc_info
+    assert todo_rows(site, "scheduled hourly_long")
+    logs = fresh(site).get_all(
+        "Scheduled Job Log",
+        filters={"scheduled_job_type": job_type.name, "creation": [">=", started]},
+        pluck="status",
+    )
+    assert logs == ["Complete"]
+
+
 def test_frappes_email_queue_flush_runs_on_celery(site):
     job = site.enqueue("frappe.email.queue.flush", queue="short")
     done = wait_for_status(job.id, ("finished", "failed"))
