@@ -105,6 +105,12 @@ class Job:
     def __repr__(self) -> str:
         return f"<Job {self.id}>"
 
+    def __json__(self) -> dict[str, Any]:
+        """What Frappe's JSON responses show of a returned job (``bench execute frappe.enqueue``,
+        a whitelisted method returning its job): its id and status."""
+        status = self.get_status()
+        return {"id": self.id, "status": str(status) if status else None}
+
     # -- reading -------------------------------------------------------------------------------
 
     @classmethod

@@ -79,6 +79,11 @@ def fail(message: str) -> None:
     raise ValueError(message)
 
 
+def fail_after(message: str, seconds: float) -> None:
+    time.sleep(seconds)
+    raise ValueError(message)
+
+
 def flaky(key: str, failures: int) -> str:
     """Fail with RetryBackgroundJobError ``failures`` times, then succeed."""
     attempt = int(conn().incr(key))

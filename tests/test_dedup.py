@@ -60,8 +60,9 @@ def test_concurrent_enqueues_of_one_job_id_run_exactly_once(r, start_worker):
 @pytest.mark.parametrize(
     ("method", "kwargs", "final"),
     [
-        ("tests.jobs.record", {"key": "test:dedup:ok"}, "finished"),
-        ("tests.jobs.fail", {"message": "nope"}, "failed"),
+        # Each takes a moment, so the second enqueue surely finds it queued or running.
+        ("tests.jobs.sleep_then_record", {"key": "test:dedup:ok", "seconds": 0.5}, "finished"),
+        ("tests.jobs.fail_after", {"message": "nope", "seconds": 0.5}, "failed"),
         # Ignores its soft limit: killed at the hard limit (timeout 1 + grace 2).
         ("tests.jobs.ignore_soft_timeout", {"key": "test:dedup:kill", "seconds": 30}, "failed"),
     ],

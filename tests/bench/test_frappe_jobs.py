@@ -178,8 +178,8 @@ def test_enqueue_after_commit_publishes_on_commit_and_never_after_rollback(site)
 def test_enqueue_doc_and_queue_action_run_the_document_methods_in_a_worker(site):
     doc = site.get_doc({"doctype": "Celery Example Task", "title": label()}).insert()
     site.db.commit()
-    job = doc.process_in_background(note="hello")
-    assert wait_for_status(job.id, ("finished", "failed")).get_status() == "finished"
+    job_id = doc.process_in_background(note="hello")
+    assert wait_for_status(job_id, ("finished", "failed")).get_status() == "finished"
     assert fresh(site).get_value("Celery Example Task", doc.name, "result") == (
         "processed by Administrator: hello"
     )

@@ -1,0 +1,114 @@
+"""The web process: a request handled by Frappe's WSGI app (gunicorn, as in production) enqueues
+through the switch, and a Celery worker runs the job."""
+
+from __future__ import annotations
+
+import http.cookiejar
+import json
+import os
+import socket
+import subprocess
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from .conftest import Bench, fresh, wait_for
+
+pytestmark = pytest.mark.usefixtures("celery_worker")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def web(bench: Bench, tmp_path) -> Iterator[str]:
+    """gunicorn serving the bench's sites on a loopback port, as supervisor runs it."""
+    port = free_port()
+    log = (tmp_path / "gunicorn.log").open("wb")
+    process = subprocess.Popen(
+        [
+            str(bench.bin / "gunicorn"),
+            "-b",
+            f"127.0.0.1:{port}",
+            "-w",
+            "1",
+            "-t",
+            "120",
+            "frappe.app:application",
+            "--preload",
+        ],
+        cwd=bench.sites,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        try:
+            # Frappe picks the site by the Host header.
+            ping = urllib.request.Request(f"{url}/api/method/ping", headers={"Host": bench.site})
+            with urllib.request.urlopen(ping, timeout=5):
+                return True
+        except OSError:
+            return process.poll() is not None
+
+    try:
+        wait_for(answers, timeout=60, interval=0.25)
+        assert process.poll() is None, (tmp_path / "gunicorn.log").read_text()[-3000:]
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def post(opener: Any, url: str, data: dict[str, Any], host: str) -> Any:
+    request = urllib.request.Request(
+        url, data=urllib.parse.urlencode(data).encode(), headers={"Host": host}
+    )
+    try:
+        with opener.open(request, timeout=60) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        raise AssertionError(f"{url}: HTTP {error.code}: {error.read()[-3000:]!r}") from None
+
+
+def test_a_web_request_enqueues_onto_celery(bench, site, web):
+    password = os.environ.get("FRAPPE_ADMIN_PASSWORD")
+    if not password:
+        pytest.skip("FRAPPE_ADMIN_PASSWORD is not set: the web test logs in as Administrator")
+    doc = site.get_doc({"doctype": "Celery Example Task", "title": f"web-{uuid.uuid4().hex[:8]}"})
+    doc.insert()
+    site.db.commit()
+    opener = urllib.request.build_opener(
+        urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+    )
+    post(opener, f"{web}/api/method/login", {"usr": "Administrator", "pwd": password}, bench.site)
+    # The Desk's "run a document method" call: the controller calls frappe.enqueue_doc.
+    reply = post(
+        opener,
+        f"{web}/api/method/run_doc_method",
+        {
+            "dt": doc.doctype,
+            "dn": doc.name,
+            "method": "process_in_background",
+            "args": json.dumps({"note": "from the web"}),
+        },
+        bench.site,
+    )
+    assert "exc" not in reply, reply
+    wait_for(
+        lambda: (
+            fresh(site).get_value("Celery Example Task", doc.name, "result")
+            == "processed by Administrator: from the web"
+        ),
+        timeout=60,
+    )
