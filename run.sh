@@ -4,6 +4,8 @@
 #
 #   bash run.sh demo   # embedded Redis + a real worker + the hooks_example jobs, outcome printed
 #   bash run.sh test   # ruff, mypy and the test suite (real redis-server, real workers)
+#   bash run.sh test-range  # the test suite at each end of the supported Celery/kombu/redis
+#                           # range: one .venv-NAME per constraints/NAME.txt (oldest, newest)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -29,8 +31,32 @@ case "$task" in
         mypy
         exec python -m pytest "$@"
         ;;
+    test-range)
+        # Each end in its own virtualenv, installed under its constraints (the Frappe 15 and
+        # Frappe 16 pins, see the files), with hiredis as a bench has it. Extra args go to pytest.
+        for name in oldest newest; do
+            venv=".venv-$name"
+            if [ ! -x "$venv/bin/python" ]; then
+                "$python" -m venv "$venv"
+            fi
+            "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
+            "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+                -e ".[test,hiredis]" -c "constraints/$name.txt"
+            "$venv/bin/python" - "$name" <<'PY'
+import sys
+from importlib.metadata import version
+
+names = ("celery", "kombu", "billiard", "redis", "hiredis", "click")
+print(f"== {sys.argv[1]}: " + ", ".join(f"{n} {version(n)}" for n in names), flush=True)
+PY
+            start=$SECONDS
+            # The workers the tests start are found on PATH: put this venv's first.
+            PATH="$PWD/$venv/bin:$PATH" VIRTUAL_ENV="$PWD/$venv" "$venv/bin/python" -m pytest "$@"
+            echo "== $name passed in $((SECONDS - start)) s"
+        done
+        ;;
     *)
-        echo "usage: bash run.sh [demo|test] [extra args]" >&2
+        echo "usage: bash run.sh [demo|test|test-range] [extra args]" >&2
         exit 2
         ;;
 esac

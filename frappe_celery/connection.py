@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -23,6 +24,12 @@ from .errors import BrokerUnreachable
 CONNECT_TIMEOUT = 2.0
 # Reads are single commands or short scripts; none blocks.
 SOCKET_TIMEOUT = 5.0
+
+# What get_redis() returns, as mypy sees it; at runtime a ``redis.Redis``. redis-py before 7 types
+# every command as ``Awaitable[T] | T`` (one signature for its sync and asyncio clients) and 4.5
+# ships no types at all, so across the supported range (4.5.5 to 6.4) no command result has a
+# usable type: callers would need a cast at every call.
+Client: TypeAlias = Any
 
 _lock = threading.Lock()
 _client: redis.Redis | None = None
@@ -45,7 +52,7 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
-def make_client(url: str) -> redis.Redis:
+def make_client(url: str) -> Client:
     """A Redis client with frappe-celery's bounded timeouts."""
     return redis.Redis.from_url(
         url,
@@ -56,7 +63,7 @@ def make_client(url: str) -> redis.Redis:
     )
 
 
-def get_redis() -> redis.Redis:
+def get_redis() -> Client:
     """The shared client for the configured broker."""
     global _client
     if _client is None:

@@ -15,21 +15,41 @@ from time import monotonic
 from kombu.transport import redis as kombu_redis
 
 
-class Channel(kombu_redis.Channel):
+class Channel(kombu_redis.Channel):  # type: ignore[misc]  # kombu < 5.7 ships no type hints
+    @property
+    def active_queues(self) -> list[str]:
+        """The queues consumed from, in the order they were added (the worker's -Q order).
+
+        kombu 5.7's own definition. Before 5.7 kombu returns a set, so the queue cycle, and with
+        it the BRPOP order below, followed string hashing: random per worker process.
+        """
+        return list(
+            dict.fromkeys(
+                queue for queue in self._active_queues if queue not in self.active_fanout_queues
+            )
+        )
+
+    # kombu's own body, in every kombu of the supported range (5.4 to 5.6, and 5.7's), with the
+    # list order changed. The parts that differ between versions are looked up, not assumed.
     def _brpop_start(self, timeout: float | None = None) -> None:
-        wait = self.brpop_timeout if timeout is None else timeout
+        if timeout is None:
+            # kombu >= 5.6 has the brpop_timeout transport option; before, the default was 1 s.
+            timeout = getattr(self, "brpop_timeout", 1)
         queues = self._queue_cycle.consume(len(self.active_queues))
         if not queues:
             return
         # The one change from kombu: every priority list of the first queue, then the next queue.
         lists = [self._q_for_pri(queue, pri) for queue in queues for pri in self.priority_steps]
         self._in_poll = self.client.connection
-        self._brpop_sent_at = monotonic()  # type: ignore[assignment]  # kombu types it None
-        command = ["BRPOP", *lists, wait or 0]
+        if hasattr(self, "_brpop_sent_at"):
+            # kombu >= 5.7 times each BRPOP to drop half-open sockets; older kombu has no such
+            # attribute and nothing reads it.
+            self._brpop_sent_at = monotonic()
+        command = ["BRPOP", *lists, timeout or 0]
         if self.global_keyprefix:
             command = self.client._prefix_args(command)
         self.client.connection.send_command(*command)
 
 
-class Transport(kombu_redis.Transport):
+class Transport(kombu_redis.Transport):  # type: ignore[misc]  # kombu < 5.7 ships no type hints
     Channel = Channel
