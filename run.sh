@@ -6,6 +6,7 @@
 #   bash run.sh test   # ruff, mypy and the test suite (real redis-server, real workers)
 #   bash run.sh test-range  # the test suite at each end of the supported Celery/kombu/redis
 #                           # range: one .venv-NAME per constraints/NAME.txt (oldest, newest)
+#   bash run.sh bench-test  # the bench tier: a real Frappe bench and site (tests/bench/run.sh)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -34,7 +35,8 @@ case "$task" in
     test-range)
         # Each end in its own virtualenv, installed under its constraints (the Frappe 15 and
         # Frappe 16 pins, see the files), with hiredis as a bench has it. Extra args go to pytest.
-        for name in oldest newest; do
+        # RANGE="oldest" (or "newest") runs one end only.
+        for name in ${RANGE:-oldest newest}; do
             venv=".venv-$name"
             if [ ! -x "$venv/bin/python" ]; then
                 "$python" -m venv "$venv"
@@ -55,8 +57,13 @@ PY
             echo "== $name passed in $((SECONDS - start)) s"
         done
         ;;
+    bench-test)
+        # A real Frappe bench (yours: FRAPPE_BENCH=... FRAPPE_SITE=...; else one built by
+        # ../shared/frappe/make-bench.sh, FRAPPE_VERSION=15|16): see tests/bench/run.sh.
+        exec bash tests/bench/run.sh "$@"
+        ;;
     *)
-        echo "usage: bash run.sh [demo|test|test-range] [extra args]" >&2
+        echo "usage: bash run.sh [demo|test|test-range|bench-test] [extra args]" >&2
         exit 2
         ;;
 esac
