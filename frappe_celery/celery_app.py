@@ -9,6 +9,7 @@ import os
 from typing import Any
 
 from celery import Celery
+from celery.apps.worker import Worker as CeleryWorker
 from kombu.entity import Exchange, Queue
 
 from .config import (
@@ -126,5 +127,20 @@ def apply_settings(app: Celery, settings: Settings) -> None:
     app.conf.update(merged)
 
 
+class Worker(CeleryWorker):  # type: ignore[misc]
+    """``celery -A frappe_celery worker``, without Celery's mingle and gossip steps.
+
+    Mingle makes every starting worker wait about 1 s for its peers' revoked-task sets and
+    logical clocks, and gossip keeps a pub/sub subscription for worker events: frappe-celery
+    keeps no state in Celery's revoked sets (cancel and stop go through the job records and
+    its own control command) and finds workers through their heartbeats, so both only cost.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.update(without_mingle=True, without_gossip=True)
+        super().__init__(*args, **kwargs)
+
+
 app = Celery("frappe_celery")
+app.Worker = app.subclass_with_self(Worker)
 apply_settings(app, get_settings())
