@@ -27,8 +27,8 @@ case "$task" in
         exec frappe-celery demo "$@"
         ;;
     test)
-        ruff check frappe_celery tests hooks_example.py celeryconfig.py
-        ruff format --check frappe_celery tests hooks_example.py celeryconfig.py
+        ruff check frappe_celery frappe_celery_switch.py tests hooks_example.py celeryconfig.py
+        ruff format --check frappe_celery frappe_celery_switch.py tests hooks_example.py celeryconfig.py
         mypy
         exec python -m pytest "$@"
         ;;
