@@ -22,9 +22,33 @@ if [ -z "${FRAPPE_BENCH:-}" ] && [ -z "${FRAPPE_BENCH_ENV:-}" ]; then
         exit 2
     fi
     version=${FRAPPE_VERSION:-16}
-    root=${FRAPPE_BENCH_ROOT:-/tmp/frappe-celery-bench-v$version}
+    if [ "${CI:-}" = true ] && [ -z "${FRAPPE_BENCH_ROOT:-}" ]; then
+        # CI: a bench of this run's own, on free ports, removed at exit, so that nothing a
+        # previous or concurrent run left behind (a half-made site, a taken port) is reused.
+        root=$(mktemp -d "/tmp/frappe-celery-bench-v$version.XXXXXX")
+        chmod 755 "$root"  # MariaDB runs as mysql and must reach its datadir inside
+        read -r DB_PORT REDIS_QUEUE_PORT REDIS_CACHE_PORT < <(python3 -c '
+import socket
+socks = [socket.socket() for _ in range(3)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in socks))')
+        export DB_PORT REDIS_QUEUE_PORT REDIS_CACHE_PORT
+        cleanup() { bash "$(dirname "$make_bench")/stop-bench.sh" "$root" --purge > /dev/null 2>&1 || true; rm -rf "$root"; }
+        trap cleanup EXIT
+    else
+        root=${FRAPPE_BENCH_ROOT:-/tmp/frappe-celery-bench-v$version}
+    fi
     echo "== building or reusing a Frappe $version bench at $root"
-    FRAPPE_VERSION=$version bash "$make_bench" "$root" | tail -n 3
+    log=$(mktemp)
+    if ! FRAPPE_VERSION=$version bash "$make_bench" "$root" > "$log" 2>&1; then
+        # Everything make-bench said (its steps, the failing command's log tail, its reason).
+        cat "$log" >&2
+        echo "bench-test: make-bench.sh failed for $root (above)" >&2
+        exit 1
+    fi
+    grep '^\[' "$log" | tail -n 1
+    rm -f "$log"
     export FRAPPE_BENCH_ENV=$root/bench.env
 fi
 if [ -n "${FRAPPE_BENCH_ENV:-}" ]; then
@@ -62,4 +86,4 @@ echo "== the switch"
 (cd "$FRAPPE_BENCH/sites" && "$venv/bin/frappe-celery" bench enable)
 
 echo "== tests/bench with $venv/bin/python ($(cd "$FRAPPE_BENCH" && "$venv/bin/python" -c 'import frappe; print("Frappe", frappe.__version__)'))"
-FRAPPE_CELERY_BENCH_REQUIRED=1 exec "$venv/bin/python" -m pytest tests/bench -p no:cacheprovider "$@"
+FRAPPE_CELERY_BENCH_REQUIRED=1 "$venv/bin/python" -m pytest tests/bench -p no:cacheprovider "$@"
