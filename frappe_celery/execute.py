@@ -153,12 +153,43 @@ def _fail_in_process(job_id: str, payload: JobPayload, exc: BaseException) -> Jo
     raise exc
 
 
+# What execute_job returns when its FINISH script also settled the message (see finish.lua).
+SETTLED = "frappe-celery:message-settled"
+
+
+def was_settled(retval: Any) -> bool:
+    """Whether a task's return value, as the pool hands it to the main process, is SETTLED.
+
+    Celery's prefork pool sends the main process ``saferepr(retval)``, other pools the value.
+    """
+    return retval in (SETTLED, repr(SETTLED))
+
+
 class JobRequest(Request):  # type: ignore[misc]
     """Records what the pool child cannot: a hard time-limit kill and a lost worker.
 
     Runs in the worker's main process. Released Celery versions have not always called
     ``Task.on_failure`` after a hard kill, so status and callbacks must not depend on it.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Celery's worker subclasses this class per task with its own on_success, which does not
+        # call ours; the pool is handed ``self.on_success`` at dispatch, so it is wrapped here.
+        request: Any = self  # Celery's Request is untyped
+        succeed = type(request).on_success
+
+        def settle_then_succeed(failed__retval__runtime: Any, **kw: Any) -> None:
+            failed, retval, _runtime = failed__retval__runtime
+            if not failed and was_settled(retval):
+                # The job's FINISH script removed the message from kombu's unacked hash: the
+                # ack that follows only updates the channel's own bookkeeping.
+                mark_settled = getattr(self.message.channel.qos, "mark_settled", None)
+                if mark_settled is not None:
+                    mark_settled(self.message.delivery_tag)
+            succeed(self, failed__retval__runtime, **kw)
+
+        request.on_success = settle_then_succeed
 
     def on_timeout(self, soft: bool, timeout: float) -> None:
         super().on_timeout(soft, timeout)
@@ -186,13 +217,13 @@ class JobRequest(Request):  # type: ignore[misc]
 
 
 @app.task(bind=True, name=TASK_NAME, Request=JobRequest, ignore_result=True)
-def execute_job(self: Task, **payload: Any) -> None:
+def execute_job(self: Task, **payload: Any) -> str | None:
     """The generic task every job runs through (the method travels as a dotted path)."""
     job: JobPayload = payload  # type: ignore[assignment]
     job_id: str = self.request.id
     decision = start_or_skip(job_id, job, self.request.hostname or _HOSTNAME)
     if decision in (StartDecision.CANCELED, StartDecision.ALREADY_DONE):
-        return
+        return None
     attempt = self.request.retries
     try:
         result = run_attempt(job_id, job, last_attempt=attempt >= MAX_RETRIES)
@@ -215,8 +246,12 @@ def execute_job(self: Task, **payload: Any) -> None:
     except Exception as exc:
         record_failure(job_id, job, exc, traceback.format_exc())
         raise
-    records.finish(job_id, job["token"], job["queue"], result)
+    # The message is settled by the FINISH script itself (one round trip less per job); the
+    # main process learns it from the return value (JobRequest.on_success).
+    delivery_tag = (getattr(self.request, "properties", None) or {}).get("delivery_tag") or ""
+    records.finish(job_id, job["token"], job["queue"], result, delivery_tag)
     run_callback(job_id, job["on_success"], result)
+    return SETTLED if delivery_tag else None
 
 
 @signals.task_revoked.connect

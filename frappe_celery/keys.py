@@ -22,6 +22,8 @@ JOB_PREFIX = PREFIX + "job:"
 # kombu's Redis transport keeps every delivered, not yet acknowledged message in this hash
 # (delivery tag -> message); it restores them to their queue after the visibility timeout.
 KOMBU_UNACKED = "unacked"
+# ... and this sorted set (delivery tag -> when delivered) indexes it by age.
+KOMBU_UNACKED_INDEX = "unacked_index"
 
 
 def job(job_id: str) -> str:

@@ -67,24 +67,30 @@ def _end(
     registry: str,
     ttl: int,
     limit: int,
+    delivery_tag: str = "",
     **fields: str,
 ) -> bool:
-    """Record a final state (finish.lua): the id is free again. False if the record is stale."""
-    args: list[Any] = [token, job_id, status, time.time(), ttl, limit, keys.JOB_PREFIX]
+    """Record a final state (finish.lua): the id is free again. False if the record is stale.
+
+    With ``delivery_tag``, the message that ran is settled in the same round trip (removed from
+    kombu's unacked hash, as its ack would); see ``transport.QoS``.
+    """
+    args: list[Any] = [token, job_id, status, time.time(), ttl, limit, keys.JOB_PREFIX,
+                       delivery_tag]  # fmt: skip
     for name, value in fields.items():
         args += [name, value]
+    script_keys = [keys.job(job_id), keys.started_registry(queue), registry,
+                   keys.KOMBU_UNACKED, keys.KOMBU_UNACKED_INDEX]  # fmt: skip
     with broker_errors():
-        done = scripts.FINISH(
-            get_redis(), [keys.job(job_id), keys.started_registry(queue), registry], args
-        )
+        done = scripts.FINISH(get_redis(), script_keys, args)
     return bool(done)
 
 
-def finish(job_id: str, token: str, queue: str, result: Any) -> bool:
+def finish(job_id: str, token: str, queue: str, result: Any, delivery_tag: str = "") -> bool:
     """Finished: the result is kept for rq_results_ttl."""
     settings = get_settings()
     return _end(job_id, token, queue, JobStatus.FINISHED, keys.finished_registry(queue),
-                settings.results_ttl, 0, result=encode_result(result))  # fmt: skip
+                settings.results_ttl, 0, delivery_tag, result=encode_result(result))  # fmt: skip
 
 
 def fail(job_id: str, token: str, queue: str, exc_type: str, exc_info: str) -> bool:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 
+import frappe_celery
+
 from .jobs import push
 
 TICKS = "test:sched:ticks"
@@ -12,7 +14,11 @@ OTHER = "test:sched:other"
 
 
 def tick() -> None:
-    push(TICKS, time.time())
+    """Records when the beat published this run (its tick), not when a worker got to it: a run
+    delayed behind others must not look like a second run of the next tick."""
+    job = frappe_celery.get_current_job()
+    enqueued_at = job.enqueued_at if job is not None else None
+    push(TICKS, enqueued_at.timestamp() if enqueued_at is not None else time.time())
 
 
 def other() -> None:

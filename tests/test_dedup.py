@@ -118,6 +118,43 @@ def test_a_stale_run_never_changes_a_newer_enqueues_record(r):
     assert frappe.get_job_status("stale") == "queued"
 
 
+def reserve_as_kombu_does(r, queue: str) -> str:
+    """What a worker's main process does with a message: pop it, keep it in kombu's unacked
+    hash and its index until the ack. Returns its delivery tag."""
+    raw = next(r.rpop(name) for name in keys.queue_lists(queue) if r.llen(name))
+    tag = json.loads(raw)["properties"]["delivery_tag"]
+    r.hset("unacked", tag, json.dumps([json.loads(raw), queue, queue]))
+    r.zadd("unacked_index", {tag: time.time()})
+    return tag
+
+
+@pytest.mark.parametrize("stale", [False, True], ids=["current", "stale"])
+def test_finishing_settles_the_message_in_the_same_script(r, stale):
+    job = frappe.enqueue("tests.jobs.add", queue="reports", job_id="settle", a=1, b=1)
+    token = job.record["token"]
+    tag = reserve_as_kombu_does(r, "reports")
+    assert records.start(job.id, token, "reports", 60, "w@h") == records.StartDecision.RUN
+    if stale:
+        frappe.enqueue("tests.jobs.add", queue="reports", job_id="settle", a=2, b=2)
+    assert records.finish(job.id, token, "reports", 2, tag) is (not stale)
+    # The job ran either way: its message is settled, so no worker would run it again.
+    assert not r.hexists("unacked", tag)
+    assert r.zscore("unacked_index", tag) is None
+    assert frappe.get_job_status("settle") == ("queued" if stale else "finished")
+
+
+def test_a_lost_worker_never_reopens_a_job_already_recorded_final(r):
+    """A worker that dies between its job's FINISH and the ack gets the job requeued by
+    Celery's lost-worker path; the record must stay finished (nothing is running it)."""
+    job = frappe.enqueue("tests.jobs.add", queue="reports", job_id="done-then-lost", a=1, b=1)
+    token = job.record["token"]
+    records.start(job.id, token, "reports", 60, "w@h")
+    assert records.finish(job.id, token, "reports", 2)
+    assert records.requeue(job.id, token, "reports", worker="") is False
+    assert frappe.get_job_status("done-then-lost") == "finished"
+    assert frappe.get_job("done-then-lost").result == 2
+
+
 def test_is_job_enqueued_exactly_while_queued_or_started(r, shared_worker):
     assert not frappe.is_job_enqueued("watch")
     job = frappe.enqueue(

@@ -117,6 +117,48 @@ class RunsShellOnUnpickle:
 # -- 1. time limits ------------------------------------------------------------------------------
 
 
+def test_a_finished_jobs_message_is_settled_by_its_finish_script_not_by_a_second_call(
+    r, start_worker
+):
+    """One Redis round trip per job less: finish.lua removes the message from kombu's unacked
+    hash, and the worker's main process acks it without calling Redis (transport.QoS)."""
+    import threading
+
+    worker = start_worker("reports")
+    seen: list[dict[str, Any]] = []
+    monitor = r.monitor()
+    monitor.connection.send_command("MONITOR")  # redis-py sends it on next_command otherwise
+    assert monitor.connection.read_response() in (b"OK", "OK")
+
+    def listen() -> None:
+        while True:
+            try:
+                seen.append(monitor.next_command())
+            except Exception:  # the connection closed below: done
+                return
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    try:
+        job = frappe.enqueue("tests.jobs.add", queue="reports", a=2, b=3)
+        assert wait_final(job) == "finished"
+        # The worker's ack follows the job's end: leave it time to happen, were it a call.
+        wait_for(lambda: not r.hexists("unacked", job.record["delivery_tag"]), 10)
+        time.sleep(1.0)
+    finally:
+        monitor.connection.disconnect()
+        listener.join(5)
+    tag = job.record["delivery_tag"]
+    removals = [
+        entry
+        for entry in seen
+        if entry["command"].startswith(("HDEL unacked", "ZREM unacked_index"))
+        and tag in entry["command"]
+    ]
+    assert removals, f"no removal of {tag} seen (worker log: {worker.output()[-2000:]})"
+    assert {entry["client_type"] for entry in removals} == {"lua"}, removals
+
+
 def test_soft_time_limit_raises_inside_the_job_and_fails_it(r, shared_worker):
     key = unique("soft")
     job = frappe.enqueue("tests.jobs.catch_soft_timeout", timeout=1, key=key, seconds=30)

@@ -3,8 +3,14 @@
 -- KEYS[1] job record   KEYS[2] started registry   KEYS[3] scheduled (retry countdown) registry
 -- ARGV[1] token   ARGV[2] job id   ARGV[3] when the retry is due (0: not a retry)
 -- ARGV[4..] field/value pairs
--- Returns 1 updated, 0 stale.
-if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then
+-- Returns 1 updated, 0 stale or already final.
+local fields = redis.call('HMGET', KEYS[1], 'token', 'status')
+if fields[1] ~= ARGV[1] then
+  return 0
+end
+-- A worker lost after its job was recorded finished, failed or canceled: nothing runs again.
+local status = fields[2]
+if status == 'finished' or status == 'failed' or status == 'canceled' then
   return 0
 end
 redis.call('HSET', KEYS[1], 'status', 'queued', unpack(ARGV, 4))
