@@ -133,3 +133,16 @@ def test_job_ids_are_spelled_as_the_installed_frappe_spells_them(site):
     job = site.enqueue("frappe.ping", job_id="spelled:id")
     assert job.id == frappes_own("spelled:id")
     assert frappe_celery.get_job("spelled:id").id == job.id
+
+
+def test_a_bench_worker_preloads_the_database_driver_of_every_sites_db_type(tmp_path):
+    """What the worker's main process imports before forking (integrations/frappe/worker.py):
+    Frappe's default driver, plus each db_type the bench or a site names."""
+    from frappe_celery.integrations.frappe.worker import database_types
+
+    (tmp_path / "common_site_config.json").write_text(json.dumps({"db_type": "mariadb"}))
+    for site, text in [("a.local", json.dumps({"db_type": "postgres"})), ("b.local", "{not json")]:
+        (tmp_path / site).mkdir()
+        (tmp_path / site / "site_config.json").write_text(text)
+    assert database_types(tmp_path, ("a.local", "b.local")) == {"mariadb", "postgres"}
+    assert database_types(tmp_path, ("b.local",)) == {"mariadb"}
