@@ -31,7 +31,8 @@ ALL_QUEUES = ["short", "default", "long", "reports", "batch"]
 SITE_PREFIX = "test.site||"
 # Kombu's own bookkeeping, written by running workers at any time, never by enqueue: queue
 # bindings, and the unacked hash / index / restore mutex of messages a worker holds.
-WORKER_BOOKKEEPING = (b"_kombu.binding.", b"unacked")
+# What running workers write on their own at any moment (bindings, held messages, heartbeats).
+WORKER_BOOKKEEPING = (b"_kombu.binding.", b"unacked", keys.WORKERS.encode())
 
 
 # -- helpers ------------------------------------------------------------------------------------
