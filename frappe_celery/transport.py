@@ -13,7 +13,10 @@ left the pool children waiting for their next job a third of the time:
 * every ack and every delivery built a new ``redis.Redis`` client (its response-callback table
   included) around the same connection pool; one client per pool is kept instead;
 * every ack was a Redis round trip; a job that finished has already removed its message from
-  the unacked hash in its own FINISH script (``lua/finish.lua``), so its ack skips the call.
+  the unacked hash in its own FINISH script (``lua/finish.lua``), so its ack skips the call;
+* every delivery was two round trips, BRPOP then kombu's write of the message into its unacked
+  hash; while messages wait, one script (``lua/reserve.lua``) pops and holds the next one, and
+  BRPOP is used only to wait on empty queues (its message then held by kombu, as before).
 
 Everything else is kombu's.
 """
@@ -22,11 +25,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from time import monotonic
+from queue import Empty
+from time import monotonic, time
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
+from kombu.utils.encoding import bytes_to_str
+from kombu.utils.json import loads
+from redis.exceptions import NoScriptError
+
+from .scripts import RESERVE
 
 
 class QoS(kombu_redis.QoS):  # type: ignore[misc]  # kombu < 5.7 ships no type hints
@@ -34,9 +43,21 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]  # kombu < 5.7 ships no type h
         super().__init__(*args, **kwargs)
         # Delivery tags whose message a job settled itself (execute.JobRequest.on_success).
         self._settled: set[str] = set()
+        # Delivery tags that reserve.lua already holds in the unacked hash.
+        self._held: set[str] = set()
 
     def mark_settled(self, delivery_tag: str) -> None:
         self._settled.add(delivery_tag)
+
+    def mark_held(self, delivery_tag: str) -> None:
+        self._held.add(delivery_tag)
+
+    def append(self, message: Any, delivery_tag: str) -> None:
+        if delivery_tag in self._held:
+            self._held.discard(delivery_tag)
+            virtual.QoS.append(self, message, delivery_tag)  # bookkeeping, no Redis call
+            return
+        super().append(message, delivery_tag)
 
     def ack(self, delivery_tag: str) -> None:
         if delivery_tag in self._settled:
@@ -75,6 +96,11 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]  # kombu < 5.7 ships n
             )
         )
 
+    # Whether the next wait starts with reserve.lua (messages may be waiting) or BRPOP (the
+    # last script found every list empty), and which of the two is in flight.
+    _take_by_script = True
+    _waiting_with = ""
+
     # kombu's own body, in every kombu of the supported range (5.4 to 5.6, and 5.7's), with the
     # list order changed. The parts that differ between versions are looked up, not assumed.
     def _brpop_start(self, timeout: float | None = None) -> None:
@@ -91,10 +117,48 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]  # kombu < 5.7 ships n
             # kombu >= 5.7 times each BRPOP to drop half-open sockets; older kombu has no such
             # attribute and nothing reads it.
             self._brpop_sent_at = monotonic()
+        if self._take_by_script and not self.global_keyprefix:
+            # Sent like BRPOP, without waiting: the event loop reads the reply (_brpop_read).
+            self._waiting_with = "EVALSHA"
+            keys = [self.unacked_key, self.unacked_index_key, *lists]
+            self.client.connection.send_command("EVALSHA", RESERVE.sha, len(keys), *keys, time())
+            return
+        self._waiting_with = "BRPOP"
         command = ["BRPOP", *lists, timeout or 0]
         if self.global_keyprefix:
             command = self.client._prefix_args(command)
         self.client.connection.send_command(*command)
+
+    def _brpop_read(self, **options: Any) -> bool:
+        if self._waiting_with != "EVALSHA":
+            self._take_by_script = True  # after a BRPOP (a message, or its timeout)
+            return bool(super()._brpop_read(**options))
+        self._waiting_with = ""
+        try:
+            try:
+                reply = self.client.parse_response(self.client.connection, "EVALSHA", **options)
+            except NoScriptError:
+                # Redis lost its scripts (a restart): load it, and wait with BRPOP meanwhile.
+                with self.conn_or_acquire() as client:
+                    client.script_load(RESERVE.source)
+                self._take_by_script = False
+                raise Empty() from None
+            except self.connection_errors:
+                self.client.connection.disconnect()
+                raise
+            if not reply:
+                self._take_by_script = False  # every list is empty: block in BRPOP next
+                raise Empty()
+            dest, item, held = reply
+            dest = bytes_to_str(dest).rsplit(self.sep, 1)[0]
+            self._queue_cycle.rotate(dest)
+            payload = loads(bytes_to_str(item))
+            if held:
+                self.qos.mark_held(payload["properties"]["delivery_tag"])
+            self.connection._deliver(payload, dest)
+            return True
+        finally:
+            self._in_poll = None
 
 
 class Transport(kombu_redis.Transport):  # type: ignore[misc]  # kombu < 5.7 ships no type hints

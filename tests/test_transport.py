@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
 from kombu import Connection, Exchange, Queue
 
+from frappe_celery import scripts
 from frappe_celery.transport import Channel
 
 # More than a few names: a set of them coming out in this order by chance is unlikely.
@@ -55,3 +62,109 @@ def test_an_ack_for_a_message_its_job_settled_leaves_redis_alone(redis_server, r
             r.zrem("unacked_index", *tags)
             r.delete(queue)
             channel.close()
+
+
+def monitored(r: redis.Redis) -> tuple[list[dict[str, Any]], Callable[[], None]]:
+    """Every command the test Redis runs from now on, until the returned stop() is called."""
+    seen: list[dict[str, Any]] = []
+    monitor = r.monitor()
+    monitor.connection.send_command("MONITOR")
+    assert monitor.connection.read_response() in (b"OK", "OK")
+
+    def listen() -> None:
+        while True:
+            try:
+                seen.append(monitor.next_command())
+            except Exception:  # stop() closed the connection
+                return
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+
+    def stop() -> None:
+        time.sleep(0.2)  # the last commands reach the monitor
+        monitor.connection.disconnect()
+        listener.join(5)
+
+    return seen, stop
+
+
+def test_a_waiting_message_is_popped_and_held_unacked_in_one_script(redis_server, r):
+    """While messages wait, reserve.lua pops one and writes it into kombu's unacked hash in the
+    same step; BRPOP (and kombu's own write) only when the queue was empty."""
+    queue = "test-reserve"
+    declare = [Queue(queue, Exchange(queue), routing_key=queue)]
+    held_at_delivery: dict[str, bool] = {}
+    with Connection(redis_server.url, transport="frappe_celery.transport:Transport") as conn:
+        channel = conn.channel()
+
+        def on_message(body: Any, message: Any) -> None:
+            held_at_delivery[body["n"]] = bool(r.hexists("unacked", message.delivery_tag))
+            message.ack()
+
+        try:
+            producer = conn.Producer(channel)
+            r.script_load(scripts.RESERVE.source)
+            for n in ("waiting-1", "waiting-2"):
+                producer.publish({"n": n}, exchange=queue, routing_key=queue, declare=declare)
+            seen, stop = monitored(r)
+            with conn.Consumer(declare, channel=channel, callbacks=[on_message]):
+                conn.drain_events(timeout=5)
+                conn.drain_events(timeout=5)
+                # Nothing waits now: the worker blocks in BRPOP; a message published then
+                # arrives through it.
+                later = threading.Timer(
+                    0.5,
+                    lambda: (
+                        conn.clone()
+                        .Producer()
+                        .publish({"n": "later"}, exchange=queue, routing_key=queue, declare=declare)
+                    ),
+                )
+                later.start()
+                conn.drain_events(timeout=5)
+                later.join()
+            stop()
+        finally:
+            r.delete(queue)
+            channel.close()
+    assert held_at_delivery == {"waiting-1": True, "waiting-2": True, "later": True}
+    writes = [e for e in seen if e["command"].startswith("HSET unacked ")]
+    assert [e["client_type"] for e in writes] == ["lua", "lua", "tcp"], writes
+    assert not r.hlen("unacked")  # all three acked
+
+
+def test_after_redis_lost_its_scripts_the_worker_waits_with_brpop_and_reloads(redis_server, r):
+    """A restarted Redis answers NOSCRIPT: that delivery goes through BRPOP (nothing is lost or
+    delivered twice) and the next waiting message is taken by the script again."""
+    queue = "test-reserve-noscript"
+    declare = [Queue(queue, Exchange(queue), routing_key=queue)]
+    got: list[str] = []
+    with Connection(redis_server.url, transport="frappe_celery.transport:Transport") as conn:
+        channel = conn.channel()
+
+        def on_message(body: Any, message: Any) -> None:
+            got.append(body["n"])
+            message.ack()
+
+        try:
+            producer = conn.Producer(channel)
+            for n in ("a", "b", "c"):
+                producer.publish({"n": n}, exchange=queue, routing_key=queue, declare=declare)
+            r.script_flush()
+            seen, stop = monitored(r)
+            with conn.Consumer(declare, channel=channel, callbacks=[on_message]):
+                for _ in range(3):
+                    conn.drain_events(timeout=5)
+            stop()
+        finally:
+            # Every script this test process uses, back in Redis (pipelines expect them).
+            for script in vars(scripts).values():
+                if isinstance(script, scripts.LuaScript):
+                    r.script_load(script.source)
+            r.delete(queue)
+            channel.close()
+    assert got == ["a", "b", "c"]
+    writes = [e for e in seen if e["command"].startswith("HSET unacked ")]
+    assert [e["client_type"] for e in writes] == ["tcp", "lua", "lua"], writes
+    assert not r.hlen("unacked")

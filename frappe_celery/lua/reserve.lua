@@ -1,0 +1,28 @@
+-- A worker takes the next waiting message and holds it as kombu holds an unacked delivery, in
+-- one step: the message is never out of both its list and kombu's unacked hash (with BRPOP then
+-- kombu's own write, a worker killed in between lost it), and it costs one round trip, not two.
+-- KEYS[1] kombu's unacked hash   KEYS[2] kombu's unacked index   KEYS[3..] the lists, in the
+-- order to take from (the worker's -Q order, then priority)
+-- ARGV[1] now (the index score, as kombu writes it)
+-- Returns {list, message, 1} held, {list, message, 0} taken but not held (not a kombu message:
+-- the worker's kombu code handles it as it would after BRPOP), or false when every list is empty.
+for i = 3, #KEYS do
+  local message = redis.call('RPOP', KEYS[i])
+  if message then
+    local ok, payload = pcall(cjson.decode, message)
+    local properties = ok and type(payload) == 'table' and payload['properties']
+    local info = type(properties) == 'table' and properties['delivery_info']
+    local tag = type(properties) == 'table' and properties['delivery_tag']
+    if type(info) ~= 'table' or type(tag) ~= 'string' or type(info['exchange']) ~= 'string'
+        or type(info['routing_key']) ~= 'string' then
+      return {KEYS[i], message, 0}
+    end
+    -- kombu's value: the JSON of [message, exchange, routing_key].
+    local held = '[' .. message .. ', ' .. cjson.encode(info['exchange']) .. ', '
+      .. cjson.encode(info['routing_key']) .. ']'
+    redis.call('ZADD', KEYS[2], ARGV[1], tag)
+    redis.call('HSET', KEYS[1], tag, held)
+    return {KEYS[i], message, 1}
+  end
+end
+return false
