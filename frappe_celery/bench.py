@@ -21,6 +21,7 @@ from .errors import ConfigError
 
 SITES_PATH_ENV = "FRAPPE_CELERY_SITES_PATH"
 COMMON_SITE_CONFIG = "common_site_config.json"
+SITE_CONFIG = "site_config.json"
 APPS_TXT = "apps.txt"
 
 _VERSION = re.compile(r"""^__version__\s*=\s*["']([^"']+)["']""", re.MULTILINE)
@@ -40,6 +41,9 @@ class Bench:
     def config_path(self) -> Path:
         return self.sites_path / COMMON_SITE_CONFIG
 
+    def site_config_path(self, site: str) -> Path:
+        return self.sites_path / site / SITE_CONFIG
+
     def apps(self) -> tuple[str, ...]:
         """The bench's apps, in ``apps.txt`` order (Frappe's own order for hooks)."""
         try:
@@ -56,16 +60,12 @@ class Bench:
             sorted(
                 entry.name
                 for entry in self.sites_path.iterdir()
-                if entry.is_dir() and (entry / "site_config.json").is_file()
+                if entry.is_dir() and (entry / SITE_CONFIG).is_file()
             )
         )
 
     def has_site(self, site: str) -> bool:
-        return (
-            bool(site)
-            and "/" not in site
-            and (self.sites_path / site / "site_config.json").is_file()
-        )
+        return bool(site) and "/" not in site and self.site_config_path(site).is_file()
 
     def frappe_major_version(self) -> int | None:
         """Frappe's major version, read from ``apps/frappe/frappe/__init__.py`` (None: unknown)."""

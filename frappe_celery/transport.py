@@ -1,4 +1,4 @@
-"""kombu's Redis transport with RQ's queue order, and two round trips less per message.
+"""kombu's Redis transport with RQ's queue order, and one Redis round trip per message.
 
 kombu's worker waits with one BRPOP over every list it consumes, ordered priority-major across
 queues (all priority-0 lists of every queue, then all priority-3 lists, ...). A worker started
@@ -7,7 +7,7 @@ job from ``short``. RQ (and Frappe's users) expect strict queue order, with ``at
 moving a job to the front of its own queue; so the lists are ordered queue-major here. Selected
 by the ``broker_transport`` setting (celery_app.py).
 
-Two costs of kombu's that a worker's main process pays per message, which on a small machine
+Three costs of kombu's that a worker's main process paid per message, which on a small machine
 left the pool children waiting for their next job a third of the time:
 
 * every ack and every delivery built a new ``redis.Redis`` client (its response-callback table
@@ -97,9 +97,9 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]  # kombu < 5.7 ships n
         )
 
     # Whether the next wait starts with reserve.lua (messages may be waiting) or BRPOP (the
-    # last script found every list empty), and which of the two is in flight.
+    # last script found every list empty), and whether the script's reply is the one awaited.
     _take_by_script = True
-    _waiting_with = ""
+    _reserve_in_flight = False
 
     # kombu's own body, in every kombu of the supported range (5.4 to 5.6, and 5.7's), with the
     # list order changed. The parts that differ between versions are looked up, not assumed.
@@ -119,21 +119,20 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]  # kombu < 5.7 ships n
             self._brpop_sent_at = monotonic()
         if self._take_by_script and not self.global_keyprefix:
             # Sent like BRPOP, without waiting: the event loop reads the reply (_brpop_read).
-            self._waiting_with = "EVALSHA"
+            self._reserve_in_flight = True
             keys = [self.unacked_key, self.unacked_index_key, *lists]
             self.client.connection.send_command("EVALSHA", RESERVE.sha, len(keys), *keys, time())
             return
-        self._waiting_with = "BRPOP"
         command = ["BRPOP", *lists, timeout or 0]
         if self.global_keyprefix:
             command = self.client._prefix_args(command)
         self.client.connection.send_command(*command)
 
     def _brpop_read(self, **options: Any) -> bool:
-        if self._waiting_with != "EVALSHA":
+        if not self._reserve_in_flight:
             self._take_by_script = True  # after a BRPOP (a message, or its timeout)
             return bool(super()._brpop_read(**options))
-        self._waiting_with = ""
+        self._reserve_in_flight = False
         try:
             try:
                 reply = self.client.parse_response(self.client.connection, "EVALSHA", **options)

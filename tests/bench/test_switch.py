@@ -138,11 +138,17 @@ def test_job_ids_are_spelled_as_the_installed_frappe_spells_them(site):
 def test_a_bench_worker_preloads_the_database_driver_of_every_sites_db_type(tmp_path):
     """What the worker's main process imports before forking (integrations/frappe/worker.py):
     Frappe's default driver, plus each db_type the bench or a site names."""
+    from frappe_celery.bench import Bench
     from frappe_celery.integrations.frappe.worker import database_types
 
-    (tmp_path / "common_site_config.json").write_text(json.dumps({"db_type": "mariadb"}))
-    for site, text in [("a.local", json.dumps({"db_type": "postgres"})), ("b.local", "{not json")]:
-        (tmp_path / site).mkdir()
-        (tmp_path / site / "site_config.json").write_text(text)
-    assert database_types(tmp_path, ("a.local", "b.local")) == {"mariadb", "postgres"}
-    assert database_types(tmp_path, ("b.local",)) == {"mariadb"}
+    both, broken = tmp_path / "both", tmp_path / "broken"
+    sites = {both: {"a.local": json.dumps({"db_type": "postgres"}), "b.local": "{not json"},
+             broken: {"b.local": "{not json"}}  # fmt: skip
+    for sites_path, configs in sites.items():
+        sites_path.mkdir()
+        (sites_path / "common_site_config.json").write_text(json.dumps({"db_type": "mariadb"}))
+        for site, text in configs.items():
+            (sites_path / site).mkdir()
+            (sites_path / site / "site_config.json").write_text(text)
+    assert database_types(Bench(both)) == {"mariadb", "postgres"}
+    assert database_types(Bench(broken)) == {"mariadb"}

@@ -15,24 +15,22 @@ from __future__ import annotations
 import importlib
 import json
 import logging
-from pathlib import Path
 
 import frappe
 import frappe.model.document
 import frappe.utils.redis_wrapper  # noqa: F401
 
-from ...bench import find_bench
+from ...bench import Bench, find_bench
 from .switch import apply
 
 logger = logging.getLogger(__name__)
 
 
-def database_types(sites_path: Path, sites: tuple[str, ...]) -> set[str]:
+def database_types(bench: Bench) -> set[str]:
     """The ``db_type`` of the bench's config and of every site (Frappe's default: mariadb). An
     unreadable config adds nothing: that site's jobs will report their own error."""
     types = {"mariadb"}
-    configs = [sites_path / "common_site_config.json"]
-    configs += [sites_path / site / "site_config.json" for site in sites]
+    configs = [bench.config_path, *(bench.site_config_path(site) for site in bench.sites())]
     for path in configs:
         try:
             config = json.loads(path.read_text("utf-8"))
@@ -47,7 +45,7 @@ def preload_database_drivers() -> None:
     bench = find_bench()
     if bench is None:
         return
-    for db_type in sorted(database_types(bench.sites_path, bench.sites())):
+    for db_type in sorted(database_types(bench)):
         module = f"frappe.database.{db_type}.database"
         try:
             importlib.import_module(module)
