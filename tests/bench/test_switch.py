@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import subprocess
 import uuid
 
@@ -152,3 +153,20 @@ def test_a_bench_worker_preloads_the_database_driver_of_every_sites_db_type(tmp_
             (sites_path / site / "site_config.json").write_text(text)
     assert database_types(Bench(both)) == {"mariadb", "postgres"}
     assert database_types(Bench(broken)) == {"mariadb"}
+
+
+def test_a_bench_worker_loads_frappes_own_prefork_modules_before_forking(bench):
+    """A Celery worker started in sites/ imports what Frappe imports before forking its own
+    workers (integrations/frappe/worker.py), so no pool child pays for it on its first job."""
+    script = (
+        "import json, sys\n"
+        "import frappe_celery\n"
+        "frappe_celery.app.loader.import_default_modules()  # what the worker does at start\n"
+        "from frappe_celery.integrations.frappe.worker import FRAPPE_PRELOADS\n"
+        "print(json.dumps([m for m in FRAPPE_PRELOADS if m not in sys.modules]))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAPPE_CELERY_")}
+    out = subprocess.run([bench.python, "-c", script], cwd=bench.sites, env=env,
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []

@@ -4,10 +4,13 @@ It runs in the worker's main process before the pool forks: Frappe is loaded onc
 child starts warm, and the switch is applied, so what a job enqueues (``frappe.enqueue``,
 ``queue_action``) goes to Celery too, whether or not the bench's ``.pth`` switch is enabled.
 
-Frappe imports its database driver and its Redis cache wrapper lazily, on the first
-``frappe.connect()``; left to the children, every pool child's first job paid for those imports
-(about 40 ms of a 60 ms first ping on a 2-vCPU machine, against 2 ms for the next ones). They
-are imported here, once, for the database types the bench's sites use; nothing connects.
+Whatever a pool child imports on its first job, every child pays for again, while the batch
+waits: a child's first ToDo insert took 580 ms with only Frappe itself loaded (about 10 ms for
+the next ones), 70-90 ms with the modules below (2-vCPU machine, Frappe 16). So the main process
+imports, once and before the fork, what Frappe itself imports before forking its own workers
+(its worker-pool and its web server's preload lists), its database driver for the database types
+the bench's sites use, and its Redis cache wrapper (imported lazily by ``frappe.connect()``).
+Nothing connects here.
 """
 
 from __future__ import annotations
@@ -25,6 +28,40 @@ from .switch import apply
 
 logger = logging.getLogger(__name__)
 
+# What Frappe imports before it forks workers: ``start_worker_pool`` in
+# frappe/utils/background_jobs.py and the "module pre-loading" block of frappe/app.py (gunicorn's
+# preload), Frappe 15 and 16. A module one Frappe version lacks is skipped.
+FRAPPE_PRELOADS = (
+    # frappe.utils.background_jobs.start_worker_pool
+    "frappe.database.query",
+    "frappe.query_builder",
+    "frappe.utils",
+    "frappe.utils.safe_exec",
+    "frappe.utils.scheduler",
+    "frappe.utils.typing_validations",
+    "frappe.website.path_resolver",
+    # frappe/app.py
+    "gettext",
+    "babel",
+    "babel.messages",
+    "bleach",
+    "num2words",
+    "pydantic",
+    "frappe.boot",
+    "frappe.client",
+    "frappe.core.doctype.file.file",
+    "frappe.core.doctype.user.user",
+    "frappe.desk.desktop",
+    "frappe.desk.form.save",
+    "frappe.model.db_query",
+    "frappe.utils.background_jobs",
+    "frappe.utils.data",
+    "frappe.utils.jinja",
+    "frappe.utils.jinja_globals",
+    "frappe.website.router",
+    "frappe.website.website_generator",
+)
+
 
 def database_types(bench: Bench) -> set[str]:
     """The ``db_type`` of the bench's config and of every site (Frappe's default: mariadb). An
@@ -41,17 +78,24 @@ def database_types(bench: Bench) -> set[str]:
     return types
 
 
-def preload_database_drivers() -> None:
+def preload_modules() -> list[str]:
+    """Import Frappe's own pre-fork modules and the bench's database drivers; returns those that
+    could not be imported (a job that needs one will report its own error)."""
     bench = find_bench()
-    if bench is None:
-        return
-    for db_type in sorted(database_types(bench)):
-        module = f"frappe.database.{db_type}.database"
+    drivers = [f"frappe.database.{db_type}.database" for db_type in
+               sorted(database_types(bench))] if bench is not None else []  # fmt: skip
+    missing = []
+    for module in (*FRAPPE_PRELOADS, *drivers):
         try:
             importlib.import_module(module)
-        except ImportError as exc:  # a driver this venv lacks: the site's jobs will say so
-            logger.warning("frappe-celery: could not preload %s: %s", module, exc)
+        except ImportError as exc:
+            # A module this Frappe version lacks is expected; a database driver missing from
+            # the virtualenv is worth a warning.
+            level = logging.WARNING if module in drivers else logging.DEBUG
+            logger.log(level, "frappe-celery: could not preload %s: %s", module, exc)
+            missing.append(module)
+    return missing
 
 
 apply()
-preload_database_drivers()
+preload_modules()
