@@ -58,6 +58,11 @@ DEFAULT_LOST_MESSAGE_GRACE = 10
 # Frappe defaults "all" to every 240 s; the zone defaults to UTC here (Frappe's is Asia/Kolkata,
 # a choice for its own users, not a library's).
 DEFAULT_SCHEDULER_INTERVAL = 240
+
+# Frappe lowers its workers' and scheduler's CPU priority by this much (its
+# BACKGROUND_PROCESS_NICENESS), so a busy worker never slows web requests down;
+# ``background_process_niceness`` in common_site_config.json changes it. Outside a bench: 0.
+BENCH_PROCESS_NICENESS = 10
 DEFAULT_TIME_ZONE = "UTC"
 
 ENV_PREFIX = "FRAPPE_CELERY_"
@@ -114,6 +119,8 @@ class Settings:
     # The bench's sites folder when this process runs in one (None: not in a bench).
     sites_path: str | None = None
     job_id_style: str = "v16"
+    # How much workers and beat lower their CPU priority at start (os.nice).
+    niceness: int = 0
 
     @property
     def scheduler_sites(self) -> tuple[str, ...]:
@@ -143,7 +150,7 @@ def _split_list(value: str) -> tuple[str, ...]:
 
 def _positive_int(source: str, name: str, value: Any, *, allow_zero: bool = False) -> int:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise ConfigError(f"{source}: {name} must be a whole number of seconds, got {value!r}")
+        raise ConfigError(f"{source}: {name} must be a whole number, got {value!r}")
     try:
         number = int(value)
     except ValueError:
@@ -287,6 +294,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         sites_path=str(bench.sites_path) if bench else None,
         job_id_style=_job_id_style(
             source, env.get(ENV_PREFIX + "JOB_ID_STYLE") or bench_defaults.get("job_id_style")
+        ),
+        niceness=_positive_int(
+            source,
+            "background_process_niceness",
+            conf.get("background_process_niceness", BENCH_PROCESS_NICENESS if bench else 0),
+            allow_zero=True,
         ),
     )
 

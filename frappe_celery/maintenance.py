@@ -1,4 +1,5 @@
-"""What each worker's main process does besides running jobs: a heartbeat and the reaper.
+"""What each worker's main process does besides running jobs: a heartbeat and the reaper; and
+the CPU priority of workers and beat.
 
 The heartbeat (every HEARTBEAT_INTERVAL seconds, in ``keys.WORKERS``) is how `frappe-celery
 status` and `doctor` see workers without a broadcast: a worker is online while its heartbeat is
@@ -19,6 +20,7 @@ from typing import Any
 from celery import signals
 
 from . import keys, records
+from .config import get_settings
 from .connection import broker_errors, get_redis
 
 logger = logging.getLogger(__name__)
@@ -81,6 +83,16 @@ class Maintenance(threading.Thread):
 
 
 _running: list[Maintenance] = []
+
+
+@signals.worker_init.connect  # the worker's main process, before the pool forks
+@signals.beat_init.connect
+def lower_cpu_priority(**_: Any) -> None:
+    """Frappe's ``set_niceness``: background processes yield the CPU to web requests (in a
+    bench by 10, or ``background_process_niceness``; not at all outside one)."""
+    increment = get_settings().niceness
+    if increment:
+        os.nice(increment)
 
 
 @signals.worker_ready.connect

@@ -133,3 +133,14 @@ def test_apply_refuses_clearly_where_frappe_is_not_importable():
     with pytest.raises(switch.FrappeNotImportable, match="cannot import it"):
         switch.apply()
     assert not switch.is_applied()
+
+
+def test_bench_workers_lower_their_cpu_priority_as_frappes_do(tmp_path):
+    # Frappe's set_niceness: 10 in a bench unless background_process_niceness says otherwise.
+    assert bench_settings(make_bench(tmp_path / "a", {"redis_queue": "redis://x"})).niceness == 10
+    configured = {"redis_queue": "redis://x", "background_process_niceness": 3}
+    assert bench_settings(make_bench(tmp_path / "b", configured)).niceness == 3
+    assert load_settings({}).niceness == 0  # not a bench: left alone
+    bad = {"redis_queue": "redis://x", "background_process_niceness": "low"}
+    with pytest.raises(ConfigError, match="background_process_niceness"):
+        bench_settings(make_bench(tmp_path / "c", bad))

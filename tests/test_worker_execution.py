@@ -23,7 +23,7 @@ import frappe_celery as frappe
 from frappe_celery import keys
 
 from . import jobs
-from .conftest import wait_for
+from .conftest import TEST_CONFIG, wait_for
 
 FINAL_STATUSES = ("finished", "failed", "canceled")
 GRACE = 2  # time_limit_grace in conftest.TEST_CONFIG
@@ -157,6 +157,26 @@ def test_a_finished_jobs_message_is_settled_by_its_finish_script_not_by_a_second
     ]
     assert removals, f"no removal of {tag} seen (worker log: {worker.output()[-2000:]})"
     assert {entry["client_type"] for entry in removals} == {"lua"}, removals
+
+
+def niceness(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2 :].split()[16])
+
+
+def test_workers_and_beat_lower_their_cpu_priority_by_background_process_niceness(
+    tmp_path, start_worker, start_beat
+):
+    config = tmp_path / "common_site_config.json"
+    config.write_text(json.dumps({**TEST_CONFIG, "background_process_niceness": 4}))
+    env = {"FRAPPE_CELERY_CONFIG": str(config)}
+    mine = niceness(os.getpid())
+    worker = start_worker("reports", concurrency=1, **env)
+    children = Path(f"/proc/{worker.process.pid}/task/{worker.process.pid}/children")
+    child = int(children.read_text().split()[0])
+    assert niceness(worker.process.pid) == niceness(child) == min(mine + 4, 19)
+    beat = start_beat(**env)
+    assert niceness(beat.process.pid) == min(mine + 4, 19)
 
 
 def test_soft_time_limit_raises_inside_the_job_and_fails_it(r, shared_worker):
