@@ -23,6 +23,10 @@ from .errors import ConfigError
 
 # Imported by a worker that runs in a bench (see integrations/frappe/worker.py).
 FRAPPE_WORKER_MODULE = "frappe_celery.integrations.frappe.worker"
+# Beat's scheduler: scheduler_events from the hooks modules, or in a bench the bench's own
+# Scheduled Job Types, decided by Frappe (integrations/frappe/beat.py).
+HOOKS_SCHEDULER = "frappe_celery.scheduler.beat:FrappeScheduler"
+BENCH_SCHEDULER = "frappe_celery.integrations.frappe.beat:BenchScheduler"
 
 # The module of user overrides for Celery settings (the top-level celeryconfig.py).
 CELERYCONFIG_ENV = "FRAPPE_CELERY_CELERYCONFIG"
@@ -46,9 +50,10 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         # it loaded (RQ's `bench worker` forks one cold child per job), and the switch applies
         # to the jobs' own enqueues.
         "imports": [FRAPPE_WORKER_MODULE],
+        # What a bench's sites have due, as `bench schedule` decides it.
+        "beat_scheduler": BENCH_SCHEDULER,
     }
     return {
-        **(in_bench if settings.sites_path else {}),
         "broker_url": settings.broker_url,
         # kombu's Redis transport, taking queues strictly in -Q order (see transport.py).
         "broker_transport": "frappe_celery.transport:Transport",
@@ -77,7 +82,8 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         "enable_utc": True,
         "timezone": "UTC",
         # scheduler_events, with state and the leader lock in Redis (see scheduler/beat.py).
-        "beat_scheduler": "frappe_celery.scheduler.beat:FrappeScheduler",
+        "beat_scheduler": HOOKS_SCHEDULER,
+        **(in_bench if settings.sites_path else {}),
     }
 
 

@@ -1,0 +1,155 @@
+"""``celery -A frappe_celery beat`` in a bench: Frappe's own ``bench schedule``, with one leader.
+
+Selected by the ``beat_scheduler`` setting when the process runs in a bench (celery_app.py).
+What is due is decided by Frappe itself, site by site, exactly as ``bench schedule`` decides it
+(``frappe.utils.scheduler.enqueue_events_for_site``): each site's Scheduled Job Types (synced
+from every app's ``scheduler_events`` on migrate, plus Server Script scheduler events), read in
+the site's time zone, skipped while the site is in maintenance mode, has ``pause_scheduler`` or
+``disable_scheduler`` set or System Settings' ``enable_scheduler`` off. Each due type is enqueued
+by its own ``ScheduledJobType.enqueue``, whose ``frappe.enqueue`` the switch sends to Celery; the
+job writes its Scheduled Job Log row as under RQ. A job type already queued or running is not
+enqueued again (its id is an atomic dedup lock here).
+
+What this adds to ``bench schedule``: a Redis leader lock instead of a file lock (any number of
+beats, on any hosts; one fires), and a site whose database is down is logged by name and the
+other sites go on. The pass runs every Frappe scheduler tick (``scheduler_tick_interval``,
+240 s by default, aligned on the clock as Frappe aligns it), and once as soon as a beat becomes
+the leader, so what fell due while no beat ran fires once on its return.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import os
+import random
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from celery.beat import Scheduler
+
+from ...bench import Bench
+from ...config import get_settings
+from ...errors import BrokerUnreachable
+from ...scheduler.state import LeaderLock
+from . import _frappe
+from .switch import apply as apply_switch
+
+logger = logging.getLogger(__name__)
+
+# Lock renewal cadence: well inside the leader lock's TTL.
+TICK_SECONDS = 1.0
+
+
+def scheduler_tick(sites_path: str) -> int:
+    """Frappe's ``get_scheduler_tick()``: ``scheduler_tick_interval`` or 240 s."""
+    frappe = _frappe()
+    from frappe.utils.scheduler import get_scheduler_tick
+
+    frappe.init("", sites_path=sites_path)
+    try:
+        return int(get_scheduler_tick())
+    finally:
+        frappe.destroy()
+
+
+def enqueue_site(site: str, sites_path: str) -> list[str] | None:
+    """What Frappe's ``enqueue_events_for_site`` does for one site; returns the methods
+    enqueued, or None when the site's scheduler is inactive. Raises what the site raises."""
+    frappe = _frappe()
+    from frappe.utils.scheduler import enqueue_events, is_scheduler_inactive
+
+    frappe.init(site, sites_path=sites_path)
+    try:
+        frappe.connect()
+        if is_scheduler_inactive(verbose=False):
+            return None
+        # Frappe 15's enqueue_events takes the site; 16's reads frappe.local.site.
+        takes_site = bool(inspect.signature(enqueue_events).parameters)
+        enqueued = enqueue_events(site) if takes_site else enqueue_events()
+        return list(enqueued or [])
+    finally:
+        frappe.destroy()
+
+
+class BenchScheduler(Scheduler):  # type: ignore[misc]
+    def __init__(self, app: Any, *args: Any, **kwargs: Any) -> None:
+        sites_path = get_settings().sites_path
+        if sites_path is None:  # celery_app selects this class only in a bench
+            raise RuntimeError("BenchScheduler runs in a bench's sites/ folder")
+        self.bench = Bench(Path(sites_path))
+        # Frappe's enqueue goes to Celery in this process too, whether or not the bench's
+        # .pth switch is on (applying it twice is a no-op).
+        apply_switch()
+        self.tick_seconds = scheduler_tick(sites_path)
+        self.next_pass = 0.0
+        self.leader = LeaderLock(f"beat-{os.getpid()}@{socket.gethostname()}")
+        super().__init__(app, *args, **kwargs)
+
+    # Celery's own schedule (beat_schedule, the shelve file) is not used.
+    def setup_schedule(self) -> None:
+        logger.info(
+            "frappe-celery bench scheduler: sites %s, Frappe's tick every %d s",
+            ", ".join(self.bench.sites()) or "(none)",
+            self.tick_seconds,
+        )
+
+    def sync(self) -> None:
+        pass
+
+    def close(self) -> None:
+        with contextlib.suppress(BrokerUnreachable):  # Redis down: the lock expires by itself
+            self.leader.release()
+
+    @property
+    def info(self) -> str:
+        return f"    . frappe-celery: the bench's Scheduled Job Types, every {self.tick_seconds} s"
+
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        try:
+            return self.tick_at(time.time())
+        except BrokerUnreachable as exc:
+            # Leadership cannot be proven: fire nothing until Redis answers again.
+            self.leader.held = False
+            logger.warning("scheduler: %s; retrying", exc)
+            return TICK_SECONDS
+
+    def tick_at(self, now: float) -> float:
+        """One tick; returns how long to sleep."""
+        was_leader = self.leader.held
+        if not self.leader.refresh():
+            return TICK_SECONDS
+        if not was_leader:
+            logger.info("scheduler: this beat (%s) is now the leader", self.leader.node)
+            self.next_pass = now  # catch up at once on what fell due meanwhile
+        if now >= self.next_pass:
+            self.run_pass()
+            # The next multiple of the tick, as Frappe's sleep_duration aligns it on the clock.
+            self.next_pass = (time.time() // self.tick_seconds + 1) * self.tick_seconds
+        return max(0.01, min(TICK_SECONDS, self.next_pass - time.time()))
+
+    def run_pass(self) -> None:
+        """Every site of the bench, in random order as Frappe does (no site always last)."""
+        sites = list(self.bench.sites())
+        random.shuffle(sites)
+        for site in sites:
+            try:
+                # A long pass must not outlive the lock: renew it between sites.
+                if not self.leader.refresh():
+                    logger.warning("scheduler: lost the leader lock; the pass stops at %s", site)
+                    return
+                enqueued = enqueue_site(site, str(self.bench.sites_path))
+            except BrokerUnreachable:
+                raise
+            except Exception as exc:
+                logger.warning("scheduler: site %s skipped: %s: %s", site, type(exc).__name__, exc)
+                continue
+            if enqueued is None:
+                # Frappe's own words for it are printed by `bench schedule` in verbose mode only.
+                logger.info("scheduler: site %s is inactive", site)
+            elif enqueued:
+                logger.info("scheduler: enqueued for %s: %s", site, ", ".join(enqueued))
+        logger.info("scheduler: pass done (%d sites)", len(sites))

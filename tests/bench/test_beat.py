@@ -1,0 +1,173 @@
+"""``celery -A frappe_celery beat`` replacing ``bench schedule`` on a real site: Frappe decides
+what is due (Scheduled Job Types, the site's switches), Celery runs it, one beat fires."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import Bench, fresh, wait_for
+
+pytestmark = pytest.mark.usefixtures("celery_worker")
+
+DAILY = "celery_example.tasks.daily"
+# Frappe's scheduler tick for these tests (common_site_config's scheduler_tick_interval).
+TICK = 2
+
+
+def edit_json(path: Path, **changes: Any) -> dict[str, Any]:
+    """Set (or, with None, remove) keys of a JSON config file; returns the file as it was."""
+    before = json.loads(path.read_text())
+    after = {**before, **changes}
+    for key, value in changes.items():
+        if value is None:
+            after.pop(key, None)
+    path.write_text(json.dumps(after, indent=1))
+    return before
+
+
+class Beat:
+    def __init__(self, bench: Bench, log: Path) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FRAPPE_CELERY_")}
+        self.log = log
+        self.process = subprocess.Popen(
+            [str(bench.bin / "celery"), "-A", "frappe_celery", "beat", "--loglevel", "INFO"],
+            cwd=bench.sites, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def passes(self) -> int:
+        """How many scheduler passes this beat finished (it logs each)."""
+        return self.output().count("scheduler: pass done")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def scheduler_on(bench: Bench, site: Any) -> Iterator[Any]:
+    """The site's scheduler enabled, Frappe's tick at TICK s, every job type just run (so only
+    what a test makes due fires); all put back afterwards."""
+    common = bench.sites / "common_site_config.json"
+    before = edit_json(common, scheduler_tick_interval=TICK)
+    was_enabled = site.db.get_single_value("System Settings", "enable_scheduler")
+    site.db.set_single_value("System Settings", "enable_scheduler", 1)
+    site.db.sql("update `tabScheduled Job Type` set last_execution = %s", site.utils.now())
+    site.db.commit()
+    try:
+        yield site
+    finally:
+        common.write_text(json.dumps(before, indent=1))
+        site.db.set_single_value("System Settings", "enable_scheduler", was_enabled)
+        site.db.commit()
+
+
+@pytest.fixture
+def start_beat(bench: Bench, tmp_path: Path) -> Iterator[Callable[[], Beat]]:
+    started: list[Beat] = []
+
+    def start() -> Beat:
+        beat = Beat(bench, tmp_path / f"beat-{uuid.uuid4().hex[:6]}.log")
+        started.append(beat)
+        return beat
+
+    yield start
+    for beat in started:
+        beat.stop()
+
+
+def make_due(frappe: Any, method: str, days_ago: int = 2) -> tuple[str, str]:
+    """Set the job type's last run ``days_ago`` back; returns its name and the time now."""
+    name = frappe.db.get_value("Scheduled Job Type", {"method": method})
+    now = frappe.utils.now()
+    last = frappe.utils.add_days(now, -days_ago)
+    frappe.db.set_value("Scheduled Job Type", name, "last_execution", last, update_modified=False)
+    frappe.db.commit()
+    return name, now
+
+
+def logs_since(frappe: Any, job_type: str, since: str) -> list[str]:
+    return fresh(frappe).get_all(  # type: ignore[no-any-return]
+        "Scheduled Job Log",
+        filters={"scheduled_job_type": job_type, "creation": [">=", since]},
+        pluck="status",
+    )
+
+
+def test_beat_runs_what_frappe_finds_due_once_with_its_scheduled_job_log(scheduler_on, start_beat):
+    # Two daily runs were missed while no beat ran: the job runs once when beat comes back.
+    job_type, since = make_due(scheduler_on, DAILY, days_ago=2)
+    beat = start_beat()
+    wait_for(lambda: logs_since(scheduler_on, job_type, since) == ["Complete"], 60)
+    passes = beat.passes()
+    wait_for(lambda: beat.passes() >= passes + 2, 30)  # two more passes: nothing more is due
+    assert logs_since(scheduler_on, job_type, since) == ["Complete"]
+    todos = fresh(scheduler_on).get_all(
+        "ToDo", filters={"description": ["like", "scheduled daily%"], "creation": [">=", since]}
+    )
+    assert len(todos) == 1
+
+
+@pytest.mark.parametrize("switch", ["enable_scheduler", "pause_scheduler", "maintenance_mode"])
+def test_a_site_whose_scheduler_is_off_fires_nothing(bench, scheduler_on, start_beat, switch):
+    site_config = bench.sites / bench.site / "site_config.json"
+    before = json.loads(site_config.read_text())
+    if switch == "enable_scheduler":
+        scheduler_on.db.set_single_value("System Settings", "enable_scheduler", 0)
+        scheduler_on.db.commit()
+    else:
+        edit_json(site_config, **{switch: 1})
+    try:
+        job_type, since = make_due(scheduler_on, DAILY)
+        beat = start_beat()
+        wait_for(lambda: beat.passes() >= 3, 30)
+        assert logs_since(scheduler_on, job_type, since) == []
+        assert f"scheduler: site {bench.site} is inactive" in beat.output()
+    finally:
+        site_config.write_text(json.dumps(before, indent=1))
+
+
+def test_two_beats_fire_a_due_job_once(scheduler_on, start_beat):
+    job_type, since = make_due(scheduler_on, DAILY)
+    beats = [start_beat(), start_beat()]
+    wait_for(lambda: logs_since(scheduler_on, job_type, since) == ["Complete"], 60)
+    wait_for(lambda: sum(beat.passes() for beat in beats) >= 4, 30)
+    assert logs_since(scheduler_on, job_type, since) == ["Complete"]
+    leaders = [beat for beat in beats if "is now the leader" in beat.output()]
+    assert len(leaders) == 1
+
+
+def test_a_site_whose_database_is_down_is_skipped_by_name_and_the_others_fire(
+    bench, scheduler_on, start_beat
+):
+    # A second site whose database cannot be reached (its server refuses the connection).
+    broken = bench.sites / f"down-{uuid.uuid4().hex[:6]}.local"
+    broken.mkdir()
+    unreachable = {"db_name": "nowhere", "db_password": "x", "db_host": "127.0.0.1", "db_port": 1}
+    (broken / "site_config.json").write_text(json.dumps(unreachable))
+    try:
+        job_type, since = make_due(scheduler_on, DAILY)
+        beat = start_beat()
+        wait_for(lambda: logs_since(scheduler_on, job_type, since) == ["Complete"], 60)
+        wait_for(lambda: f"scheduler: site {broken.name} skipped" in beat.output(), 30)
+        assert beat.process.poll() is None
+    finally:
+        shutil.rmtree(broken)
