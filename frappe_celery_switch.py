@@ -5,8 +5,10 @@ virtualenv. This module must cost nothing in processes that never import Frappe 
 own tools): it only registers an import hook, and imports frappe-celery when, and only when,
 ``frappe.utils.background_jobs`` is loaded. Right after that module runs, and before any other
 module can import a name from it, the hook applies the switch
-(``frappe_celery.integrations.frappe.switch.apply``). ``FRAPPE_CELERY_SWITCH=off`` in a
-process's environment leaves that one process on RQ.
+(``frappe_celery.integrations.frappe.switch.apply``); likewise, right after Frappe's Scheduled
+Job Type module runs, its sync and queue choice learn ``cron_long`` and the ``*_short`` keys
+(``frappe_celery.integrations.frappe.scheduled_jobs.install``). ``FRAPPE_CELERY_SWITCH=off`` in
+a process's environment leaves that one process on RQ.
 """
 
 from __future__ import annotations
@@ -20,6 +22,23 @@ from types import ModuleType
 from typing import Any
 
 TARGET = "frappe.utils.background_jobs"
+SCHEDULED_JOB_TYPE = "frappe.core.doctype.scheduled_job_type.scheduled_job_type"
+
+
+def _switch(module: ModuleType) -> None:
+    from frappe_celery.integrations.frappe.switch import apply
+
+    apply()
+
+
+def _scheduled_jobs(module: ModuleType) -> None:
+    from frappe_celery.integrations.frappe.scheduled_jobs import install
+
+    install(module)
+
+
+# Module -> what to do right after it has run.
+AFTER_IMPORT = {TARGET: _switch, SCHEDULED_JOB_TYPE: _scheduled_jobs}
 
 
 class _SwitchingLoader(importlib.abc.Loader):
@@ -31,16 +50,14 @@ class _SwitchingLoader(importlib.abc.Loader):
 
     def exec_module(self, module: ModuleType) -> None:
         self.loader.exec_module(module)
-        from frappe_celery.integrations.frappe.switch import apply
-
-        apply()
+        AFTER_IMPORT[module.__name__](module)
 
 
 class _SwitchFinder(importlib.abc.MetaPathFinder):
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
     ) -> importlib.machinery.ModuleSpec | None:
-        if fullname != TARGET:
+        if fullname not in AFTER_IMPORT:
             return None
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         if spec is None or spec.loader is None:
@@ -53,12 +70,10 @@ def install() -> None:
     """Register the import hook (once)."""
     if os.environ.get("FRAPPE_CELERY_SWITCH", "").lower() in ("off", "0", "false", "no"):
         return
-    if TARGET in sys.modules:
-        # Frappe was imported before this ran: switch now.
-        from frappe_celery.integrations.frappe.switch import apply
-
-        apply()
-        return
+    # Modules Frappe loaded before this ran: act now.
+    for name, after_import in AFTER_IMPORT.items():
+        if name in sys.modules:
+            after_import(sys.modules[name])
     if not any(isinstance(finder, _SwitchFinder) for finder in sys.meta_path):
         sys.meta_path.insert(0, _SwitchFinder())
 

@@ -9,8 +9,9 @@
 #
 # What it does to that bench: installs frappe-celery (editable, from this checkout), pytest and
 # the example app (examples/celery_example, copied to BENCH/apps and installed on the site),
-# checks that every Frappe pin is still satisfied (pip check), enables the switch, then runs
-# tests/bench with the bench's own Python. Extra arguments go to pytest.
+# checks that every Frappe pin is still satisfied (pip check), enables the switch (before the
+# app's install, whose scheduler_events need it), then runs tests/bench with the bench's own
+# Python. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 project=$PWD
@@ -68,6 +69,11 @@ echo "== installing frappe-celery into $venv"
 # Every Frappe pin must still hold with frappe-celery installed.
 "$venv/bin/python" -m pip check
 
+# The switch first: install-app syncs the app's scheduler_events, whose cron_long and
+# daily_short keys Frappe's own sync cannot take (integrations/frappe/scheduled_jobs.py).
+echo "== the switch"
+(cd "$FRAPPE_BENCH/sites" && "$venv/bin/frappe-celery" bench enable)
+
 echo "== example app on site $FRAPPE_SITE"
 app=$FRAPPE_BENCH/apps/celery_example
 rm -rf "$app"
@@ -81,9 +87,8 @@ site_bench clear-cache
 site_bench list-apps | grep -q celery_example || site_bench install-app celery_example
 # The app's DocTypes as this checkout has them (install-app syncs them only the first time).
 site_bench execute frappe.model.sync.sync_for --args '["celery_example"]' --kwargs '{"force": True}' > /dev/null
-
-echo "== the switch"
-(cd "$FRAPPE_BENCH/sites" && "$venv/bin/frappe-celery" bench enable)
+# Its scheduler_events as this checkout has them, as `bench migrate` syncs them.
+site_bench execute frappe.core.doctype.scheduled_job_type.scheduled_job_type.sync_jobs > /dev/null
 
 echo "== tests/bench with $venv/bin/python ($(cd "$FRAPPE_BENCH" && "$venv/bin/python" -c 'import frappe; print("Frappe", frappe.__version__)'))"
 FRAPPE_CELERY_BENCH_REQUIRED=1 "$venv/bin/python" -m pytest tests/bench -p no:cacheprovider "$@"

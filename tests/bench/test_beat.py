@@ -65,12 +65,17 @@ class Beat:
 @pytest.fixture
 def scheduler_on(bench: Bench, site: Any) -> Iterator[Any]:
     """The site's scheduler enabled, Frappe's tick at TICK s, every job type just run (so only
-    what a test makes due fires); all put back afterwards."""
+    what a test makes due fires), the site in use; put back afterwards."""
     common = bench.sites / "common_site_config.json"
     before = edit_json(common, scheduler_tick_interval=TICK)
     was_enabled = site.db.get_single_value("System Settings", "enable_scheduler")
     site.db.set_single_value("System Settings", "enable_scheduler", 1)
     site.db.sql("update `tabScheduled Job Type` set last_execution = %s", site.utils.now())
+    # Someone used the site lately: Frappe 15 runs a site without recent Activity Log rows as
+    # "dormant", its scheduled jobs once a day at most.
+    site.get_doc({"doctype": "Activity Log", "subject": "frappe-celery bench tests"}).insert(
+        ignore_permissions=True
+    )
     site.db.commit()
     try:
         yield site
@@ -171,3 +176,42 @@ def test_a_site_whose_database_is_down_is_skipped_by_name_and_the_others_fire(
         assert beat.process.poll() is None
     finally:
         shutil.rmtree(broken)
+
+
+CRON_LONG = "celery_example.tasks.every_ten_minutes_long"
+DAILY_SHORT = "celery_example.tasks.daily_short"
+
+
+def test_cron_long_and_daily_short_sync_into_frappes_job_types_with_their_queues(site):
+    # What `bench migrate` does with the example app's scheduler_events (Frappe's own sync_jobs,
+    # which the switch taught cron_long and the *_short keys).
+    from frappe.core.doctype.scheduled_job_type.scheduled_job_type import sync_jobs
+
+    sync_jobs()
+    site.db.commit()
+    expected = {
+        CRON_LONG: ("Cron", "*/10 * * * *", "long"),
+        DAILY_SHORT: ("Daily", "", "short"),
+        "celery_example.tasks.every_five_minutes": ("Cron", "*/5 * * * *", "default"),
+        "celery_example.tasks.hourly_long": ("Hourly Long", "", "long"),
+        DAILY: ("Daily", "", "default"),
+    }
+    for method, (frequency, cron_format, queue) in expected.items():
+        job_type = site.get_doc("Scheduled Job Type", {"method": method})
+        assert (job_type.frequency, job_type.cron_format or "") == (frequency, cron_format)
+        assert job_type.get_queue_name() == queue, method
+
+
+def test_a_cron_long_entry_runs_on_the_long_queue_with_its_scheduled_job_log(
+    scheduler_on, start_beat
+):
+    import frappe_celery
+
+    job_type, since = make_due(scheduler_on, CRON_LONG)
+    # Frappe logs Cron types only when asked (create_log), as an operator may.
+    scheduler_on.db.set_value("Scheduled Job Type", job_type, "create_log", 1)
+    scheduler_on.db.commit()
+    start_beat()
+    wait_for(lambda: logs_since(scheduler_on, job_type, since) == ["Complete"], 60)
+    rq_job_id = scheduler_on.get_doc("Scheduled Job Type", job_type).rq_job_id
+    assert frappe_celery.get_job(rq_job_id).queue == "long"

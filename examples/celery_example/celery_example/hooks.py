@@ -13,6 +13,11 @@ scheduler_events = {
 	"cron": {
 		"*/5 * * * *": ["celery_example.tasks.every_five_minutes"],
 	},
+	# frappe-celery's keys: a cron job on the long queue, a daily one on short.
+	"cron_long": {
+		"*/10 * * * *": ["celery_example.tasks.every_ten_minutes_long"],
+	},
 	"hourly_long": ["celery_example.tasks.hourly_long"],
 	"daily": ["celery_example.tasks.daily"],
+	"daily_short": ["celery_example.tasks.daily_short"],
 }

@@ -77,6 +77,14 @@ def daily():
 	record("scheduled daily")
 
 
+def every_ten_minutes_long():
+	record("scheduled every_ten_minutes_long")
+
+
+def daily_short():
+	record("scheduled daily_short")
+
+
 def current_job_info(label):
 	"""What Frappe's own modules read from rq.get_current_job() while a job runs."""
 	import rq

@@ -35,7 +35,7 @@ from ...bench import Bench
 from ...config import get_settings
 from ...errors import BrokerUnreachable
 from ...scheduler.state import LeaderLock
-from . import _frappe
+from . import _frappe, scheduled_jobs
 from .switch import apply as apply_switch
 
 logger = logging.getLogger(__name__)
@@ -81,9 +81,10 @@ class BenchScheduler(Scheduler):  # type: ignore[misc]
         if sites_path is None:  # celery_app selects this class only in a bench
             raise RuntimeError("BenchScheduler runs in a bench's sites/ folder")
         self.bench = Bench(Path(sites_path))
-        # Frappe's enqueue goes to Celery in this process too, whether or not the bench's
-        # .pth switch is on (applying it twice is a no-op).
+        # Frappe's enqueue goes to Celery in this process too, and cron_long / *_short keys go to
+        # their queues, whether or not the bench's .pth switch is on (twice is a no-op).
         apply_switch()
+        scheduled_jobs.install()
         self.tick_seconds = scheduler_tick(sites_path)
         self.next_pass = 0.0
         self.leader = LeaderLock(f"beat-{os.getpid()}@{socket.gethostname()}")
