@@ -7,8 +7,9 @@ own tools): it only registers an import hook, and imports frappe-celery when, an
 module can import a name from it, the hook applies the switch
 (``frappe_celery.integrations.frappe.switch.apply``); likewise, right after Frappe's Scheduled
 Job Type module runs, its sync and queue choice learn ``cron_long`` and the ``*_short`` keys
-(``frappe_celery.integrations.frappe.scheduled_jobs.install``). ``FRAPPE_CELERY_SWITCH=off`` in
-a process's environment leaves that one process on RQ.
+(``frappe_celery.integrations.frappe.scheduled_jobs.install``), and the Desk's RQ Job and RQ
+Worker controllers read Celery's jobs and workers (``...frappe.desk``).
+``FRAPPE_CELERY_SWITCH=off`` in a process's environment leaves that one process on RQ.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from typing import Any
 
 TARGET = "frappe.utils.background_jobs"
 SCHEDULED_JOB_TYPE = "frappe.core.doctype.scheduled_job_type.scheduled_job_type"
+RQ_JOB = "frappe.core.doctype.rq_job.rq_job"
+RQ_WORKER = "frappe.core.doctype.rq_worker.rq_worker"
 
 
 def _switch(module: ModuleType) -> None:
@@ -37,8 +40,25 @@ def _scheduled_jobs(module: ModuleType) -> None:
     install(module)
 
 
+def _rq_job(module: ModuleType) -> None:
+    from frappe_celery.integrations.frappe.desk import install_rq_job
+
+    install_rq_job(module)
+
+
+def _rq_worker(module: ModuleType) -> None:
+    from frappe_celery.integrations.frappe.desk import install_rq_worker
+
+    install_rq_worker(module)
+
+
 # Module -> what to do right after it has run.
-AFTER_IMPORT = {TARGET: _switch, SCHEDULED_JOB_TYPE: _scheduled_jobs}
+AFTER_IMPORT = {
+    TARGET: _switch,
+    SCHEDULED_JOB_TYPE: _scheduled_jobs,
+    RQ_JOB: _rq_job,
+    RQ_WORKER: _rq_worker,
+}
 
 
 class _SwitchingLoader(importlib.abc.Loader):

@@ -8,10 +8,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import keys, records
+from . import keys, records, scripts
 from .celery_app import app
 from .config import get_settings
-from .connection import broker_errors, get_redis
+from .connection import as_text, broker_errors, get_redis
 from .control import STOP_COMMAND
 from .enqueue import create_job_id, make_payload, validate_queue
 from .errors import FrappeCeleryError, InvalidArgumentError, InvalidJobOperation
@@ -71,6 +71,39 @@ def stop_job(job_id: str, wait: float = 5.0) -> Job:
     while job.get_status() == JobStatus.STARTED and time.monotonic() < deadline:
         time.sleep(0.1)
     return job
+
+
+def forget_job(job_id: str) -> Job:
+    """Delete an ended job's record (Frappe's "delete" of an RQ Job).
+
+    Raises UnknownTarget, or InvalidJobOperation while the job is queued or running.
+    """
+    job = find_job(job_id)
+    queue = job.queue or "default"
+    registries = [keys.finished_registry(queue), keys.failed_registry(queue),
+                  keys.canceled_registry(queue)]  # fmt: skip
+    with broker_errors():
+        forgotten = scripts.FORGET(get_redis(), registries, [keys.JOB_PREFIX, job.id])
+    if not forgotten:
+        raise InvalidJobOperation(f"job {job.id!r} is {job.get_status()}: it has not ended")
+    return job
+
+
+def remove_failed_jobs(site: str | None = None) -> int:
+    """Delete the failed jobs (of ``site``, or all) with their records; returns how many.
+    Frappe's "Remove Failed Jobs" in the RQ Job list."""
+    removed = 0
+    client = get_redis()
+    for queue in get_settings().queues:
+        registry = keys.failed_registry(queue)
+        with broker_errors():
+            ids = [as_text(i) for i in client.zrange(registry, 0, -1)]
+        mine = [i for i in ids if site is None or i.startswith((f"{site}||", f"{site}::"))]
+        for start in range(0, len(mine), 500):
+            batch = mine[start : start + 500]
+            with broker_errors():
+                removed += int(scripts.FORGET(client, [registry], [keys.JOB_PREFIX, *batch]))
+    return removed
 
 
 def retry_job(job_id: str) -> Job:

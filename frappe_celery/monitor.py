@@ -208,6 +208,28 @@ def pending_messages(queue: str, scan_limit: int) -> list[tuple[str, str]]:
     return found[:scan_limit]
 
 
+# Where the ids of a queue's jobs in each final or running state are kept, newest last.
+STATUS_REGISTRIES = {
+    JobStatus.STARTED: keys.started_registry,
+    JobStatus.FINISHED: keys.finished_registry,
+    JobStatus.FAILED: keys.failed_registry,
+    JobStatus.CANCELED: keys.canceled_registry,
+}
+
+
+def job_ids(queue: str, status: str, scan_limit: int = 10_000) -> list[str]:
+    """Ids of ``queue``'s jobs in ``status`` (queued ones in the order they will run), at most
+    ``scan_limit``; an unknown status has none. Frappe's RQ Job list reads them this way."""
+    if status == JobStatus.QUEUED:
+        return [job_id for job_id, _ in pending_messages(queue, scan_limit)]
+    registry = STATUS_REGISTRIES.get(JobStatus(status)) if status in set(JobStatus) else None
+    if registry is None:
+        return []
+    with broker_errors():
+        ids = get_redis().zrevrange(registry(queue), 0, scan_limit - 1)
+    return [as_text(i) for i in ids]
+
+
 def list_jobs(
     queue: str | None = None,
     site: str | None = None,

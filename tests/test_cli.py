@@ -1049,3 +1049,48 @@ def test_broker_down_names_the_url_without_its_password_and_exits_1(r, broker_do
 )
 def test_listing_commands_exit_0_on_an_empty_broker(r, args):
     ok(*args)
+
+
+def test_job_ids_lists_a_queues_jobs_by_status_newest_ended_first(r, shared_worker):
+    from frappe_celery.monitor import job_ids
+
+    first = frappe.enqueue("tests.jobs.fail", queue="short", message="ids-1")
+    second = frappe.enqueue("tests.jobs.fail", queue="short", message="ids-2")
+    done = frappe.enqueue("tests.jobs.add", queue="short", a=1, b=2)
+    for job in (first, second, done):
+        wait_for(lambda job=job: job.get_status() in FINAL, 30)
+    assert job_ids("short", "failed") == [second.id, first.id]
+    assert job_ids("short", "finished") == [done.id]
+    assert job_ids("default", "failed") == []
+    queued = frappe.enqueue("tests.jobs.add", queue="batch", a=1, b=1)  # no worker on batch
+    assert job_ids("batch", "queued") == [queued.id]
+    assert job_ids("short", "no-such-status") == []
+
+
+def test_remove_failed_jobs_forgets_one_sites_failed_jobs_only(r, two_sites, shared_worker):
+    from frappe_celery.admin import remove_failed_jobs
+
+    mine = frappe.enqueue("tests.jobs.fail", queue="short", message="mine")
+    with as_other_site():
+        theirs = frappe.enqueue("tests.jobs.fail", queue="short", message="theirs")
+    for job in (mine, theirs):
+        wait_for(lambda job=job: job.get_status() == "failed", 30)
+    assert remove_failed_jobs(SITE) == 1
+    assert r.exists(keys.job(mine.id)) == 0
+    assert r.zscore(keys.failed_registry("short"), mine.id) is None
+    assert theirs.get_status() == "failed"
+
+
+def test_forget_job_refuses_a_queued_job_and_forgets_an_ended_one(r, shared_worker):
+    from frappe_celery.admin import forget_job
+    from frappe_celery.errors import InvalidJobOperation
+
+    queued = frappe.enqueue("tests.jobs.add", queue="batch", a=1, b=1)  # no worker on batch
+    with pytest.raises(InvalidJobOperation, match="has not ended"):
+        forget_job(queued.id)
+    assert queued.get_status() == "queued"
+    done = frappe.enqueue("tests.jobs.add", queue="short", a=1, b=1)
+    wait_for(lambda: done.get_status() == "finished", 30)
+    forget_job(done.id)
+    assert r.exists(keys.job(done.id)) == 0
+    assert r.zscore(keys.finished_registry("short"), done.id) is None

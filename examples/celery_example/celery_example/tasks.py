@@ -101,3 +101,10 @@ def update_locked(label, todo):
 	QueryTimeoutError (a lock wait timeout), which is retried."""
 	frappe.db.sql("set session innodb_lock_wait_timeout = 1")
 	frappe.db.set_value("ToDo", todo, "description", f"{label}|updated")
+
+
+def sleep_for(label, seconds=60):
+	"""A long job, to be stopped from the Desk."""
+	import time
+
+	time.sleep(seconds)

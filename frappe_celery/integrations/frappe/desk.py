@@ -1,0 +1,235 @@
+"""The Desk's RQ Job and RQ Worker lists, backed by Celery's jobs and workers.
+
+Both are virtual DocTypes whose controllers read RQ's registries directly
+(``frappe/core/doctype/rq_job/rq_job.py``, ``rq_worker/rq_worker.py``). The bench switch
+replaces, right after Frappe loads each module (``frappe_celery_switch.py``), the controller
+class with a subclass reading frappe-celery's job records and worker heartbeats, and the
+module's whitelisted ``stop_job`` / ``remove_failed_jobs`` with ours, as an app's
+``override_doctype_class`` would, but for every site of the bench at once. What the Desk shows
+and does then: each job of the current site with its queue, status, method, times, arguments
+and traceback (``frappe.get_doc("RQ Job", id)``, ``frappe.get_all("RQ Job", filters)``); stop
+a running job; delete a queued (canceled) or ended job; remove the site's failed jobs; the
+online Celery workers with their queues, pid, state and current job.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from ... import admin, monitor
+from ...config import get_settings
+from ...errors import InvalidJobOperation
+from ...job import Job, JobStatus
+from . import _frappe
+
+RQ_JOB = "frappe.core.doctype.rq_job.rq_job"
+RQ_WORKER = "frappe.core.doctype.rq_worker.rq_worker"
+_INSTALLED = "__frappe_celery_desk__"
+STATUSES = [str(status) for status in JobStatus]
+
+
+def _system_time(timestamp: float | None) -> Any:
+    """A UTC timestamp as Frappe shows datetimes: naive, in the system time zone."""
+    if not timestamp:
+        return ""
+    from frappe.utils import convert_utc_to_system_timezone
+
+    return convert_utc_to_system_timezone(datetime.fromtimestamp(timestamp, UTC))
+
+
+def _timestamp(value: datetime | None) -> float | None:
+    return value.timestamp() if value else None
+
+
+def _for_current_site(job: Job) -> bool:
+    return bool(job.site == _frappe().local.site)
+
+
+def serialize_job(job: Job) -> Any:
+    """What Frappe's ``serialize_job`` gives the RQ Job form, from a frappe-celery record."""
+    frappe = _frappe()
+    started, ended = _timestamp(job.started_at), _timestamp(job.ended_at)
+    created = _timestamp(job.enqueued_at)
+    kwargs = job.job_kwargs
+    job_name = kwargs.get("job_type") or job.job_name or job.method or ""
+    arguments = {"site": job.site, "user": job.user, "method": job.method, "event": job.event,
+                 "job_name": job.job_name, "kwargs": kwargs}  # fmt: skip
+    return frappe._dict(
+        name=job.id,
+        job_id=job.id,
+        queue=job.queue,
+        job_name=job_name,
+        status=str(job.get_status(refresh=False) or ""),
+        started_at=_system_time(started),
+        ended_at=_system_time(ended),
+        time_taken=(ended - started) if started and ended else "",
+        exc_info=job.exc_info,
+        arguments=frappe.as_json(arguments),
+        timeout=job.timeout,
+        creation=_system_time(created),
+        modified=_system_time(ended or started or created),
+        _comment_count=0,
+        owner=job.user,
+        modified_by=job.user,
+    )
+
+
+def _matching_ids(filters: Any) -> list[str]:
+    frappe = _frappe()
+    from frappe.utils import compare, make_filter_dict
+
+    def allowed(name: str, values: list[str]) -> list[str]:
+        condition = parsed.get(name)
+        if not condition:
+            return values
+        operator, operand = condition
+        return [value for value in values if compare(value, operator, operand)]
+
+    parsed = make_filter_dict(filters or [])
+    site = frappe.local.site
+    ids: list[str] = []
+    for queue in allowed("queue", list(get_settings().queues)):
+        for status in allowed("status", STATUSES):
+            # Ids are namespaced by site, Frappe's way ("{site}||id", 15: "{site}::id").
+            ids += [i for i in monitor.job_ids(queue, status)
+                    if i.startswith((f"{site}||", f"{site}::"))]  # fmt: skip
+    return list(dict.fromkeys(ids))
+
+
+def _list_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, int, int, str]:
+    """(filters, start, page_length, order_by) of a virtual DocType's get_list / get_count:
+    Frappe 15 passes one dict of list arguments, Frappe 16 keyword arguments."""
+    frappe = _frappe()
+    if int(frappe.__version__.split(".")[0]) < 16 and args and isinstance(args[0], dict):
+        kwargs = {**args[0], **kwargs}
+        args = ()
+    names = ("filters", "start", "page_length", "order_by")
+    params = {**dict(zip(names, args, strict=False)), **kwargs}
+    start = int(params.get("start") or 0)
+    page_length = int(params.get("page_length") or 20)
+    return params.get("filters"), start, page_length, str(params.get("order_by") or "creation desc")
+
+
+def _rq_job_class(frappe_class: type) -> type:
+    class RQJob(frappe_class):  # type: ignore[misc]
+        """Frappe's RQ Job, reading frappe-celery's records (see the module)."""
+
+        def load_from_db(self) -> None:
+            frappe = _frappe()
+            job = Job.fetch(self.name)
+            if job is None:
+                raise frappe.DoesNotExistError
+            if not _for_current_site(job):
+                raise frappe.PermissionError
+            super(frappe.model.document.Document, self).__init__(serialize_job(job))
+            self._job_obj = job
+
+        @property
+        def job(self) -> Job:
+            return self._job_obj
+
+        @staticmethod
+        def get_matching_job_ids(filters: Any) -> list[str]:
+            return _matching_ids(filters)
+
+        @staticmethod
+        def get_list(*args: Any, **kwargs: Any) -> list[Any]:
+            filters, start, page_length, order_by = _list_arguments(args, kwargs)
+            ids = _matching_ids(filters)[start : start + page_length]
+            jobs = [serialize_job(job) for job in map(Job.fetch, ids) if job is not None]
+            return sorted(jobs, key=lambda job: job.creation or "", reverse="desc" in order_by)
+
+        @staticmethod
+        def get_count(*args: Any, **kwargs: Any) -> int:
+            return len(_matching_ids(_list_arguments(args, kwargs)[0]))
+
+        def _check(self) -> None:
+            frappe = _frappe()
+            frappe.only_for("System Manager")
+            if not _for_current_site(self.job):
+                raise frappe.PermissionError
+
+        def delete(self) -> None:
+            """A queued job is canceled; an ended one is forgotten; a running one stays."""
+            self._check()
+            status = self.job.get_status()
+            if status == JobStatus.STARTED:
+                _frappe().throw("The job is running: stop it first.")
+            if status == JobStatus.QUEUED:
+                self.job.cancel()
+            else:
+                admin.forget_job(self.job.id)
+
+        def stop_job(self) -> None:
+            frappe = _frappe()
+            self._check()
+            try:
+                admin.stop_job(self.job.id)
+            except InvalidJobOperation:
+                frappe.msgprint(
+                    frappe._("Job is not running."), title=frappe._("Invalid Operation")
+                )
+
+    return RQJob
+
+
+def remove_failed_jobs() -> None:
+    """Frappe's "Remove Failed Jobs": this site's failed jobs are deleted."""
+    frappe = _frappe()
+    frappe.only_for("System Manager")
+    admin.remove_failed_jobs(frappe.local.site)
+
+
+def stop_job(job_id: str) -> None:
+    _frappe().get_doc("RQ Job", job_id).stop_job()
+
+
+def serialize_worker(worker: Any) -> Any:
+    """What Frappe's ``serialize_worker`` gives the RQ Worker list, from a heartbeat."""
+    frappe = _frappe()
+    info = worker.info
+    current = worker.get_current_job_id()
+    if current and not current.startswith(frappe.local.site):
+        current = None
+    return frappe._dict(
+        name=worker.name,
+        queue=", ".join(worker.queue_names()),
+        queue_type=",".join(worker.queue_names()),
+        worker_name=worker.name,
+        status=worker.get_state(),
+        pid=worker.pid,
+        current_job_id=current,
+        last_heartbeat=_system_time(info.get("last_heartbeat")),
+        birth_date=_system_time(info.get("started_at")),
+        successful_job_count=0,  # not counted by frappe-celery
+        failed_job_count=0,
+        total_working_time=0,
+        _comment_count=0,
+        modified=_system_time(info.get("last_heartbeat")),
+        creation=_system_time(info.get("started_at")),
+        utilization_percent=0,
+    )
+
+
+def install_rq_job(module: Any = None) -> bool:
+    module = module or sys.modules.get(RQ_JOB) or importlib.import_module(RQ_JOB)
+    if getattr(module, _INSTALLED, False):
+        return False
+    whitelist = _frappe().whitelist
+    module.RQJob = _rq_job_class(module.RQJob)
+    module.remove_failed_jobs = whitelist()(remove_failed_jobs)
+    module.stop_job = whitelist()(stop_job)
+    setattr(module, _INSTALLED, True)
+    return True
+
+
+def install_rq_worker(module: Any = None) -> bool:
+    module = module or sys.modules.get(RQ_WORKER) or importlib.import_module(RQ_WORKER)
+    if getattr(module, _INSTALLED, False):
+        return False
+    module.serialize_worker = serialize_worker
+    setattr(module, _INSTALLED, True)
+    return True
