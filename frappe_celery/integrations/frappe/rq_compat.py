@@ -1,8 +1,9 @@
 """The parts of RQ's objects that Frappe code reads, backed by frappe-celery's records.
 
 Frappe modules call ``rq.get_current_job()`` (database statement timeouts, the monitor, Sentry,
-Prepared Report, Submission Queue) and read ``get_queue(...).jobs`` / ``.count`` /
-``get_job_ids()`` and ``get_workers()`` (doctor, System Health Report). These views give them
+Prepared Report, Submission Queue), read ``get_queue(...).jobs`` / ``.count`` /
+``get_job_ids()`` and ``get_workers()`` (doctor, System Health Report), and empty a queue or
+delete its jobs (``bench purge-jobs``). These views give them
 what they read, with RQ's types: ``enqueued_at`` is a naive UTC datetime as in RQ, ``kwargs``
 are the arguments of Frappe's ``execute_job`` (site, user, method, event, job_name, kwargs).
 """
@@ -13,7 +14,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from ... import monitor
+from ... import admin, monitor
 from ...enqueue import validate_queue
 from ...job import Job, JobStatus
 from ...wire import JobPayload
@@ -67,6 +68,10 @@ class RQJobView:
 
     def get_status(self, refresh: bool = True) -> JobStatus | None:
         return Job(self.id).get_status()
+
+    def delete(self) -> None:
+        """RQ deletes the job; here a queued one is canceled (off its queue, its id free)."""
+        Job(self.id).cancel()
 
 
 def current_job_getter(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -122,6 +127,10 @@ class QueueView:
 
     def get_job_ids(self) -> list[str]:
         return [row.id for row in self._rows()]
+
+    def empty(self) -> int:
+        """Remove every pending job (``bench purge-jobs``); returns how many."""
+        return admin.purge_jobs(self.name)
 
 
 def get_queue(qtype: str, is_async: bool = True) -> QueueView:
