@@ -105,6 +105,13 @@ class Job:
     def __repr__(self) -> str:
         return f"<Job {self.id}>"
 
+    # Two handles on one id are the same job, as with RQ's Job.
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Job) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
     def __json__(self) -> dict[str, Any]:
         """What Frappe's JSON responses show of a returned job (``bench execute frappe.enqueue``,
         a whitelisted method returning its job): its id and status."""

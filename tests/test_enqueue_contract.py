@@ -677,3 +677,10 @@ def test_unreachable_broker_raises_broker_unreachable_with_the_password_hidden(
     assert "secret" not in repr(caught.value)
     assert isinstance(caught.value, ConnectionError)
     assert not r.exists(keys.job(frappe.create_job_id("no-broker")))
+
+
+def test_two_handles_on_one_job_are_equal_as_rq_jobs_are(r):
+    job = frappe.enqueue("tests.jobs.add", queue="batch", a=1, b=2)
+    assert frappe.get_job(job.id.split("||", 1)[1]) == job
+    assert len({job, frappe.Job(job.id)}) == 1
+    assert job != frappe.enqueue("tests.jobs.add", queue="batch", a=1, b=2)

@@ -53,7 +53,7 @@ def serialize_job(job: Job) -> Any:
     frappe = _frappe()
     started, ended = _timestamp(job.started_at), _timestamp(job.ended_at)
     created = _timestamp(job.enqueued_at)
-    kwargs = job.job_kwargs
+    kwargs = job.kwargs  # the method's arguments (the payload also holds the record's token)
     job_name = kwargs.get("job_type") or job.job_name or job.method or ""
     arguments = {"site": job.site, "user": job.user, "method": job.method, "event": job.event,
                  "job_name": job.job_name, "kwargs": kwargs}  # fmt: skip
