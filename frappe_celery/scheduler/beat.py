@@ -62,26 +62,14 @@ def scheduled_publication(entry: ScheduleEntry) -> Publication:
     )
 
 
-class FrappeScheduler(Scheduler):  # type: ignore[misc]
+class LeaderScheduler(Scheduler):  # type: ignore[misc]
+    """A Celery beat scheduler that fires only while it holds the Redis leader lock, so any
+    number of beats may run, on any hosts. Celery's own schedule (``beat_schedule``, the shelve
+    file) is not used. A subclass says what a leading beat does in :meth:`lead`."""
+
     def __init__(self, app: Any, *args: Any, **kwargs: Any) -> None:
-        self.settings = get_settings()
-        self.zone = ZoneInfo(self.settings.time_zone)
-        # Invalid keys or expressions raise here: beat does not start.
-        self.entries = build_entries(load_events(), self.settings)
-        self.fields = [last_run_field(entry.site, entry.name) for entry in self.entries]
-        self.next_due = [math.inf] * len(self.entries)
         self.leader = LeaderLock(f"beat-{os.getpid()}@{socket.gethostname()}")
         super().__init__(app, *args, **kwargs)
-
-    # Celery's own schedule (beat_schedule, the shelve file) is not used.
-    def setup_schedule(self) -> None:
-        sites = ", ".join(self.settings.scheduler_sites)
-        logger.info(
-            "frappe-celery scheduler: %d entries for %s, times in %s",
-            len(self.entries),
-            sites,
-            self.settings.time_zone,
-        )
 
     def sync(self) -> None:
         pass
@@ -90,10 +78,6 @@ class FrappeScheduler(Scheduler):  # type: ignore[misc]
         # Redis down: the lock expires by itself.
         with contextlib.suppress(BrokerUnreachable):
             self.leader.release()
-
-    @property
-    def info(self) -> str:
-        return f"    . frappe-celery: {len(self.entries)} scheduler_events entries"
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
         try:
@@ -111,6 +95,38 @@ class FrappeScheduler(Scheduler):  # type: ignore[misc]
             return TICK_SECONDS
         if not was_leader:
             logger.info("scheduler: this beat (%s) is now the leader", self.leader.node)
+        return self.lead(now, became_leader=not was_leader)
+
+    def lead(self, now: float, *, became_leader: bool) -> float:
+        """Fire what is due at ``now``, as the leader; returns how long to sleep."""
+        raise NotImplementedError
+
+
+class FrappeScheduler(LeaderScheduler):
+    def __init__(self, app: Any, *args: Any, **kwargs: Any) -> None:
+        self.settings = get_settings()
+        self.zone = ZoneInfo(self.settings.time_zone)
+        # Invalid keys or expressions raise here: beat does not start.
+        self.entries = build_entries(load_events(), self.settings)
+        self.fields = [last_run_field(entry.site, entry.name) for entry in self.entries]
+        self.next_due = [math.inf] * len(self.entries)
+        super().__init__(app, *args, **kwargs)
+
+    def setup_schedule(self) -> None:
+        sites = ", ".join(self.settings.scheduler_sites)
+        logger.info(
+            "frappe-celery scheduler: %d entries for %s, times in %s",
+            len(self.entries),
+            sites,
+            self.settings.time_zone,
+        )
+
+    @property
+    def info(self) -> str:
+        return f"    . frappe-celery: {len(self.entries)} scheduler_events entries"
+
+    def lead(self, now: float, *, became_leader: bool) -> float:
+        if became_leader:
             self.load_next_runs(now)
         due = self.due_entries(now)
         if due:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,6 +15,7 @@ from typing import Any
 import pytest
 
 from .conftest import Bench, fresh, wait_for
+from .conftest import Worker as CeleryProcess
 
 pytestmark = pytest.mark.usefixtures("celery_worker")
 
@@ -35,15 +35,17 @@ def edit_json(path: Path, **changes: Any) -> dict[str, Any]:
     return before
 
 
-class Beat:
+class Beat(CeleryProcess):
+    """``celery -A frappe_celery beat`` started in the bench's sites/, as the Procfile runs it."""
+
     def __init__(self, bench: Bench, log: Path) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FRAPPE_CELERY_")}
-        self.log = log
-        self.process = subprocess.Popen(
+        process = subprocess.Popen(
             [str(bench.bin / "celery"), "-A", "frappe_celery", "beat", "--loglevel", "INFO"],
             cwd=bench.sites, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
+        super().__init__(process, "beat", log)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -51,15 +53,6 @@ class Beat:
     def passes(self) -> int:
         """How many scheduler passes this beat finished (it logs each)."""
         return self.output().count("scheduler: pass done")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
 
 
 @pytest.fixture

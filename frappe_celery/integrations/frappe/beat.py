@@ -19,29 +19,21 @@ the leader, so what fell due while no beat ran fires once on its return.
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import logging
-import os
 import random
-import socket
 import time
 from pathlib import Path
 from typing import Any
 
-from celery.beat import Scheduler
-
 from ...bench import Bench
 from ...config import get_settings
 from ...errors import BrokerUnreachable
-from ...scheduler.state import LeaderLock
+from ...scheduler.beat import TICK_SECONDS, LeaderScheduler
 from . import _frappe, scheduled_jobs
 from .switch import apply as apply_switch
 
 logger = logging.getLogger(__name__)
-
-# Lock renewal cadence: well inside the leader lock's TTL.
-TICK_SECONDS = 1.0
 
 
 def scheduler_tick(sites_path: str) -> int:
@@ -75,7 +67,7 @@ def enqueue_site(site: str, sites_path: str) -> list[str] | None:
         frappe.destroy()
 
 
-class BenchScheduler(Scheduler):  # type: ignore[misc]
+class BenchScheduler(LeaderScheduler):
     def __init__(self, app: Any, *args: Any, **kwargs: Any) -> None:
         sites_path = get_settings().sites_path
         if sites_path is None:  # celery_app selects this class only in a bench
@@ -87,10 +79,8 @@ class BenchScheduler(Scheduler):  # type: ignore[misc]
         scheduled_jobs.install()
         self.tick_seconds = scheduler_tick(sites_path)
         self.next_pass = 0.0
-        self.leader = LeaderLock(f"beat-{os.getpid()}@{socket.gethostname()}")
         super().__init__(app, *args, **kwargs)
 
-    # Celery's own schedule (beat_schedule, the shelve file) is not used.
     def setup_schedule(self) -> None:
         logger.info(
             "frappe-celery bench scheduler: sites %s, Frappe's tick every %d s",
@@ -98,33 +88,12 @@ class BenchScheduler(Scheduler):  # type: ignore[misc]
             self.tick_seconds,
         )
 
-    def sync(self) -> None:
-        pass
-
-    def close(self) -> None:
-        with contextlib.suppress(BrokerUnreachable):  # Redis down: the lock expires by itself
-            self.leader.release()
-
     @property
     def info(self) -> str:
         return f"    . frappe-celery: the bench's Scheduled Job Types, every {self.tick_seconds} s"
 
-    def tick(self, *args: Any, **kwargs: Any) -> float:
-        try:
-            return self.tick_at(time.time())
-        except BrokerUnreachable as exc:
-            # Leadership cannot be proven: fire nothing until Redis answers again.
-            self.leader.held = False
-            logger.warning("scheduler: %s; retrying", exc)
-            return TICK_SECONDS
-
-    def tick_at(self, now: float) -> float:
-        """One tick; returns how long to sleep."""
-        was_leader = self.leader.held
-        if not self.leader.refresh():
-            return TICK_SECONDS
-        if not was_leader:
-            logger.info("scheduler: this beat (%s) is now the leader", self.leader.node)
+    def lead(self, now: float, *, became_leader: bool) -> float:
+        if became_leader:
             self.next_pass = now  # catch up at once on what fell due meanwhile
         if now >= self.next_pass:
             self.run_pass()
