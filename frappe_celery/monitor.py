@@ -9,6 +9,7 @@ registry, the oldest pending job is each list's tail, and job listings scan at m
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from collections import defaultdict
@@ -217,17 +218,19 @@ STATUS_REGISTRIES = {
 }
 
 
-def job_ids(queue: str, status: str, scan_limit: int = 10_000) -> list[str]:
-    """Ids of ``queue``'s jobs in ``status`` (queued ones in the order they will run), at most
-    ``scan_limit``; an unknown status has none. Frappe's RQ Job list reads them this way."""
+def job_ids(queue: str, status: str, scan_limit: int = 10_000) -> list[tuple[str, float]]:
+    """``(id, when)`` of ``queue``'s jobs in ``status``, at most ``scan_limit``, newest first:
+    ``when`` is the time the registry holds (ended jobs: their end; running ones: their hard
+    deadline), and infinity for queued ones, listed in the order they will run. An unknown
+    status has none. Frappe's RQ Job list reads them this way."""
     if status == JobStatus.QUEUED:
-        return [job_id for job_id, _ in pending_messages(queue, scan_limit)]
+        return [(job_id, math.inf) for job_id, _ in pending_messages(queue, scan_limit)]
     registry = STATUS_REGISTRIES.get(JobStatus(status)) if status in set(JobStatus) else None
     if registry is None:
         return []
     with broker_errors():
-        ids = get_redis().zrevrange(registry(queue), 0, scan_limit - 1)
-    return [as_text(i) for i in ids]
+        found = get_redis().zrevrange(registry(queue), 0, scan_limit - 1, withscores=True)
+    return [(as_text(job_id), float(when)) for job_id, when in found]
 
 
 def list_jobs(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import shutil
@@ -1055,15 +1056,18 @@ def test_job_ids_lists_a_queues_jobs_by_status_newest_ended_first(r, shared_work
     from frappe_celery.monitor import job_ids
 
     first = frappe.enqueue("tests.jobs.fail", queue="short", message="ids-1")
+    wait_for(lambda: first.get_status() == "failed", 30)
     second = frappe.enqueue("tests.jobs.fail", queue="short", message="ids-2")
     done = frappe.enqueue("tests.jobs.add", queue="short", a=1, b=2)
-    for job in (first, second, done):
+    for job in (second, done):
         wait_for(lambda job=job: job.get_status() in FINAL, 30)
-    assert job_ids("short", "failed") == [second.id, first.id]
-    assert job_ids("short", "finished") == [done.id]
+    failed = job_ids("short", "failed")
+    assert [job_id for job_id, _ in failed] == [second.id, first.id]
+    assert failed[0][1] == pytest.approx(second.ended_at.timestamp())
+    assert [job_id for job_id, _ in job_ids("short", "finished")] == [done.id]
     assert job_ids("default", "failed") == []
     queued = frappe.enqueue("tests.jobs.add", queue="batch", a=1, b=1)  # no worker on batch
-    assert job_ids("batch", "queued") == [queued.id]
+    assert job_ids("batch", "queued") == [(queued.id, math.inf)]
     assert job_ids("short", "no-such-status") == []
 
 

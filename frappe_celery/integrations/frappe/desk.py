@@ -90,13 +90,16 @@ def _matching_ids(filters: Any) -> list[str]:
 
     parsed = make_filter_dict(filters or [])
     site = frappe.local.site
-    ids: list[str] = []
+    found: dict[str, float] = {}
     for queue in allowed("queue", list(get_settings().queues)):
         for status in allowed("status", STATUSES):
             # Ids are namespaced by site, Frappe's way ("{site}||id", 15: "{site}::id").
-            ids += [i for i in monitor.job_ids(queue, status)
-                    if i.startswith((f"{site}||", f"{site}::"))]  # fmt: skip
-    return list(dict.fromkeys(ids))
+            for job_id, when in monitor.job_ids(queue, status):
+                if job_id.startswith((f"{site}||", f"{site}::")):
+                    found.setdefault(job_id, when)
+    # Newest first across queues: queued, then running, then ended by their end time (RQ's list
+    # pages queue by queue, which hides a new job of the last queue behind older ones).
+    return sorted(found, key=lambda job_id: found[job_id], reverse=True)
 
 
 def _list_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, int, int, str]:
