@@ -37,7 +37,7 @@ from .job import Job, _current_job_id
 from .methods import import_trusted, resolve_job_callable
 from .records import StartDecision
 from .transaction import Transaction, enter_scope
-from .wire import TASK_NAME, JobPayload
+from .wire import TASK_NAME, JobPayload, payload_problem
 
 logger = logging.getLogger(__name__)
 
@@ -216,11 +216,25 @@ class JobRequest(Request):  # type: ignore[misc]
         super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
 
 
+def refuse_malformed(job_id: str, payload: dict[str, Any], problem: str) -> None:
+    """A message whose payload is not a JobPayload never runs: logged, and its record (if the
+    message names one, with its token) failed with the reason."""
+    reason = f"malformed job message: {problem}; it was not run"
+    logger.error("job %s: %s", job_id, reason)
+    token, queue = payload.get("token"), payload.get("queue")
+    if isinstance(token, str) and isinstance(queue, str):
+        records.fail(job_id, token, queue, "MalformedMessage", reason)
+
+
 @app.task(bind=True, name=TASK_NAME, Request=JobRequest, ignore_result=True)
 def execute_job(self: Task, **payload: Any) -> str | None:
     """The generic task every job runs through (the method travels as a dotted path)."""
     job: JobPayload = payload  # type: ignore[assignment]
     job_id: str = self.request.id
+    problem = payload_problem(payload)
+    if problem is not None:
+        refuse_malformed(job_id, payload, problem)
+        return None
     decision = start_or_skip(job_id, job, self.request.hostname or _HOSTNAME)
     if decision in (StartDecision.CANCELED, StartDecision.ALREADY_DONE):
         return None

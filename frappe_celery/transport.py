@@ -18,11 +18,17 @@ left the pool children waiting for their next job a third of the time:
   hash; while messages wait, one script (``lua/reserve.lua``) pops and holds the next one, and
   BRPOP is used only to wait on empty queues (its message then held by kombu, as before).
 
+And one failure of kombu's: a message it cannot read (not JSON, no properties, a body that is
+not base64) raised out of the event loop and killed the worker; it is logged and dropped here
+(``readable_message``), and the worker takes the next job.
+
 Everything else is kombu's.
 """
 
 from __future__ import annotations
 
+import logging
+from base64 import b64decode
 from collections.abc import Iterator
 from contextlib import contextmanager
 from queue import Empty
@@ -36,6 +42,8 @@ from kombu.utils.json import loads
 from redis.exceptions import NoScriptError
 
 from .scripts import RESERVE
+
+logger = logging.getLogger(__name__)
 
 
 class QoS(kombu_redis.QoS):  # type: ignore[misc]  # kombu < 5.7 ships no type hints
@@ -128,14 +136,24 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]  # kombu < 5.7 ships n
             command = self.client._prefix_args(command)
         self.client.connection.send_command(*command)
 
+    def _forget_held(self, delivery_tag: str) -> None:
+        with self.conn_or_acquire() as client:
+            pipe = client.pipeline(transaction=True)
+            pipe.hdel(self.unacked_key, delivery_tag)
+            pipe.zrem(self.unacked_index_key, delivery_tag)
+            pipe.execute()
+
     def _brpop_read(self, **options: Any) -> bool:
-        if not self._reserve_in_flight:
-            self._take_by_script = True  # after a BRPOP (a message, or its timeout)
-            return bool(super()._brpop_read(**options))
+        """Read the reply of reserve.lua or of BRPOP and deliver its message (kombu's own body
+        for BRPOP, the same in kombu 5.4 to 5.7), except that a message kombu cannot read is
+        logged and dropped: kombu raised, and the worker died of it, so anyone able to push one
+        bad message onto a queue could stop every worker consuming it."""
+        by_script = self._reserve_in_flight
         self._reserve_in_flight = False
         try:
             try:
-                reply = self.client.parse_response(self.client.connection, "EVALSHA", **options)
+                command = "EVALSHA" if by_script else "BRPOP"
+                reply = self.client.parse_response(self.client.connection, command, **options)
             except NoScriptError:
                 # Redis lost its scripts (a restart): load it, and wait with BRPOP meanwhile.
                 with self.conn_or_acquire() as client:
@@ -145,19 +163,52 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]  # kombu < 5.7 ships n
             except self.connection_errors:
                 self.client.connection.disconnect()
                 raise
+            # After a BRPOP (a message, or its timeout) the script takes the next message; after
+            # the script found every list empty, BRPOP waits.
+            self._take_by_script = bool(reply) or not by_script
             if not reply:
-                self._take_by_script = False  # every list is empty: block in BRPOP next
                 raise Empty()
-            dest, item, held = reply
+            dest, item, held = reply if by_script else (*reply, 0)
             dest = bytes_to_str(dest).rsplit(self.sep, 1)[0]
             self._queue_cycle.rotate(dest)
-            payload = loads(bytes_to_str(item))
+            payload = readable_message(bytes_to_str(item))
+            if payload is None:
+                logger.error("dropped a message from %r that is not a kombu message: %.200r",
+                             dest, item)  # fmt: skip
+                if held:  # reserve.lua held it: it must not come back after the visibility timeout
+                    self._forget_held(loads(bytes_to_str(item))["properties"]["delivery_tag"])
+                raise Empty()
             if held:
                 self.qos.mark_held(payload["properties"]["delivery_tag"])
             self.connection._deliver(payload, dest)
             return True
         finally:
             self._in_poll = None
+
+
+def readable_message(text: str) -> dict[str, Any] | None:
+    """The message as kombu reads it, or None when kombu could not (it would raise): not JSON,
+    not an object, no properties with a delivery tag and delivery info, a body that does not
+    decode as its body_encoding says."""
+    try:
+        payload = loads(text)
+    except ValueError:
+        return None
+    properties = payload.get("properties") if isinstance(payload, dict) else None
+    if not isinstance(properties, dict) or not isinstance(properties.get("delivery_tag"), str):
+        return None
+    if not isinstance(properties.get("delivery_info"), dict):
+        return None
+    body = payload.get("body")
+    if body is not None and not isinstance(body, str):
+        return None
+    if body and properties.get("body_encoding") == "base64":
+        try:
+            b64decode(body, validate=True)
+        except ValueError:  # binascii.Error
+            return None
+    message: dict[str, Any] = payload
+    return message
 
 
 class Transport(kombu_redis.Transport):  # type: ignore[misc]  # kombu < 5.7 ships no type hints

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import base64
 import json
+import types
+import typing
 from typing import Any, TypedDict
 
 from celery.utils.nodenames import anon_nodename
@@ -48,6 +50,38 @@ class JobPayload(TypedDict):
     token: str
     on_success: str | None
     on_failure: str | None
+
+
+def _accepted(hint: Any) -> tuple[type, ...]:
+    """The runtime types a field's annotation accepts (a float field takes an int too)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return tuple(t for arg in typing.get_args(hint) for t in _accepted(arg))
+    base = typing.get_origin(hint) or hint
+    return (int, float) if base is float else (base,)
+
+
+# JobPayload's fields and the types each may hold, read from the TypedDict itself.
+PAYLOAD_TYPES: dict[str, tuple[type, ...]] = {
+    name: _accepted(hint) for name, hint in typing.get_type_hints(JobPayload).items()
+}
+
+
+def payload_problem(payload: dict[str, Any]) -> str | None:
+    """Why ``payload`` is not a JobPayload (a missing, extra or mistyped field), or None.
+
+    A worker checks every message with it: a message written straight to the broker passed no
+    enqueue validation."""
+    missing = sorted(PAYLOAD_TYPES.keys() - payload.keys())
+    if missing:
+        return f"missing field(s) {', '.join(missing)}"
+    extra = sorted(payload.keys() - PAYLOAD_TYPES.keys())
+    if extra:
+        return f"unexpected field(s) {', '.join(extra)}"
+    for name, accepted in PAYLOAD_TYPES.items():
+        if not isinstance(payload[name], accepted):
+            allowed = " or ".join(t.__name__ for t in accepted)
+            return f"field {name} must be {allowed}, got {type(payload[name]).__name__}"
+    return None
 
 
 def encode_body(job_kwargs: JobPayload, user_kwargs: dict[str, Any]) -> str:

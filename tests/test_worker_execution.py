@@ -557,8 +557,20 @@ def test_enqueue_doc_now_returns_the_method_value(r):
         ("os.system", lambda marker: {"command": f"touch {marker}"}),
         ("subprocess.run", lambda marker: {"args": ["touch", str(marker)]}),
         ("tests.jobs.reexported_system", lambda marker: {"command": f"touch {marker}"}),
+        ("builtins.eval", lambda marker: {"source": f"open({str(marker)!r}, 'w')"}),
+        ("builtins.exec", lambda marker: {"source": f"open({str(marker)!r}, 'w')"}),
+        ("importlib.import_module", lambda marker: {"name": "antigravity"}),
+        ("pickle.loads", lambda marker: {"data": "not really a pickle"}),
     ],
-    ids=["os.system", "subprocess.run", "reexported-os.system"],
+    ids=[
+        "os.system",
+        "subprocess.run",
+        "reexported-os.system",
+        "builtins.eval",
+        "builtins.exec",
+        "importlib.import_module",
+        "pickle.loads",
+    ],
 )
 def test_a_forged_message_naming_a_disallowed_function_never_runs(
     r, shared_worker, tmp_path: Path, method, make_kwargs
@@ -611,3 +623,77 @@ def test_a_pickle_message_on_the_queue_is_never_executed(r, shared_worker, tmp_p
     assert_worker_alive(shared_worker)
     assert not marker.exists()
     assert r.llen(key) == 0
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "this is not JSON",
+        "[1, 2, 3]",
+        json.dumps({"body": "e30=", "headers": {}}),  # no properties, no task
+        json.dumps({"body": "!!not base64!!", "content-type": "application/json",
+                    "content-encoding": "utf-8", "headers": {"task": "frappe_celery.execute_job",
+                    "id": "x"}, "properties": {"delivery_tag": "t", "body_encoding": "base64",
+                    "delivery_info": {"exchange": "default", "routing_key": "default"}}}),
+    ],
+    ids=["not-json", "json-list", "no-properties", "body-not-base64"],
+)  # fmt: skip
+def test_a_malformed_message_is_dropped_and_the_worker_takes_the_next_job(r, shared_worker, raw):
+    target = keys.queue_list("default", 3)
+    r.lpush(target, raw)
+    wait_for(lambda: r.llen(target) == 0, 20)
+    assert_worker_alive(shared_worker)
+    assert "that is not a kombu message" in shared_worker.output()
+    # Not held for a redelivery that would fail again after the visibility timeout.
+    assert r.hlen(keys.KOMBU_UNACKED) == 0
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"task": "no.such.task"}, {"task": ""}],
+    ids=["unknown-task", "empty-task-name"],
+)
+def test_a_message_for_another_task_never_runs_and_the_worker_goes_on(r, shared_worker, change):
+    template = frappe.enqueue("tests.jobs.record", queue="reports", key=unique("task"))
+    envelope = json.loads(template.record["message"])
+    envelope["headers"].update(change)
+    envelope["properties"]["delivery_info"]["routing_key"] = "default"
+    target = keys.queue_list("default", int(envelope["properties"]["priority"]))
+    r.lpush(target, json.dumps(envelope))
+    wait_for(lambda: r.llen(target) == 0, 20)
+    assert_worker_alive(shared_worker)
+    assert template.get_status() == "queued"  # its record was never touched
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda payload: payload.pop("token"),
+        lambda payload: payload.pop("method"),
+        lambda payload: payload.update(unexpected="field"),
+        lambda payload: payload.update(kwargs="not a dict"),
+    ],
+    ids=["missing-token", "missing-method", "extra-field", "kwargs-not-a-dict"],
+)
+def test_a_payload_of_the_wrong_shape_is_failed_with_the_reason_and_never_runs(
+    r, shared_worker, change
+):
+    key = unique("shape")
+    template = frappe.enqueue("tests.jobs.record", queue="reports", key=key)
+    envelope = json.loads(template.record["message"])
+    args, payload, embed = json.loads(base64.b64decode(envelope["body"]))
+    change(payload)
+    payload["queue"] = "default"
+    envelope["body"] = base64.b64encode(json.dumps([args, payload, embed]).encode()).decode()
+    envelope["properties"]["delivery_info"]["routing_key"] = "default"
+    target = keys.queue_list("default", int(envelope["properties"]["priority"]))
+    r.lpush(target, json.dumps(envelope))
+    if "token" in payload:  # the message names its record: failed with the reason
+        assert wait_final(template) == "failed"
+        assert record_of(r, template)["exc_type"] == "MalformedMessage"
+        assert "malformed job message" in str(template.exc_info)
+    wait_for(lambda: "malformed job message" in shared_worker.output(), 20)
+    assert_worker_alive(shared_worker)
+    assert r.llen(key) == 0  # the job never ran
+    if "token" not in payload:
+        assert template.get_status() == "queued"  # no token, no write
