@@ -25,9 +25,15 @@ from celery.utils.nodenames import anon_nodename
 from kombu.exceptions import EncodeError
 from kombu.utils.json import dumps as kombu_dumps
 
-from .errors import UnserializableArgumentError
+from .errors import InvalidArgumentError, UnserializableArgumentError
 
 TASK_NAME = "frappe_celery.execute_job"
+
+# Refused at enqueue, before anything is written: a job message larger than this (Redis keeps it
+# in the queue and a copy in the job record, and every worker reads it whole), and more keyword
+# arguments than this (no Frappe function takes that many; a flood of them is hostile input).
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+MAX_KWARGS = 1000
 _ORIGIN = anon_nodename()
 
 
@@ -88,11 +94,27 @@ def encode_body(job_kwargs: JobPayload, user_kwargs: dict[str, Any]) -> str:
     """JSON of Celery's task body ``[args, kwargs, embed]`` for the generic task.
 
     datetimes, dates, times, Decimals and UUIDs round-trip (kombu's JSON type tags). Raises
-    :class:`UnserializableArgumentError` naming the first user argument that cannot travel.
+    :class:`UnserializableArgumentError` naming the first user argument that cannot travel, and
+    :class:`InvalidArgumentError` for more than MAX_KWARGS arguments, a value nested too deeply
+    to encode, or a message over MAX_MESSAGE_BYTES (naming its largest argument).
     """
+    if len(user_kwargs) > MAX_KWARGS:
+        raise InvalidArgumentError(
+            "kwargs", f"{len(user_kwargs)} keyword arguments", f"at most {MAX_KWARGS}"
+        )
     body = ((), job_kwargs, {"callbacks": None, "errbacks": None, "chain": None, "chord": None})
     try:
-        return str(kombu_dumps(body))
+        encoded = str(kombu_dumps(body))
+    except RecursionError:
+        for name, value in user_kwargs.items():
+            try:
+                kombu_dumps(value)
+            except RecursionError:
+                raise InvalidArgumentError(
+                    name, "a value nested too deeply to encode",
+                    "nesting within Python's recursion limit (a few hundred levels)",
+                ) from None  # fmt: skip
+        raise
     except (TypeError, ValueError, EncodeError):
         for name, value in user_kwargs.items():
             try:
@@ -100,6 +122,16 @@ def encode_body(job_kwargs: JobPayload, user_kwargs: dict[str, Any]) -> str:
             except (TypeError, ValueError, EncodeError):
                 raise UnserializableArgumentError(name, value) from None
         raise
+    if len(encoded) > MAX_MESSAGE_BYTES:
+        sizes = {name: len(kombu_dumps(value)) for name, value in user_kwargs.items()}
+        largest = max(sizes, key=lambda name: sizes[name], default="kwargs")
+        raise InvalidArgumentError(
+            largest,
+            f"{sizes.get(largest, len(encoded))} bytes of JSON, a {len(encoded)}-byte message",
+            f"a job message of at most {MAX_MESSAGE_BYTES} bytes; pass a reference (a "
+            "document name, a file) and load the data inside the job",
+        )
+    return encoded
 
 
 def build_message(

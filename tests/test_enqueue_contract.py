@@ -23,6 +23,7 @@ import redis
 import frappe_celery as frappe
 from frappe_celery import keys
 from frappe_celery.embedded import free_port
+from frappe_celery.wire import MAX_KWARGS, MAX_MESSAGE_BYTES
 
 from . import jobs
 from .conftest import wait_for
@@ -328,6 +329,42 @@ def test_non_json_kwarg_is_refused_naming_it_and_writes_nothing(r, value):
     assert "Pass an id" in message
     assert redis_state(r) == before
     assert frappe.get_job("non-json") is None
+
+
+def nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("make_kwargs", "named", "allowed"),
+    [
+        (lambda: {"key": "k", "payload": "x" * (10 * 1024 * 1024)}, "payload",
+         f"at most {MAX_MESSAGE_BYTES} bytes"),
+        (lambda: {"key": "k", "tree": nested(5000)}, "tree", "recursion limit"),
+        (lambda: {f"k{n}": n for n in range(10_000)}, "kwargs", f"at most {MAX_KWARGS}"),
+    ],
+    ids=["10-MB-argument", "nested-5000-deep", "10000-kwargs"],
+)  # fmt: skip
+def test_oversized_arguments_are_refused_naming_them_and_write_nothing(
+    r, make_kwargs, named, allowed
+):
+    before = redis_state(r)
+    with pytest.raises(frappe.InvalidArgumentError) as caught:
+        frappe.enqueue("tests.jobs.describe", queue="reports", job_id="huge", **make_kwargs())
+    assert caught.value.argument == named
+    assert allowed in str(caught.value)
+    assert len(str(caught.value)) < 1000  # the value itself is not echoed
+    assert redis_state(r) == before
+    assert frappe.get_job("huge") is None
+
+
+def test_an_argument_just_under_the_size_limit_is_accepted(r):
+    job = frappe.enqueue("tests.jobs.describe", queue="reports", key="k",
+                         payload="x" * (MAX_MESSAGE_BYTES - 10_000))  # fmt: skip
+    assert job.get_status() == "queued"
 
 
 # -- 7. job_name and event ----------------------------------------------------------------------
