@@ -22,7 +22,7 @@ from .job import ACTIVE_STATUSES, Job, JobStatus
 from .methods import call_with_accepted_kwargs, import_trusted, normalize_path
 from .publish import prepare, publish, record_fields
 from .transaction import publish_after_commit
-from .wire import JobPayload, encode_body
+from .wire import JobPayload, encode_body, payload_problem
 
 RUN_DOC_METHOD = "frappe_celery.jobs.run_doc_method"
 
@@ -229,6 +229,12 @@ def enqueue(
         on_success=_validate_callback("on_success", on_success),
         on_failure=_validate_callback("on_failure", on_failure),
     )
+    # What a worker will check (wire.payload_problem): event, job_name... of the wrong type are
+    # refused here rather than failed there.
+    problem = payload_problem(dict(payload))
+    if problem is not None:
+        field, why = problem
+        raise InvalidArgumentError(field, payload.get(field), why)
     body_json = encode_body(payload, kwargs)
 
     if not is_async:

@@ -233,7 +233,7 @@ def execute_job(self: Task, **payload: Any) -> str | None:
     job_id: str = self.request.id
     problem = payload_problem(payload)
     if problem is not None:
-        refuse_malformed(job_id, payload, problem)
+        refuse_malformed(job_id, payload, problem[1])
         return None
     decision = start_or_skip(job_id, job, self.request.hostname or _HOSTNAME)
     if decision in (StartDecision.CANCELED, StartDecision.ALREADY_DONE):

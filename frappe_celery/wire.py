@@ -72,21 +72,20 @@ PAYLOAD_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-def payload_problem(payload: dict[str, Any]) -> str | None:
-    """Why ``payload`` is not a JobPayload (a missing, extra or mistyped field), or None.
-
-    A worker checks every message with it: a message written straight to the broker passed no
-    enqueue validation."""
+def payload_problem(payload: dict[str, Any]) -> tuple[str, str] | None:
+    """``(field, why)`` when ``payload`` is not a JobPayload (a missing, extra or mistyped
+    field), else None. Enqueue checks what it built with it, and a worker every message it
+    takes: one written straight to the broker passed no enqueue validation."""
     missing = sorted(PAYLOAD_TYPES.keys() - payload.keys())
     if missing:
-        return f"missing field(s) {', '.join(missing)}"
+        return missing[0], f"missing field(s) {', '.join(missing)}"
     extra = sorted(payload.keys() - PAYLOAD_TYPES.keys())
     if extra:
-        return f"unexpected field(s) {', '.join(extra)}"
+        return extra[0], f"unexpected field(s) {', '.join(extra)}"
     for name, accepted in PAYLOAD_TYPES.items():
         if not isinstance(payload[name], accepted):
-            allowed = " or ".join(t.__name__ for t in accepted)
-            return f"field {name} must be {allowed}, got {type(payload[name]).__name__}"
+            allowed = " or ".join("None" if t is type(None) else t.__name__ for t in accepted)
+            return name, f"field {name} must be {allowed}, got {type(payload[name]).__name__}"
     return None
 
 

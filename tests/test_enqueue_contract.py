@@ -659,6 +659,8 @@ BAD_INPUT = [
     ),
     pytest.param({"job_id": ""}, "job_id", "''", "non-empty string", id="job_id_empty"),
     pytest.param({"job_id": 123}, "job_id", "123", "non-empty string", id="job_id_int"),
+    pytest.param({"event": 5}, "event", "5", "must be str or None", id="event_int"),
+    pytest.param({"job_name": ["x"]}, "job_name", "['x']", "must be str", id="job_name_list"),
 ]
 
 
