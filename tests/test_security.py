@@ -1,0 +1,88 @@
+"""A broker with credentials: a password-protected Redis and an ACL user. Enqueue, a real worker,
+a real beat and every read-only CLI command work end to end, and the password appears in none of
+their output (tables, --json, errors, logs, Celery's banner)."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+import frappe_celery as frappe
+from frappe_celery.embedded import find_redis_server, free_port
+
+from .conftest import wait_for
+from .test_cli import run_cli, settings_env
+
+PASSWORD = "pw-" + uuid.uuid4().hex  # unique: any occurrence in an output is a leak
+ACL_PASSWORD = "acl-" + uuid.uuid4().hex
+
+
+@pytest.fixture(scope="module")
+def secured_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A redis-server with requirepass and an ACL user "jobs" on a free loopback port."""
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("secured-redis")
+    process = subprocess.Popen(
+        [find_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(workdir), "--requirepass", PASSWORD,
+         "--user", "jobs", "on", f">{ACL_PASSWORD}", "~*", "&*", "+@all"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    client = redis.Redis(port=port, password=PASSWORD, socket_timeout=5)
+    wait_for(lambda: _answers(client), 10)
+    yield port
+    process.terminate()
+    process.wait(10)
+
+
+def _answers(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+
+
+@pytest.fixture(params=["password", "acl-user"])
+def secured_url(request: pytest.FixtureRequest, secured_redis: int) -> tuple[str, str]:
+    if request.param == "password":
+        return f"redis://:{PASSWORD}@127.0.0.1:{secured_redis}/0", PASSWORD
+    return f"redis://jobs:{ACL_PASSWORD}@127.0.0.1:{secured_redis}/0", ACL_PASSWORD
+
+
+def test_enqueue_worker_beat_and_cli_work_with_credentials_and_never_show_them(
+    secured_url, start_worker, start_beat, tmp_path: Path
+):
+    url, secret = secured_url
+    env = {"FRAPPE_CELERY_BROKER_URL": url, "FRAPPE_CELERY_RESULT_BACKEND": url}
+    outputs: dict[str, str] = {}
+    with settings_env(**env):
+        worker = start_worker("short,default,long", concurrency=1, **env)
+        job = frappe.enqueue("tests.jobs.add", queue="short", a=2, b=3)
+        wait_for(lambda: job.get_status() == "finished", 30)
+        assert job.return_value() == 5
+        failing = frappe.enqueue("tests.jobs.fail", queue="short", message="with credentials")
+        wait_for(lambda: failing.get_status() == "failed", 30)
+        beat = start_beat(**env)
+        wait_for(lambda: beat.is_leader, 30)
+        for command in (["status"], ["status", "--json"], ["jobs"], ["failed"],
+                        ["failed", "--json"], ["doctor"], ["scheduler", "status"]):  # fmt: skip
+            result = run_cli(*command, **env)
+            outputs[" ".join(command)] = result.stdout + result.stderr
+            assert result.returncode in (0, 1), outputs[" ".join(command)]  # doctor: 1 = problems
+        outputs["worker log"] = worker.output()
+        outputs["beat log"] = beat.output()
+    # A wrong password: a clear error, still without the secret.
+    wrong = url.replace(secret, secret[:-4] + "XXXX")
+    result = run_cli("status", FRAPPE_CELERY_BROKER_URL=wrong, FRAPPE_CELERY_RESULT_BACKEND=wrong)
+    assert result.returncode != 0
+    outputs["wrong password"] = result.stdout + result.stderr
+    assert "127.0.0.1" in outputs["wrong password"]
+    for name, text in outputs.items():
+        assert secret not in text, f"the password appears in {name}"
+        assert secret[:-4] not in text, f"the password appears in {name}"
+    assert "finished" in outputs["status"] or "short" in outputs["status"]
