@@ -15,7 +15,7 @@ from .connection import as_text, broker_errors, get_redis
 from .control import STOP_COMMAND
 from .enqueue import create_job_id, make_payload, validate_queue
 from .errors import FrappeCeleryError, InvalidArgumentError, InvalidJobOperation
-from .job import Job, JobStatus, decode_message_kwargs
+from .job import Job, JobStatus, decode_message_kwargs, is_site_job
 from .maintenance import read_workers
 from .monitor import list_failed, list_jobs, pending_messages
 from .publish import prepare, publish
@@ -98,7 +98,7 @@ def remove_failed_jobs(site: str | None = None) -> int:
         registry = keys.failed_registry(queue)
         with broker_errors():
             ids = [as_text(i) for i in client.zrange(registry, 0, -1)]
-        mine = [i for i in ids if site is None or i.startswith((f"{site}||", f"{site}::"))]
+        mine = [i for i in ids if site is None or is_site_job(i, site)]
         for start in range(0, len(mine), 500):
             batch = mine[start : start + 500]
             with broker_errors():

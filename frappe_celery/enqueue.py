@@ -231,7 +231,7 @@ def enqueue(
     )
     # What a worker will check (wire.payload_problem): event, job_name... of the wrong type are
     # refused here rather than failed there.
-    problem = payload_problem(dict(payload))
+    problem = payload_problem(payload)
     if problem is not None:
         field, why = problem
         raise InvalidArgumentError(field, payload.get(field), why)

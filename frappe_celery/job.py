@@ -52,6 +52,13 @@ class JobStatus(StrEnum):
 # While a job is queued or started its id is taken (is_job_enqueued, deduplicate).
 ACTIVE_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.STARTED})
 
+
+def is_site_job(job_id: str, site: str) -> bool:
+    """Whether ``job_id`` is namespaced to ``site`` (Frappe 16's ``{site}||...``, 15's
+    ``{site}::...``, see enqueue.create_job_id)."""
+    return job_id.startswith((f"{site}||", f"{site}::"))
+
+
 # The job running in this context (set by the worker around the method call).
 _current_job_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "frappe_celery_current_job", default=None

@@ -13,6 +13,7 @@ import math
 import re
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -20,7 +21,7 @@ from zoneinfo import ZoneInfo
 from . import keys
 from .config import PRIORITY_STEPS, get_settings
 from .connection import as_text, broker_errors, get_redis
-from .job import JobStatus, decode_message_kwargs
+from .job import JobStatus, decode_message_kwargs, is_site_job
 from .maintenance import read_workers
 from .scheduler import state
 from .scheduler.entries import ScheduleEntry, build_entries, load_events
@@ -210,7 +211,7 @@ def pending_messages(queue: str, scan_limit: int) -> list[tuple[str, str]]:
 
 
 # Where the ids of a queue's jobs in each final or running state are kept, newest last.
-STATUS_REGISTRIES = {
+STATUS_REGISTRIES: dict[str, Callable[[str], str]] = {
     JobStatus.STARTED: keys.started_registry,
     JobStatus.FINISHED: keys.finished_registry,
     JobStatus.FAILED: keys.failed_registry,
@@ -225,7 +226,7 @@ def job_ids(queue: str, status: str, scan_limit: int = 10_000) -> list[tuple[str
     status has none. Frappe's RQ Job list reads them this way."""
     if status == JobStatus.QUEUED:
         return [(job_id, math.inf) for job_id, _ in pending_messages(queue, scan_limit)]
-    registry = STATUS_REGISTRIES.get(JobStatus(status)) if status in set(JobStatus) else None
+    registry = STATUS_REGISTRIES.get(status)
     if registry is None:
         return []
     with broker_errors():
@@ -272,7 +273,7 @@ def list_jobs(
             pending = [
                 (job_id, message)
                 for job_id, message in pending_messages(name, scan)
-                if site is None or job_id.startswith((f"{site}||", f"{site}::"))
+                if site is None or is_site_job(job_id, site)
             ][:wanted]
             records = _fields([job_id for job_id, _ in pending], RECORD_FIELDS)
             for job_id, message in pending:

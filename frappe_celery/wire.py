@@ -19,6 +19,7 @@ import base64
 import json
 import types
 import typing
+from collections.abc import Mapping
 from typing import Any, TypedDict
 
 from celery.utils.nodenames import anon_nodename
@@ -72,7 +73,7 @@ PAYLOAD_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-def payload_problem(payload: dict[str, Any]) -> tuple[str, str] | None:
+def payload_problem(payload: Mapping[str, Any]) -> tuple[str, str] | None:
     """``(field, why)`` when ``payload`` is not a JobPayload (a missing, extra or mistyped
     field), else None. Enqueue checks what it built with it, and a worker every message it
     takes: one written straight to the broker passed no enqueue validation."""
@@ -86,6 +87,18 @@ def payload_problem(payload: dict[str, Any]) -> tuple[str, str] | None:
         if not isinstance(payload[name], accepted):
             allowed = " or ".join("None" if t is type(None) else t.__name__ for t in accepted)
             return name, f"field {name} must be {allowed}, got {type(payload[name]).__name__}"
+    return None
+
+
+def _first_failing(
+    user_kwargs: dict[str, Any], errors: type[BaseException] | tuple[type[BaseException], ...]
+) -> str | None:
+    """The first user argument whose encoding raises one of ``errors`` (to name it)."""
+    for name, value in user_kwargs.items():
+        try:
+            kombu_dumps(value)
+        except errors:
+            return name
     return None
 
 
@@ -105,22 +118,18 @@ def encode_body(job_kwargs: JobPayload, user_kwargs: dict[str, Any]) -> str:
     try:
         encoded = str(kombu_dumps(body))
     except RecursionError:
-        for name, value in user_kwargs.items():
-            try:
-                kombu_dumps(value)
-            except RecursionError:
-                raise InvalidArgumentError(
-                    name, "a value nested too deeply to encode",
-                    "nesting within Python's recursion limit (a few hundred levels)",
-                ) from None  # fmt: skip
-        raise
+        name = _first_failing(user_kwargs, RecursionError)
+        if name is None:
+            raise
+        raise InvalidArgumentError(
+            name, "a value nested too deeply to encode",
+            "nesting within Python's recursion limit (a few hundred levels)",
+        ) from None  # fmt: skip
     except (TypeError, ValueError, EncodeError):
-        for name, value in user_kwargs.items():
-            try:
-                kombu_dumps(value)
-            except (TypeError, ValueError, EncodeError):
-                raise UnserializableArgumentError(name, value) from None
-        raise
+        name = _first_failing(user_kwargs, (TypeError, ValueError, EncodeError))
+        if name is None:
+            raise
+        raise UnserializableArgumentError(name, user_kwargs[name]) from None
     if len(encoded) > MAX_MESSAGE_BYTES:
         sizes = {name: len(kombu_dumps(value)) for name, value in user_kwargs.items()}
         largest = max(sizes, key=lambda name: sizes[name], default="kwargs")

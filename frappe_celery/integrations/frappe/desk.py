@@ -22,7 +22,7 @@ from typing import Any
 from ... import admin, monitor
 from ...config import get_settings
 from ...errors import InvalidJobOperation
-from ...job import Job, JobStatus
+from ...job import Job, JobStatus, is_site_job
 from . import _frappe
 
 RQ_JOB = "frappe.core.doctype.rq_job.rq_job"
@@ -93,9 +93,8 @@ def _matching_ids(filters: Any) -> list[str]:
     found: dict[str, float] = {}
     for queue in allowed("queue", list(get_settings().queues)):
         for status in allowed("status", STATUSES):
-            # Ids are namespaced by site, Frappe's way ("{site}||id", 15: "{site}::id").
             for job_id, when in monitor.job_ids(queue, status):
-                if job_id.startswith((f"{site}||", f"{site}::")):
+                if is_site_job(job_id, site):
                     found.setdefault(job_id, when)
     # Newest first across queues: queued, then running, then ended by their end time (RQ's list
     # pages queue by queue, which hides a new job of the last queue behind older ones).
