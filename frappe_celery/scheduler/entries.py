@@ -134,8 +134,12 @@ def _expressions(
         return [(f"{h} * * * *", list(value))]
     if event == "daily_maintenance":
         return [(f"{(h + 30) % 60} 0 * * *", list(value))]
-    base = event.removesuffix("_long").removesuffix("_short")
-    return [(FREQUENCY_CRON[base], list(value))]
+    return [(FREQUENCY_CRON[base_event(event)], list(value))]
+
+
+def base_event(event: str) -> str:
+    """The key without its queue suffix: ``daily_long`` -> ``daily``, ``cron_short`` -> ``cron``."""
+    return event.removesuffix("_long").removesuffix("_short")
 
 
 def queue_for(event: str) -> str:

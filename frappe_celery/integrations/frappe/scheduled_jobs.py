@@ -26,7 +26,7 @@ import importlib
 import sys
 from typing import Any
 
-from ...scheduler.entries import CRON_KEYS, SUFFIX_QUEUE, known_event_keys, queue_for
+from ...scheduler.entries import CRON_KEYS, base_event, known_event_keys, queue_for
 from . import _frappe
 
 MODULE = "frappe.core.doctype.scheduled_job_type.scheduled_job_type"
@@ -36,13 +36,6 @@ _INSTALLED = "__frappe_celery_wrapped__"
 def frappe_frequency(key: str) -> str:
     """The Scheduled Job Type frequency Frappe's sync derives from a ``scheduler_events`` key."""
     return key.replace("_", " ").title()
-
-
-def base_key(key: str) -> str:
-    for suffix in SUFFIX_QUEUE:
-        if suffix and key.endswith(suffix):
-            return key[: -len(suffix)]
-    return key
 
 
 def in_frappes_terms(events: dict[str, Any], frequencies: set[str]) -> dict[str, Any]:
@@ -57,7 +50,7 @@ def in_frappes_terms(events: dict[str, Any], frequencies: set[str]) -> dict[str,
             continue
         target = key
         if key in ours and frappe_frequency(key) not in frequencies:
-            target = base_key(key)
+            target = base_event(key)
         if isinstance(value, list) and isinstance(folded.get(target), list):
             folded[target] = [*folded[target], *value]
         else:
@@ -68,8 +61,7 @@ def in_frappes_terms(events: dict[str, Any], frequencies: set[str]) -> dict[str,
 def declared_queue(events: dict[str, Any], method: str, cron_format: str | None) -> str | None:
     """The queue of the suffixed key ``method`` is declared under (None: no such key)."""
     for key, value in events.items():
-        suffixed = key in CRON_KEYS or base_key(key) != key
-        if not suffixed or key == "cron":
+        if base_event(key) == key:  # no queue suffix: Frappe's own queue choice stands
             continue
         if isinstance(value, dict):
             if method in value.get(cron_format or "", []):

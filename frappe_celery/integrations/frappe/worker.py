@@ -78,13 +78,12 @@ def database_types(bench: Bench) -> set[str]:
     return types
 
 
-def preload_modules() -> list[str]:
-    """Import Frappe's own pre-fork modules and the bench's database drivers; returns those that
-    could not be imported (a job that needs one will report its own error)."""
+def preload_modules() -> None:
+    """Import Frappe's own pre-fork modules and the bench's database drivers (one that cannot
+    be imported is logged: a job that needs it will report its own error)."""
     bench = find_bench()
     drivers = [f"frappe.database.{db_type}.database" for db_type in
                sorted(database_types(bench))] if bench is not None else []  # fmt: skip
-    missing = []
     for module in (*FRAPPE_PRELOADS, *drivers):
         try:
             importlib.import_module(module)
@@ -93,8 +92,6 @@ def preload_modules() -> list[str]:
             # the virtualenv is worth a warning.
             level = logging.WARNING if module in drivers else logging.DEBUG
             logger.log(level, "frappe-celery: could not preload %s: %s", module, exc)
-            missing.append(module)
-    return missing
 
 
 apply()
