@@ -67,9 +67,12 @@ def catch_soft_timeout(key: str, seconds: float) -> None:
 def ignore_soft_timeout(key: str, seconds: float) -> None:
     """Swallow the soft time limit and keep running: only the hard limit can stop this."""
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    while True:
+        # The whole loop inside the try: the signal may land between two sleeps.
         try:
-            time.sleep(0.1)
+            while time.monotonic() < deadline:
+                time.sleep(0.1)
+            break
         except SoftTimeLimitExceeded:
             push(key, "ignored soft time limit")
     push(key, "finished anyway")
