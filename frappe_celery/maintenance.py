@@ -1,10 +1,11 @@
-"""What each worker's main process does besides running jobs: a heartbeat and the reaper; and
-the CPU priority of workers and beat.
+"""What each worker's main process does besides running jobs: a heartbeat, dead-worker recovery
+and the reaper; and the CPU priority of workers and beat.
 
 The heartbeat (every HEARTBEAT_INTERVAL seconds, in ``keys.WORKERS``) is how `frappe-celery
 status` and `doctor` see workers without a broadcast: a worker is online while its heartbeat is
-younger than WORKER_TIMEOUT. The reaper fails started jobs that can never finish
-(records.reap_abandoned).
+younger than WORKER_TIMEOUT. With it goes the liveness key, and every heartbeat returns the
+messages of workers that died to their queues (recovery.py). The reaper fails started jobs that
+can never finish (records.reap_abandoned).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 from celery import signals
 
-from . import keys, records
+from . import keys, records, recovery
 from .config import get_settings
 from .connection import broker_errors, get_redis
 
@@ -61,6 +62,8 @@ class Maintenance(threading.Thread):
         while True:
             try:
                 write_heartbeat(self.node, self.info)
+                recovery.mark_alive()
+                recovery.recover_dead_holders()
                 if time.monotonic() >= next_reap:
                     next_reap = time.monotonic() + REAP_INTERVAL
                     for job_id in records.reap_abandoned():
@@ -83,6 +86,16 @@ class Maintenance(threading.Thread):
 
 
 _running: list[Maintenance] = []
+
+
+@signals.worker_init.connect  # the worker's main process, before it takes any message
+def announce_alive(**_: Any) -> None:
+    """The liveness key exists before the first message is held (recovery.py), not only from
+    the first heartbeat on."""
+    try:
+        recovery.mark_alive()
+    except Exception:
+        logger.warning("could not write this worker's liveness key yet; the heartbeat will")
 
 
 @signals.worker_init.connect  # the worker's main process, before the pool forks

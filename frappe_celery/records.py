@@ -80,7 +80,7 @@ def _end(
     for name, value in fields.items():
         args += [name, value]
     script_keys = [keys.job(job_id), keys.started_registry(queue), registry,
-                   keys.KOMBU_UNACKED, keys.KOMBU_UNACKED_INDEX]  # fmt: skip
+                   keys.KOMBU_UNACKED, keys.KOMBU_UNACKED_INDEX, keys.HOLDERS]  # fmt: skip
     with broker_errors():
         done = scripts.FINISH(get_redis(), script_keys, args)
     return bool(done)

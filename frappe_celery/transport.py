@@ -18,6 +18,10 @@ left the pool children waiting for their next job a third of the time:
   hash; while messages wait, one script (``lua/reserve.lua``) pops and holds the next one, and
   BRPOP is used only to wait on empty queues (its message then held by kombu, as before).
 
+Every held message also names the worker holding it (``keys.HOLDERS``), so that the messages of
+a worker that died whole go back to their queues in seconds, not after the visibility timeout
+(recovery.py).
+
 And one failure of kombu's: a message it cannot read (not JSON, no properties, a body that is
 not base64) raised out of the event loop and killed the worker; it is logged and dropped here
 (``readable_message``), and the worker takes the next job.
@@ -38,9 +42,11 @@ from typing import Any
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
-from kombu.utils.json import loads
+from kombu.utils.json import dumps, loads
 from redis.exceptions import NoScriptError
 
+from . import keys
+from .recovery import holder_name
 from .scripts import RESERVE
 
 logger = logging.getLogger(__name__)
@@ -61,11 +67,22 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]  # kombu < 5.7 ships no type h
         self._held.add(delivery_tag)
 
     def append(self, message: Any, delivery_tag: str) -> None:
-        if delivery_tag in self._held:
-            self._held.discard(delivery_tag)
-            virtual.QoS.append(self, message, delivery_tag)  # bookkeeping, no Redis call
-            return
-        super().append(message, delivery_tag)
+        if delivery_tag not in self._held:
+            # After BRPOP: kombu's own writes (the same in kombu 5.4 to 5.7), and the holder.
+            info = message.delivery_info
+            held = dumps([message._raw, info["exchange"], info["routing_key"]])
+            with self.pipe_or_acquire() as pipe:
+                pipe.zadd(self.unacked_index_key, {delivery_tag: time()})
+                pipe.hset(self.unacked_key, delivery_tag, held)
+                pipe.hset(keys.HOLDERS, delivery_tag, holder_name())
+                pipe.execute()
+        self._held.discard(delivery_tag)
+        virtual.QoS.append(self, message, delivery_tag)  # the channel's bookkeeping
+
+    def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
+        """kombu's (the pipeline removing the message from the unacked hash and its index, for
+        ack, reject and restore), plus its holder."""
+        return super()._remove_from_indices(delivery_tag, pipe).hdel(keys.HOLDERS, delivery_tag)
 
     def ack(self, delivery_tag: str) -> None:
         if delivery_tag in self._settled:
@@ -128,8 +145,10 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]  # kombu < 5.7 ships n
         if self._take_by_script and not self.global_keyprefix:
             # Sent like BRPOP, without waiting: the event loop reads the reply (_brpop_read).
             self._reserve_in_flight = True
-            keys = [self.unacked_key, self.unacked_index_key, *lists]
-            self.client.connection.send_command("EVALSHA", RESERVE.sha, len(keys), *keys, time())
+            names = [self.unacked_key, self.unacked_index_key, keys.HOLDERS, *lists]
+            self.client.connection.send_command(
+                "EVALSHA", RESERVE.sha, len(names), *names, time(), holder_name()
+            )
             return
         command = ["BRPOP", *lists, timeout or 0]
         if self.global_keyprefix:
@@ -141,6 +160,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]  # kombu < 5.7 ships n
             pipe = client.pipeline(transaction=True)
             pipe.hdel(self.unacked_key, delivery_tag)
             pipe.zrem(self.unacked_index_key, delivery_tag)
+            pipe.hdel(keys.HOLDERS, delivery_tag)
             pipe.execute()
 
     def _brpop_read(self, **options: Any) -> bool:

@@ -1,6 +1,6 @@
 -- Record a job's final state (finished or failed) and keep its registry bounded.
 -- KEYS[1] job record   KEYS[2] started registry   KEYS[3] finished or failed registry
--- KEYS[4] kombu's unacked hash   KEYS[5] kombu's unacked index
+-- KEYS[4] kombu's unacked hash   KEYS[5] kombu's unacked index   KEYS[6] holders hash
 -- ARGV[1] token   ARGV[2] job id   ARGV[3] status   ARGV[4] now   ARGV[5] record TTL
 -- ARGV[6] registry size limit (0: none)   ARGV[7] job record key prefix
 -- ARGV[8] delivery tag of the message that ran ('' for none)
@@ -8,13 +8,14 @@
 -- Returns 1 recorded, 0 the record belongs to another enqueue of this id (left alone).
 --
 -- With a delivery tag the message is settled here too: what kombu's ack would remove (the
--- message's entry in the unacked hash and its index) goes in the same round trip, and the
--- worker's main process then acks without a Redis call (transport.py). The job has run either
--- way, so this happens even when the record is stale.
+-- message's entry in the unacked hash and its index; and its holder) goes in the same round
+-- trip, and the worker's main process then acks without a Redis call (transport.py). The job
+-- has run either way, so this happens even when the record is stale.
 local tag = ARGV[8]
 if tag ~= '' then
   redis.call('HDEL', KEYS[4], tag)
   redis.call('ZREM', KEYS[5], tag)
+  redis.call('HDEL', KEYS[6], tag)
 end
 local record = KEYS[1]
 if redis.call('HGET', record, 'token') ~= ARGV[1] then

@@ -1,12 +1,13 @@
 -- A worker takes the next waiting message and holds it as kombu holds an unacked delivery, in
 -- one step: the message is never out of both its list and kombu's unacked hash (with BRPOP then
 -- kombu's own write, a worker killed in between lost it), and it costs one round trip, not two.
--- KEYS[1] kombu's unacked hash   KEYS[2] kombu's unacked index   KEYS[3..] the lists, in the
--- order to take from (the worker's -Q order, then priority)
--- ARGV[1] now (the index score, as kombu writes it)
+-- The holder is recorded too, so that a dead worker's messages can be returned (recover.lua).
+-- KEYS[1] kombu's unacked hash   KEYS[2] kombu's unacked index   KEYS[3] holders hash
+-- KEYS[4..] the lists, in the order to take from (the worker's -Q order, then priority)
+-- ARGV[1] now (the index score, as kombu writes it)   ARGV[2] the holder (this worker)
 -- Returns {list, message, 1} held, {list, message, 0} taken but not held (not a kombu message:
 -- the worker's kombu code handles it as it would after BRPOP), or false when every list is empty.
-for i = 3, #KEYS do
+for i = 4, #KEYS do
   local message = redis.call('RPOP', KEYS[i])
   if message then
     local ok, payload = pcall(cjson.decode, message)
@@ -22,6 +23,7 @@ for i = 3, #KEYS do
       .. cjson.encode(info['routing_key']) .. ']'
     redis.call('ZADD', KEYS[2], ARGV[1], tag)
     redis.call('HSET', KEYS[1], tag, held)
+    redis.call('HSET', KEYS[3], tag, ARGV[2])
     return {KEYS[i], message, 1}
   end
 end

@@ -1,0 +1,138 @@
+"""Dead-worker recovery: the messages a vanished worker held go back to their queues in seconds.
+
+kombu keeps every delivered, unacknowledged message in its unacked hash and restores it only
+after the visibility timeout, which must outlast the longest hard time limit (over 30 minutes
+with the long queue). A worker killed whole (OOM killer, a lost VM) would leave the jobs it had
+taken waiting that long. So every held message also names its holder (``keys.HOLDERS``, written
+with the message by reserve.lua or ``transport.QoS.append``, removed with it by finish.lua or
+kombu's ack), and every worker keeps a liveness key (``keys.alive``) with a TTL that its
+heartbeat refreshes. A holder whose key is gone, and stays gone for MISSING_CONFIRMATION
+seconds, is dead: any live worker then returns its messages to the front of their queues, each
+exactly once (recover.lua), as kombu's own restore would.
+
+A live worker busy with a long job keeps its key (the heartbeat runs in the main process's
+maintenance thread, not in the pool), so its messages are never taken. The confirmation wait
+covers a Redis outage longer than the key's TTL: once Redis is back, a live worker writes its
+key again within one heartbeat, before anyone may declare it dead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from collections import defaultdict
+from typing import Any
+
+from . import keys, scripts
+from .connection import as_text, broker_errors, get_redis
+
+logger = logging.getLogger(__name__)
+
+# A holder is alive while its key exists; the heartbeat (maintenance.HEARTBEAT_INTERVAL, 5 s)
+# refreshes it, so this survives three missed beats.
+ALIVE_TTL = 20
+# How long a holder must stay without its key before its messages are taken: longer than two
+# heartbeats, so a worker that only lost Redis for a while has written its key again.
+MISSING_CONFIRMATION = 10.0
+
+_holder: tuple[int, str] | None = None
+
+
+def holder_name() -> str:
+    """This process's name as a holder of messages: host, pid and a random part (a restarted
+    worker reusing a pid, or two hosts of the same name, are different holders)."""
+    global _holder
+    pid = os.getpid()
+    if _holder is None or _holder[0] != pid:
+        _holder = (pid, f"{socket.gethostname()}:{pid}:{uuid.uuid4().hex[:8]}")
+    return _holder[1]
+
+
+def mark_alive() -> None:
+    """Refresh this worker's liveness key (its heartbeat)."""
+    with broker_errors():
+        get_redis().set(keys.alive(holder_name()), int(time.time()), ex=ALIVE_TTL)
+
+
+def restored_message(held: str) -> tuple[str, str]:
+    """The list a held message goes back to, and the message as kombu restores it (marked
+    redelivered). ``held`` is kombu's unacked value: the JSON of [message, exchange, queue]."""
+    message, _exchange, routing_key = json.loads(held)
+    # Every queue of ours is bound by its own name (celery_app.py, wire.py).
+    queue = routing_key
+    properties = message.get("properties") or {}
+    message.setdefault("headers", {})["redelivered"] = True
+    properties.setdefault("delivery_info", {})["redelivered"] = True
+    try:
+        priority = int(properties.get("priority") or 0)
+    except (TypeError, ValueError):
+        priority = 0
+    return keys.queue_list(queue, priority), json.dumps(message)
+
+
+def recover_dead_holders(now: float | None = None) -> int:
+    """Return the messages of every dead holder to their queues; how many were returned."""
+    now = time.time() if now is None else now
+    client = get_redis()
+    with broker_errors():
+        holders = client.hgetall(keys.HOLDERS)
+        missing_since = {
+            as_text(name): float(since)
+            for name, since in client.hgetall(keys.HOLDERS_MISSING_SINCE).items()
+        }
+    tags_of: dict[str, list[str]] = defaultdict(list)
+    for tag, holder in holders.items():
+        tags_of[as_text(holder)].append(as_text(tag))
+    names = list(tags_of)
+    with broker_errors():
+        pipe = client.pipeline(transaction=False)
+        for name in names:
+            pipe.exists(keys.alive(name))
+        alive = dict(zip(names, pipe.execute(), strict=True))
+    dead: list[str] = []
+    with broker_errors():
+        pipe = client.pipeline(transaction=False)
+        for name in names:
+            if alive[name]:
+                if name in missing_since:
+                    pipe.hdel(keys.HOLDERS_MISSING_SINCE, name)
+            elif name not in missing_since:
+                pipe.hset(keys.HOLDERS_MISSING_SINCE, name, now)
+            elif now - missing_since[name] >= MISSING_CONFIRMATION:
+                dead.append(name)
+        # Holders that hold nothing any more are forgotten.
+        for name in set(missing_since) - set(names):
+            pipe.hdel(keys.HOLDERS_MISSING_SINCE, name)
+        pipe.execute()
+    returned = 0
+    for name in dead:
+        for tag in tags_of[name]:
+            returned += _return_message(client, tag, name)
+        logger.warning("worker %s is gone: its messages are back on their queues", name)
+    return returned
+
+
+def _return_message(client: Any, tag: str, holder: str) -> int:
+    with broker_errors():
+        held = client.hget(keys.KOMBU_UNACKED, tag)
+    if held is None:
+        target, message, held_text = keys.HOLDERS, "", ""  # settled: recover.lua tidies up
+    else:
+        held_text = as_text(held)
+        try:
+            target, message = restored_message(held_text)
+        except (ValueError, TypeError, AttributeError):
+            # Not kombu's [message, exchange, routing_key]: left for kombu's visibility timeout.
+            logger.error("held message %s of %s is unreadable; left to kombu", tag, holder)
+            return 0
+    with broker_errors():
+        done = scripts.RECOVER(
+            client,
+            [keys.KOMBU_UNACKED, keys.KOMBU_UNACKED_INDEX, keys.HOLDERS, target],
+            [tag, holder, held_text, message],
+        )
+    return int(done)

@@ -1,0 +1,155 @@
+"""Dead-worker recovery (recovery.py), with real workers killed whole.
+
+A worker killed with SIGKILL (main process and pool) leaves the messages it held in kombu's
+unacked hash. Its liveness key expires, and a live worker returns them to their queues within a
+minute, each once; a live worker busy with a long job keeps its message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import frappe_celery as frappe
+from frappe_celery import keys, recovery
+from tests.conftest import wait_for
+
+JOBS = 200
+
+
+def runs(r, key: str) -> list[dict]:
+    return [json.loads(item) for item in r.lrange(key, 0, -1)]
+
+
+def held_by(r, pid: int) -> dict[str, str]:
+    """Delivery tag -> holder, for the messages held by the worker whose main process is
+    ``pid`` (a holder name is host:pid:nonce)."""
+    return {
+        tag.decode(): holder.decode()
+        for tag, holder in r.hgetall(keys.HOLDERS).items()
+        if holder.decode().split(":")[1] == str(pid)
+    }
+
+
+def test_a_killed_worker_s_jobs_run_again_within_60_s_and_a_busy_live_worker_keeps_its_job(
+    r, start_worker
+):
+    # A live worker busy for 90 s with one job, on its own queue: it must never run twice,
+    # while the recovery below runs every few seconds in every live worker.
+    busy = start_worker("reports", concurrency=1)
+    long_job = frappe.enqueue(
+        "tests.jobs_tx.run_once", queue="reports", timeout=120, key="test:recover:long", seconds=90
+    )
+    wait_for(lambda: r.llen("test:recover:long") >= 1, 20)
+
+    # 200 jobs in flight on a -c 2 worker, killed whole while it runs them.
+    victim = start_worker("batch", concurrency=2)
+    jobs = [
+        frappe.enqueue(
+            "tests.jobs_tx.run_once", queue="batch", key=f"test:recover:{i}", seconds=0.05
+        )
+        for i in range(JOBS)
+    ]
+    wait_for(lambda: sum(r.llen(f"test:recover:{i}") for i in range(JOBS)) >= 20, 30)
+    os.killpg(victim.process.pid, signal.SIGKILL)
+    killed_at = time.time()
+    victim.process.wait(10)
+    held = held_by(r, victim.process.pid)
+    assert held, "the killed worker held no message: nothing to recover"
+    (victim_holder,) = set(held.values())
+    held_ids = [
+        job.id for job in jobs if job.refresh().get("delivery_tag") in held
+    ]  # the jobs it held, running or reserved
+
+    # A fresh worker takes the queue at once; the held jobs come back when the victim's
+    # liveness key has expired and its absence is confirmed.
+    start_worker("batch", concurrency=2)
+    wait_for(lambda: all(job.get_status() == "finished" for job in jobs), 90, interval=0.5)
+
+    returned_at = []
+    for job_id in held_ids:
+        job = next(j for j in jobs if j.id == job_id)
+        starts = [e for e in runs(r, job.kwargs["key"]) if e["event"] == "start"]
+        after_kill = [e["at"] for e in starts if e["at"] > killed_at]
+        assert after_kill, f"held job {job_id} did not run again after the kill"
+        returned_at.append(min(after_kill) - killed_at)
+    print(f"held jobs: {len(held_ids)}; kill to running again: {max(returned_at):.1f} s")
+    assert max(returned_at) < 60
+
+    for i in range(JOBS):
+        events = runs(r, f"test:recover:{i}")
+        starts = [e for e in events if e["event"] == "start"]
+        ends = [e for e in events if e["event"] == "end"]
+        assert len(ends) == 1, f"job {i} finished {len(ends)} times"
+        # Never twice at the same time: a second run starts only after the first one's worker
+        # died (it never recorded its end) or ended.
+        assert len(starts) <= 2
+        if len(starts) == 2:
+            assert starts[0]["at"] < killed_at <= starts[1]["at"]
+
+    # Held by the victim, returned, taken again: nothing of it is left, and it is forgotten.
+    assert not held_by(r, victim.process.pid)
+    wait_for(lambda: not r.hexists(keys.HOLDERS_MISSING_SINCE, victim_holder), 15)
+
+    wait_for(lambda: long_job.get_status() == "finished", 60, interval=0.5)
+    assert [e["event"] for e in runs(r, "test:recover:long")] == ["start", "end"]
+    assert busy.process.poll() is None
+
+
+def test_the_holder_name_is_per_process_and_its_liveness_key_expires(r):
+    name = recovery.holder_name()
+    assert name == recovery.holder_name()
+    _host, pid, _nonce = name.split(":")
+    assert pid == str(os.getpid())
+    recovery.mark_alive()
+    ttl = r.ttl(keys.alive(name))
+    assert 0 < ttl <= recovery.ALIVE_TTL
+
+
+def test_a_message_held_by_a_dead_holder_goes_back_once_and_only_after_confirmation(r):
+    """recover_dead_holders on a message held by a holder that never had a liveness key."""
+    job = frappe.enqueue("tests.jobs.add", queue="batch", a=1, b=2)
+    lists = keys.queue_lists("batch")
+    (source, message) = next((name, r.rpop(name)) for name in lists if r.llen(name))
+    tag = job.refresh()["delivery_tag"]
+    held = json.dumps([json.loads(message), "", "batch"])
+    r.hset(keys.KOMBU_UNACKED, tag, held)
+    r.zadd(keys.KOMBU_UNACKED_INDEX, {tag: time.time()})
+    r.hset(keys.HOLDERS, tag, "gone-host:1:dead")
+    now = time.time()
+
+    # First seen missing: noted, nothing moved.
+    assert recovery.recover_dead_holders(now) == 0
+    assert r.hexists(keys.KOMBU_UNACKED, tag)
+    # Still within the confirmation wait.
+    assert recovery.recover_dead_holders(now + recovery.MISSING_CONFIRMATION - 1) == 0
+    # Confirmed: back at the front of its list, marked redelivered, and no longer held.
+    assert recovery.recover_dead_holders(now + recovery.MISSING_CONFIRMATION) == 1
+    assert not r.hexists(keys.KOMBU_UNACKED, tag)
+    assert not r.zscore(keys.KOMBU_UNACKED_INDEX, tag)
+    assert not r.hexists(keys.HOLDERS, tag)
+    restored = json.loads(r.lindex(source, -1))
+    assert restored["properties"]["delivery_tag"] == tag
+    assert restored["properties"]["delivery_info"]["redelivered"] is True
+    assert sum(r.llen(name) for name in lists) == 1
+    # Exactly once: another pass finds nothing to return, and forgets the holder.
+    assert recovery.recover_dead_holders(now + 60) == 0
+    assert sum(r.llen(name) for name in lists) == 1
+    assert not r.hexists(keys.HOLDERS_MISSING_SINCE, "gone-host:1:dead")
+
+
+def test_a_live_holder_s_message_is_never_taken(r):
+    job = frappe.enqueue("tests.jobs.add", queue="batch", a=1, b=2)
+    lists = keys.queue_lists("batch")
+    message = next(r.rpop(name) for name in lists if r.llen(name))
+    tag = job.refresh()["delivery_tag"]
+    r.hset(keys.KOMBU_UNACKED, tag, json.dumps([json.loads(message), "", "batch"]))
+    r.hset(keys.HOLDERS, tag, "live-host:1:alive")
+    r.set(keys.alive("live-host:1:alive"), 1, ex=60)
+    now = time.time()
+    for later in (0, 30, 600):
+        assert recovery.recover_dead_holders(now + later) == 0
+    assert r.hexists(keys.KOMBU_UNACKED, tag)
+    assert sum(r.llen(name) for name in lists) == 0
