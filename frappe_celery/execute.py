@@ -24,6 +24,7 @@ from typing import Any
 from billiard.einfo import ExceptionInfo
 from billiard.exceptions import WorkerLostError
 from celery import Task, signals
+from celery.backends.base import DisabledBackend
 from celery.worker.request import Request
 
 from . import records
@@ -226,7 +227,13 @@ def refuse_malformed(job_id: str, payload: dict[str, Any], problem: str) -> None
         records.fail(job_id, token, queue, "MalformedMessage", reason)
 
 
-@app.task(bind=True, name=TASK_NAME, Request=JobRequest, ignore_result=True)
+# No result backend: statuses and results live in our own records. Celery still writes to a
+# task's backend when it cancels a running job on a lost connection (worker_cancel_long_running_
+# tasks_on_connection_loss); with Redis down that write raised and stopped the whole worker.
+@app.task(
+    bind=True, name=TASK_NAME, Request=JobRequest, ignore_result=True,
+    backend=DisabledBackend(app),
+)  # fmt: skip
 def execute_job(self: Task, **payload: Any) -> str | None:
     """The generic task every job runs through (the method travels as a dotted path)."""
     job: JobPayload = payload  # type: ignore[assignment]

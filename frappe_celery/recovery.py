@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from collections import defaultdict
@@ -40,6 +41,10 @@ ALIVE_TTL = 20
 MISSING_CONFIRMATION = 10.0
 
 _holder: tuple[int, str] | None = None
+# Delivery tag -> holder: messages this process still holds but no longer runs (its channel
+# closed on a lost connection and could not return them); returned by return_orphans().
+_orphans: dict[str, str] = {}
+_orphans_lock = threading.Lock()
 
 
 def holder_name() -> str:
@@ -56,6 +61,27 @@ def mark_alive() -> None:
     """Refresh this worker's liveness key (its heartbeat)."""
     with broker_errors():
         get_redis().set(keys.alive(holder_name()), int(time.time()), ex=ALIVE_TTL)
+
+
+def orphan(tags: list[str], holder: str) -> None:
+    """Messages ``holder`` (this process) holds but will not run: return_orphans() returns them."""
+    with _orphans_lock:
+        _orphans.update(dict.fromkeys(tags, holder))
+
+
+def return_orphans() -> int:
+    """Return this process's orphaned messages to their queues; how many were returned."""
+    with _orphans_lock:
+        pending = dict(_orphans)
+    client = get_redis()
+    returned = 0
+    for tag, holder in pending.items():
+        returned += _return_message(client, tag, holder)  # raises while Redis is still down
+        with _orphans_lock:
+            _orphans.pop(tag, None)
+    if returned:
+        logger.warning("returned %d message(s) held when the connection was lost", returned)
+    return returned
 
 
 def restored_message(held: str) -> tuple[str, str]:

@@ -45,7 +45,7 @@ from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 from redis.exceptions import NoScriptError
 
-from . import keys
+from . import keys, recovery
 from .recovery import holder_name
 from .scripts import RESERVE
 
@@ -78,6 +78,18 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]  # kombu < 5.7 ships no type h
                 pipe.execute()
         self._held.discard(delivery_tag)
         virtual.QoS.append(self, message, delivery_tag)  # the channel's bookkeeping
+
+    def restore_unacked(self, client: Any = None) -> None:
+        """kombu's (return every message this channel holds, when it closes), except that when
+        Redis cannot be reached, which is why the channel closes on a lost connection, the
+        messages are handed to recovery.py, which returns them once Redis answers again.
+        Celery has cancelled their jobs by then; kombu left them held until the visibility
+        timeout."""
+        try:
+            super().restore_unacked(client)
+        except self.channel.connection_errors:
+            recovery.orphan(list(self._delivered), holder_name())
+            self._delivered.clear()
 
     def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
         """kombu's (the pipeline removing the message from the unacked hash and its index, for

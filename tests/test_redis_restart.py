@@ -1,0 +1,154 @@
+"""Redis restarted (appendonly, killed and started again on the same port) during a stream of
+enqueues from several threads: every enqueue that returned a handle runs; every enqueue during
+the outage raises BrokerUnreachable within 5 s; the worker, beat and the CLI carry on without
+being restarted."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import frappe_celery as frappe
+from frappe_celery.embedded import find_redis_server, free_port, is_reachable
+from frappe_celery.errors import BrokerUnreachable
+
+from .conftest import wait_for
+from .jobs_sched import TICKS
+from .test_cli import run_cli, settings_env
+
+THREADS = 4
+# Per thread: a steady stream well under what one worker drains, so the queue never overloads.
+ENQUEUES_PER_SECOND = 10
+OUTAGE_SECONDS = 3.0
+RAN = "test:restart:ran"
+
+
+class RestartableRedis:
+    """A redis-server that persists every write before replying (appendfsync always) and can be
+    killed and started again on the same port with the same data."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir, self.port = workdir, free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [find_redis_server(), "--port", str(self.port), "--bind", "127.0.0.1",
+             "--dir", str(self.workdir), "--save", "", "--appendonly", "yes",
+             "--appendfsync", "always"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        wait_for(lambda: is_reachable(self.url, timeout=0.5), 20)
+
+    def kill(self) -> None:
+        """SIGKILL: a crash; only what the append-only file holds comes back."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(10)
+
+
+@pytest.fixture
+def restartable_redis(tmp_path: Path) -> Iterator[RestartableRedis]:
+    server = RestartableRedis(tmp_path)
+    server.start()
+    yield server
+    if server.process is not None and server.process.poll() is None:
+        server.process.terminate()
+        server.process.wait(10)
+
+
+def enqueue_stream(stop: threading.Event, outcomes: list[tuple[float, float, object]]) -> None:
+    """Enqueue until ``stop``; record (started, seconds taken, the job id or the exception)."""
+    while not stop.is_set():
+        started = time.time()
+        try:
+            job = frappe.enqueue("tests.jobs.record", queue="short", key=RAN, value="x")
+            outcome: object = job.id
+        except Exception as exc:  # every exception is checked below
+            outcome = exc
+        outcomes.append((started, time.time() - started, outcome))
+        time.sleep(1 / ENQUEUES_PER_SECOND)
+
+
+def diagnosis(client, accepted: set[str], worker_log: str) -> str:
+    """What the queues, kombu's unacked hash and the records say, and the worker's log tail."""
+    statuses: dict[str, int] = {}
+    for job_id in accepted:
+        status = frappe.get_job(job_id).get_status()
+        statuses[status] = statuses.get(status, 0) + 1
+    waiting = {q: sum(client.llen(k) for k in frappe.keys.queue_lists(q)) for q in ("short",)}
+    unacked = client.hlen(frappe.keys.KOMBU_UNACKED)
+    return (f"not all acknowledged jobs finished: {statuses}; waiting {waiting}; "
+            f"unacked {unacked}\nworker log tail:\n{worker_log[-6000:]}")  # fmt: skip
+
+
+def test_a_redis_restart_loses_no_acknowledged_enqueue_and_nothing_needs_a_restart(
+    restartable_redis, start_worker, start_beat
+):
+    url = restartable_redis.url
+    env = {"FRAPPE_CELERY_BROKER_URL": url, "FRAPPE_CELERY_RESULT_BACKEND": url,
+           "FRAPPE_CELERY_HOOKS": "tests.hooks_beat"}  # fmt: skip
+    with settings_env(**env):
+        client = frappe.connection.get_redis()
+        worker = start_worker("short,default", concurrency=2, **env)
+        beat = start_beat(**env)
+        wait_for(lambda: beat.is_leader, 30)
+
+        stop = threading.Event()
+        outcomes: list[list[tuple[float, float, object]]] = [[] for _ in range(THREADS)]
+        threads = [
+            threading.Thread(target=enqueue_stream, args=(stop, outcomes[i]), daemon=True)
+            for i in range(THREADS)
+        ]
+        for thread in threads:
+            thread.start()
+        time.sleep(2)
+        restartable_redis.kill()
+        down_at = time.time()
+        time.sleep(OUTAGE_SECONDS)
+        restartable_redis.start()
+        up_at = time.time()
+        time.sleep(4)
+        stop.set()
+        for thread in threads:
+            thread.join(15)
+            assert not thread.is_alive(), "an enqueue hung"
+
+        results = [outcome for per_thread in outcomes for outcome in per_thread]
+        accepted = {outcome for _, _, outcome in results if isinstance(outcome, str)}
+        refused = [(at, took, o) for at, took, o in results if not isinstance(o, str)]
+        assert accepted and refused, "the stream did not span the outage"
+        for at, took, exc in refused:
+            assert isinstance(exc, BrokerUnreachable), repr(exc)
+            assert took < 5, f"an enqueue took {took:.1f} s to fail"
+            # Refused only around the outage (a call in flight when Redis died included).
+            assert down_at - 1 <= at <= up_at + 1, (at - down_at, exc)
+        assert max(took for _, took, _ in results) < 5
+
+        # Every acknowledged enqueue runs, on the worker that was never restarted.
+        wait_for(lambda: all(frappe.get_job(i) is not None for i in accepted), 10)
+        try:
+            wait_for(lambda: all(frappe.get_job(i).get_status() == "finished" for i in accepted),
+                     60, interval=0.5)  # fmt: skip
+        except AssertionError:
+            raise AssertionError(diagnosis(client, accepted, worker.output())) from None
+        recovered = time.time() - up_at
+        lost = [i for i in accepted if frappe.get_job(i).get_status() != "finished"]
+        print(f"accepted {len(accepted)}, refused {len(refused)}, lost {len(lost)}, "
+              f"all acknowledged jobs done {recovered:.1f} s after Redis was back")  # fmt: skip
+        assert worker.process.poll() is None
+
+        # A new enqueue runs; beat still fires; the CLI reads the restarted Redis.
+        after = frappe.enqueue("tests.jobs.add", queue="default", a=2, b=2)
+        wait_for(lambda: after.get_status() == "finished", 30)
+        ticks = client.llen(TICKS)
+        wait_for(lambda: client.llen(TICKS) > ticks, 20)
+        assert beat.process.poll() is None
+        status = run_cli("status", "--json", **env)
+        assert status.returncode == 0, status.stderr
