@@ -5,7 +5,8 @@ queues (all priority-0 lists of every queue, then all priority-3 lists, ...). A 
 with ``-Q short,default`` would then take an ``at_front`` job from ``default`` before a normal
 job from ``short``. RQ (and Frappe's users) expect strict queue order, with ``at_front`` only
 moving a job to the front of its own queue; so the lists are ordered queue-major here. Selected
-by the ``broker_transport`` setting (celery_app.py).
+by the ``broker_transport`` setting (celery_app.py); :class:`SentinelTransport` is the same for
+``sentinel://`` URLs.
 
 Three costs of kombu's that a worker's main process paid per message, which on a small machine
 left the pool children waiting for their next job a third of the time:
@@ -213,3 +214,13 @@ def readable_message(text: str) -> dict[str, Any] | None:
 
 class Transport(kombu_redis.Transport):  # type: ignore[misc]  # kombu < 5.7 ships no type hints
     Channel = Channel
+
+
+class SentinelChannel(Channel, kombu_redis.SentinelChannel):  # type: ignore[misc]
+    """Our channel over kombu's Sentinel one: the master is found through the sentinels (the
+    ``master_name`` transport option, from the ``sentinel_master`` setting) on every new
+    connection, so after a failover the worker reconnects to the promoted replica."""
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):  # type: ignore[misc]
+    Channel = SentinelChannel
