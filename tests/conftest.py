@@ -236,6 +236,10 @@ class RedisProcess:
         wait_for(answers, timeout)
         return self
 
+    @property
+    def port(self) -> int:
+        return int(self.client.connection_pool.connection_kwargs["port"])
+
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
 
