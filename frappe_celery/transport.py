@@ -28,6 +28,7 @@ Everything else is kombu's.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from base64 import b64decode
 from collections.abc import Iterator
@@ -40,6 +41,7 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
+from redis import sentinel
 from redis.exceptions import NoScriptError
 
 from .scripts import RESERVE
@@ -216,10 +218,29 @@ class Transport(kombu_redis.Transport):  # type: ignore[misc]  # kombu < 5.7 shi
     Channel = Channel
 
 
+class SentinelManagedConnection(sentinel.SentinelManagedConnection):  # type: ignore[misc,unused-ignore]
+    """redis-py's, accepting ``disconnect_on_error``: in redis-py 4.5.5 (Frappe 15's pin) PubSub
+    passes it to every connection's read_response but the Sentinel one does not take it, so a
+    worker on a sentinel:// broker died at start with a TypeError (fixed in redis-py 4.6)."""
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        if not _TAKES_DISCONNECT_ON_ERROR:
+            kwargs.pop("disconnect_on_error", None)
+        return super().read_response(*args, **kwargs)
+
+
+_TAKES_DISCONNECT_ON_ERROR = (
+    "disconnect_on_error"
+    in inspect.signature(sentinel.SentinelManagedConnection.read_response).parameters
+)
+
+
 class SentinelChannel(Channel, kombu_redis.SentinelChannel):  # type: ignore[misc]
     """Our channel over kombu's Sentinel one: the master is found through the sentinels (the
     ``master_name`` transport option, from the ``sentinel_master`` setting) on every new
     connection, so after a failover the worker reconnects to the promoted replica."""
+
+    connection_class = SentinelManagedConnection
 
 
 class SentinelTransport(kombu_redis.SentinelTransport):  # type: ignore[misc]

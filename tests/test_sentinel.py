@@ -12,13 +12,15 @@ from pathlib import Path
 import pytest
 import redis
 
+import frappe_celery as frappe
 from frappe_celery.config import load_settings
 from frappe_celery.connection import make_client, redact_url
 from frappe_celery.embedded import find_redis_server, free_port
-from frappe_celery.errors import ConfigError
+from frappe_celery.errors import ConfigError, NotReplicated
 
 from .broker_tour import assert_never_shown, tour
 from .conftest import RedisProcess, wait_for
+from .test_cli import settings_env
 
 PASSWORD = "sentinel-pw-" + uuid.uuid4().hex  # unique: any occurrence in an output is a leak
 MASTER_NAME = "jobs-master"
@@ -31,6 +33,7 @@ class SentinelCluster:
 
     def __init__(self, workdir: Path, down_after_ms: int = 1000, replicas: int = 1) -> None:
         self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
         self.binary = find_redis_server()
         self.master = self._redis("master", [])
         master_port = self.master.port
@@ -172,3 +175,30 @@ def test_redact_url_hides_every_password_of_a_sentinel_list(cluster):
     shown = redact_url(cluster.url)
     assert PASSWORD not in shown
     assert shown.count(":***@127.0.0.1:") == 3
+
+
+def test_with_enqueue_wait_replicas_a_returned_job_is_already_on_the_replica(
+    redis_server, cluster, tmp_path
+):
+    from .test_sentinel_failover import config_env
+
+    replica = cluster.replicas[0].client
+    with settings_env(**sentinel_env(cluster), **config_env(tmp_path, enqueue_wait_replicas=1)):
+        for _ in range(20):
+            job = frappe.enqueue("tests.jobs.add", queue="batch", a=1, b=2)
+            # WAIT returned: the replica has it, so a failover now cannot lose it.
+            assert replica.exists(frappe.keys.job(job.id))
+
+
+def test_fewer_replicas_than_enqueue_wait_replicas_raises_not_replicated(
+    redis_server, cluster, tmp_path
+):
+    from .test_sentinel_failover import config_env
+
+    env = config_env(tmp_path, enqueue_wait_replicas=2, enqueue_wait_timeout_ms=200)
+    with settings_env(**sentinel_env(cluster), **env), pytest.raises(NotReplicated) as refused:
+        frappe.enqueue("tests.jobs.add", queue="batch", a=1, b=2)
+    assert refused.value.acked == 1 and refused.value.wanted == 2
+    assert "only 1 of 2 replicas (enqueue_wait_replicas) confirmed it within 200 ms" in str(
+        refused.value
+    )
