@@ -7,6 +7,8 @@
 #   bash run.sh test-range  # the test suite at each end of the supported Celery/kombu/redis
 #                           # range: one .venv-NAME per constraints/NAME.txt (oldest, newest)
 #   bash run.sh bench-test  # the bench tier: a real Frappe bench and site (tests/bench/run.sh)
+#   bash run.sh failover    # Sentinel failover under load: resume time, lost enqueues, WAIT's
+#                           # cost (figures in RELIABILITY-sentinel-tls.md)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -62,8 +64,12 @@ PY
         # ../shared/frappe/make-bench.sh, FRAPPE_VERSION=15|16): see tests/bench/run.sh.
         exec bash tests/bench/run.sh "$@"
         ;;
+    failover)
+        # -m failover: the default run leaves it out (pyproject's addopts).
+        exec python -m pytest tests/test_sentinel_failover.py -m failover -s "$@"
+        ;;
     *)
-        echo "usage: bash run.sh [demo|test|test-range|bench-test] [extra args]" >&2
+        echo "usage: bash run.sh [demo|test|test-range|bench-test|failover] [extra args]" >&2
         exit 2
         ;;
 esac

@@ -19,6 +19,7 @@ from .config import (
     Settings,
     get_settings,
 )
+from .connection import is_sentinel_url, tls_options
 from .errors import ConfigError
 
 # Imported by a worker that runs in a bench (see integrations/frappe/worker.py).
@@ -26,6 +27,10 @@ FRAPPE_WORKER_MODULE = "frappe_celery.integrations.frappe.worker"
 # Beat's scheduler: scheduler_events from the hooks modules, or in a bench the bench's own
 # Scheduled Job Types, decided by Frappe (integrations/frappe/beat.py).
 HOOKS_SCHEDULER = "frappe_celery.scheduler.beat:FrappeScheduler"
+# kombu's Redis transport with our queue order (transport.py), for redis://, rediss:// and
+# sentinel:// broker URLs.
+TRANSPORT = "frappe_celery.transport:Transport"
+SENTINEL_TRANSPORT = "frappe_celery.transport:SentinelTransport"
 BENCH_SCHEDULER = "frappe_celery.integrations.frappe.beat:BenchScheduler"
 
 # The module of user overrides for Celery settings (the top-level celeryconfig.py).
@@ -53,13 +58,24 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         # What a bench's sites have due, as `bench schedule` decides it.
         "beat_scheduler": BENCH_SCHEDULER,
     }
+    backend_options: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout}
+    sentinel = is_sentinel_url(settings.broker_url)
+    if sentinel:
+        transport_options["master_name"] = settings.sentinel_master
+    if is_sentinel_url(settings.result_backend):
+        backend_options["master_name"] = settings.sentinel_master
     return {
         "broker_url": settings.broker_url,
         # kombu's Redis transport, taking queues strictly in -Q order (see transport.py).
-        "broker_transport": "frappe_celery.transport:Transport",
+        "broker_transport": SENTINEL_TRANSPORT if sentinel else TRANSPORT,
         "result_backend": settings.result_backend,
+        # The rediss:// URL's TLS options, given explicitly: with our transport class named
+        # instead of the URL's scheme, kombu would otherwise connect without TLS when the URL
+        # has no ssl_* option, and Celery's backend would refuse such a URL.
+        "broker_use_ssl": tls_options(settings.broker_url),
+        "redis_backend_use_ssl": tls_options(settings.result_backend),
         "broker_transport_options": transport_options,
-        "result_backend_transport_options": {"visibility_timeout": settings.visibility_timeout},
+        "result_backend_transport_options": backend_options,
         "broker_connection_retry_on_startup": True,
         "task_serializer": "json",
         "result_serializer": "json",
@@ -116,6 +132,14 @@ def apply_settings(app: Celery, settings: Settings) -> None:
             raise ConfigError(
                 f"celeryconfig: {key} is set by frappe-celery ({derived[key]!r}) and cannot be "
                 f"overridden (got {overrides[key]!r}); use the FRAPPE_CELERY_* environment"
+            )
+    for key in ("broker_transport_options", "result_backend_transport_options"):
+        given = (overrides.get(key) or {}).get("master_name")
+        if given is not None and given != derived[key].get("master_name"):
+            raise ConfigError(
+                f"celeryconfig: {key}.master_name is frappe-celery's sentinel_master setting "
+                f"({settings.sentinel_master!r}) and cannot be set here (got {given!r}); use "
+                "FRAPPE_CELERY_SENTINEL_MASTER or frappe_celery.sentinel_master"
             )
     merged = {**derived, **overrides}
     # A dict setting (broker_transport_options...) is merged key by key, so overriding one

@@ -67,6 +67,10 @@ DEFAULT_TIME_ZONE = "UTC"
 
 ENV_PREFIX = "FRAPPE_CELERY_"
 
+# WAIT's timeout after each enqueue when enqueue_wait_replicas is set: how long an enqueue may
+# wait for a replica before it reports the job as not replicated.
+DEFAULT_ENQUEUE_WAIT_TIMEOUT_MS = 1000
+
 # How job ids are namespaced per site: Frappe 16 ``{site}||{id}`` with ':' -> '|', Frappe 15
 # ``{site}::{id}``.
 JOB_ID_STYLES = ("v16", "v15")
@@ -82,6 +86,13 @@ class Settings:
 
     broker_url: str = DEFAULT_BROKER_URL
     result_backend: str = DEFAULT_BROKER_URL
+    # The master name a sentinel:// broker URL resolves (kombu's master_name transport option);
+    # only read for sentinel:// URLs.
+    sentinel_master: str | None = None
+    # After each enqueue, WAIT until this many replicas have the job (0: do not wait); see
+    # README, "TLS and Sentinel". An enqueue then returns only once the job survives a failover.
+    enqueue_wait_replicas: int = 0
+    enqueue_wait_timeout_ms: int = DEFAULT_ENQUEUE_WAIT_TIMEOUT_MS
     site: str = DEFAULT_SITE
     hooks_modules: tuple[str, ...] = ()
     config_path: str | None = None
@@ -225,9 +236,25 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     allowed_modules = _split_list(allowed) if allowed else tuple(own.get("allowed_modules", ()))
     bench_defaults = _bench_defaults(bench, conf, source) if bench else {}
 
+    result_backend = env.get(ENV_PREFIX + "RESULT_BACKEND") or broker_url
+    sentinel_master = env.get(ENV_PREFIX + "SENTINEL_MASTER") or own.get("sentinel_master")
+    _check_broker_urls(source, broker_url, result_backend, sentinel_master)
+
     return Settings(
         broker_url=broker_url,
-        result_backend=env.get(ENV_PREFIX + "RESULT_BACKEND") or broker_url,
+        result_backend=result_backend,
+        sentinel_master=sentinel_master,
+        enqueue_wait_replicas=_positive_int(
+            source,
+            "frappe_celery.enqueue_wait_replicas",
+            env.get(ENV_PREFIX + "ENQUEUE_WAIT_REPLICAS") or own.get("enqueue_wait_replicas", 0),
+            allow_zero=True,
+        ),
+        enqueue_wait_timeout_ms=_positive_int(
+            source,
+            "frappe_celery.enqueue_wait_timeout_ms",
+            own.get("enqueue_wait_timeout_ms", DEFAULT_ENQUEUE_WAIT_TIMEOUT_MS),
+        ),
         site=env.get(ENV_PREFIX + "SITE")
         or own.get("site")
         or bench_defaults.get("site")
@@ -304,6 +331,36 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     )
 
 
+def _check_broker_urls(
+    source: str, broker_url: str, result_backend: str, sentinel_master: Any
+) -> None:
+    """Refuse at start-up what every component would later fail on: a sentinel:// URL without
+    the master name, a malformed sentinel list, bad TLS options of a rediss:// URL."""
+    from .connection import is_sentinel_url, parse_sentinel_url, redact_url, tls_options
+
+    if sentinel_master is not None and (
+        not isinstance(sentinel_master, str) or not sentinel_master.strip()
+    ):
+        raise ConfigError(
+            f"{source}: sentinel_master must be the name of a master (a non-empty string), "
+            f"got {sentinel_master!r}"
+        )
+    for setting, url in (
+        ("FRAPPE_CELERY_BROKER_URL", broker_url),
+        ("FRAPPE_CELERY_RESULT_BACKEND", result_backend),
+    ):
+        if is_sentinel_url(url):
+            parse_sentinel_url(url, setting)
+            if not sentinel_master:
+                raise ConfigError(
+                    f"{setting} is a sentinel:// URL ({redact_url(url)}) but sentinel_master is "
+                    "not set; name the master the sentinels monitor with "
+                    "FRAPPE_CELERY_SENTINEL_MASTER or "
+                    '"frappe_celery": {"sentinel_master": "mymaster"} in common_site_config.json'
+                )
+        tls_options(url, setting)
+
+
 def _job_id_style(source: str, style: str | None) -> str:
     style = style or JOB_ID_STYLES[0]
     if style not in JOB_ID_STYLES:
@@ -362,10 +419,13 @@ def reload_settings() -> Settings:
 
 
 # Celery settings this package must control: the enqueue path publishes straight to the broker
-# URL above and only JSON may ever be accepted (a pickle message must never execute).
+# URL above (the TLS options are read from that URL, so every component checks the same
+# certificate) and only JSON may ever be accepted (a pickle message must never execute).
 OWNED_CELERY_SETTINGS = (
     "broker_url",
     "broker_transport",
+    "broker_use_ssl",
+    "redis_backend_use_ssl",
     "task_serializer",
     "accept_content",
     "result_serializer",

@@ -2,22 +2,33 @@
 
 One connection pool per process (redis-py resets pools after fork), bounded timeouts so a dead
 Redis surfaces as :class:`BrokerUnreachable` within seconds instead of hanging a web request.
+
+Three URL forms, the ones kombu's Redis transport takes, so one URL configures every component:
+
+* ``redis://[[user]:password@]host[:port][/db]``;
+* ``rediss://...?ssl_cert_reqs=required&ssl_ca_certs=/path/ca.pem`` (TLS; see :func:`tls_options`);
+* ``sentinel://[[user]:password@]host:port[/db];sentinel://host:port;...``: the master the
+  sentinels name for the ``sentinel_master`` setting, found again on every new connection, so a
+  failover needs no restart. The password is the master's, as in kombu.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, TypeAlias
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from redis.sentinel import Sentinel
 
 from .config import get_settings
-from .errors import BrokerUnreachable
+from .errors import BrokerUnreachable, ConfigError
 
 # Connect fails fast (refused is immediate; a black-holed host costs this), one retry covers a
 # blip: an unreachable broker is reported in about 2 x 2 s, under the 5 s the contract allows.
@@ -40,27 +51,158 @@ def as_text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+SENTINEL_SCHEME = "sentinel"
+DEFAULT_SENTINEL_PORT = 26379
+# The TLS options a rediss:// URL may carry in its query, as redis-py, kombu and Celery's result
+# backend all read them; and the values of ssl_cert_reqs all three accept (redis-py takes only
+# these lowercase spellings).
+TLS_QUERY_OPTIONS = ("ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+TLS_CERT_REQS = ("required", "optional", "none")
+
+
 def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***`` (credentials are never printed)."""
+    """The URL with any password replaced by ``***`` (credentials are never printed); each
+    address of a ``;``-separated sentinel list is redacted."""
+    if ";" in url:
+        return ";".join(redact_url(part) for part in url.split(";"))
     parts = urlsplit(url)
     if parts.password is None:
         return url
     user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
+    host = parts.netloc.rpartition("@")[2]
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
-def make_client(url: str) -> Client:
-    """A Redis client with frappe-celery's bounded timeouts."""
-    return redis.Redis.from_url(
-        url,
-        socket_connect_timeout=CONNECT_TIMEOUT,
-        socket_timeout=SOCKET_TIMEOUT,
-        retry=Retry(NoBackoff(), 1),
-        health_check_interval=30,
+def is_sentinel_url(url: str) -> bool:
+    return url.split("://", 1)[0].lower() == SENTINEL_SCHEME
+
+
+@dataclass(frozen=True)
+class SentinelAddress:
+    """A parsed ``sentinel://`` URL: the sentinels, and the credentials and db of the master."""
+
+    sentinels: list[tuple[str, int]]
+    username: str | None
+    password: str | None
+    db: int
+
+
+def parse_sentinel_url(url: str, setting: str = "broker URL") -> SentinelAddress:
+    """Parse kombu's ``sentinel://`` form; raises :class:`ConfigError` naming ``setting``."""
+    sentinels: list[tuple[str, int]] = []
+    first = None
+    for part in url.split(";"):
+        parts = urlsplit(part.strip())
+        problem = None
+        if parts.scheme.lower() != SENTINEL_SCHEME:
+            problem = "every address of the list must be sentinel://host:port"
+        elif not parts.hostname:
+            problem = "an address has no host"
+        elif parts.query:
+            # kombu passes query keys to its Connection, which refuses unknown ones.
+            problem = "a sentinel:// URL takes no query options"
+        if problem:
+            raise ConfigError(
+                f"{setting}: {problem}, got {redact_url(url)!r}; allowed: "
+                "sentinel://[[user]:password@]host:port[/db];sentinel://host:port;..."
+            )
+        try:
+            port = parts.port or DEFAULT_SENTINEL_PORT
+        except ValueError:
+            raise ConfigError(f"{setting}: bad port in {redact_url(url)!r}") from None
+        sentinels.append((parts.hostname or "", port))
+        first = first or parts
+    assert first is not None  # split() yields at least one part
+    db_text = first.path.strip("/") or "0"
+    if not db_text.isdigit():
+        raise ConfigError(
+            f"{setting}: the db of {redact_url(url)!r} must be a number, got {db_text!r}"
+        )
+    return SentinelAddress(
+        sentinels,
+        unquote(first.username) if first.username else None,
+        unquote(first.password) if first.password is not None else None,
+        int(db_text),
     )
+
+
+def tls_options(url: str, setting: str = "broker URL") -> dict[str, str] | None:
+    """The TLS options of a ``rediss://`` URL (None for any other scheme), checked.
+
+    ``ssl_cert_reqs`` defaults to ``required``, as in redis-py: kombu alone would fall back to no
+    certificate check at all, and Celery's result backend would refuse the URL. Raises
+    :class:`ConfigError` for an unknown ``ssl_cert_reqs`` or a certificate file that does not exist.
+    """
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "rediss":
+        return None
+    query = dict(parse_qsl(parts.query))
+    options = {name: query[name] for name in TLS_QUERY_OPTIONS if query.get(name)}
+    options.setdefault("ssl_cert_reqs", "required")
+    if options["ssl_cert_reqs"] not in TLS_CERT_REQS:
+        raise ConfigError(
+            f"{setting}: ssl_cert_reqs must be one of {', '.join(TLS_CERT_REQS)}, "
+            f"got {options['ssl_cert_reqs']!r}"
+        )
+    for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
+        if name in options and not os.path.isfile(options[name]):
+            raise ConfigError(f"{setting}: {name} names no file: {options[name]!r}")
+    return options
+
+
+def make_client(
+    url: str,
+    sentinel_master: str | None = None,
+    *,
+    connect_timeout: float = CONNECT_TIMEOUT,
+    socket_timeout: float = SOCKET_TIMEOUT,
+) -> Client:
+    """A Redis client with frappe-celery's bounded timeouts, for any URL form above.
+
+    Raises :class:`ConfigError` for a sentinel URL without ``sentinel_master``.
+    """
+    options: dict[str, Any] = {
+        "socket_connect_timeout": connect_timeout,
+        "socket_timeout": socket_timeout,
+        "retry": Retry(NoBackoff(), 1),
+        "health_check_interval": 30,
+    }
+    if not is_sentinel_url(url):
+        return redis.Redis.from_url(url, **options)
+    if not sentinel_master:
+        raise ConfigError(
+            f"sentinel_master: a sentinel:// broker URL ({redact_url(url)}) needs the name of the "
+            "master its sentinels monitor; set FRAPPE_CELERY_SENTINEL_MASTER or "
+            '"frappe_celery": {"sentinel_master": "mymaster"} in common_site_config.json'
+        )
+    address = parse_sentinel_url(url)
+    # The sentinels are asked with the same bounded timeouts; they get no password (kombu's
+    # rule: the URL's credentials are the master's).
+    sentinels = Sentinel(
+        address.sentinels,
+        sentinel_kwargs={
+            "socket_connect_timeout": connect_timeout,
+            "socket_timeout": socket_timeout,
+        },
+    )
+    return sentinels.master_for(
+        sentinel_master,
+        username=address.username,
+        password=address.password,
+        db=address.db,
+        **options,
+    )
+
+
+def answers(url: str, sentinel_master: str | None = None, timeout: float = 1.0) -> bool:
+    """True if the Redis at ``url`` (through its sentinels) answers PING within ``timeout``."""
+    client = make_client(url, sentinel_master, connect_timeout=timeout, socket_timeout=timeout)
+    try:
+        return bool(client.ping())
+    except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
+        return False
+    finally:
+        client.close()
 
 
 def get_redis() -> Client:
@@ -69,7 +211,8 @@ def get_redis() -> Client:
     if _client is None:
         with _lock:
             if _client is None:
-                _client = make_client(get_settings().broker_url)
+                settings = get_settings()
+                _client = make_client(settings.broker_url, settings.sentinel_master)
     return _client
 
 

@@ -75,6 +75,25 @@ class BrokerUnreachable(FrappeCeleryError, ConnectionError):
     """Redis could not be reached (the URL is shown with its password hidden)."""
 
 
+class NotReplicated(FrappeCeleryError):
+    """enqueue_wait_replicas is set and fewer replicas than that confirmed the job in time.
+
+    The job is queued on the master and will run unless the master fails before a replica has
+    it: the caller decides whether to retry (its job may then run twice) or give up.
+    """
+
+    def __init__(self, job_ids: list[str], acked: int, wanted: int, timeout_ms: int) -> None:
+        self.job_ids = job_ids
+        self.acked = acked
+        self.wanted = wanted
+        super().__init__(
+            f"job {', '.join(job_ids[:5])}{' ...' if len(job_ids) > 5 else ''} is queued on the "
+            f"master but only {acked} of {wanted} replicas (enqueue_wait_replicas) confirmed it "
+            f"within {timeout_ms} ms (enqueue_wait_timeout_ms); it is lost if the master fails "
+            "before a replica has it"
+        )
+
+
 class InvalidJobOperation(FrappeCeleryError):
     """The job is not in a state that allows this operation."""
 

@@ -19,7 +19,7 @@ from . import keys, scripts
 from .celery_app import app
 from .config import AT_FRONT_PRIORITY, NORMAL_PRIORITY, QUEUE_STARVATION_THRESHOLD, get_settings
 from .connection import as_text, broker_errors, get_redis
-from .errors import PublishError, QueueOverloaded
+from .errors import NotReplicated, PublishError, QueueOverloaded
 from .job import Job, JobStatus
 from .wire import JobPayload, build_message
 
@@ -124,10 +124,44 @@ def outcome(publication: Publication, reply: Any) -> Job | None:
 
 
 def publish(publication: Publication) -> Job | None:
-    """Publish one job now: one round trip."""
+    """Publish one job now: one round trip (with enqueue_wait_replicas, the script and WAIT in
+    one pipeline, so WAIT runs on the connection that wrote the job, as it must)."""
+    settings = get_settings()
+    if not settings.enqueue_wait_replicas:
+        with broker_errors():
+            reply = scripts.ENQUEUE(get_redis(), publication.keys, publication.args)
+        return outcome(publication, reply)
+    client = get_redis()
+
+    def enqueue_and_wait() -> list[Any]:
+        pipe = client.pipeline(transaction=False)
+        scripts.ENQUEUE.queue_in(pipe, publication.keys, publication.args)
+        pipe.execute_command(
+            "WAIT", settings.enqueue_wait_replicas, settings.enqueue_wait_timeout_ms
+        )
+        replies: list[Any] = pipe.execute()
+        return replies
+
     with broker_errors():
-        reply = scripts.ENQUEUE(get_redis(), publication.keys, publication.args)
-    return outcome(publication, reply)
+        scripts.ENQUEUE.ensure_loaded(client)
+        try:
+            reply, acked = enqueue_and_wait()
+        except NoScriptError:
+            # Redis lost its scripts (a restart, or a failover to a replica that never loaded it).
+            client.script_load(scripts.ENQUEUE.source)
+            reply, acked = enqueue_and_wait()
+    job = outcome(publication, reply)
+    if job is not None:
+        _check_replicated([publication.job_id], int(acked))
+    return job
+
+
+def _check_replicated(job_ids: list[str], acked: int) -> None:
+    settings = get_settings()
+    if acked < settings.enqueue_wait_replicas:
+        raise NotReplicated(
+            job_ids, acked, settings.enqueue_wait_replicas, settings.enqueue_wait_timeout_ms
+        )
 
 
 def publish_batch(publications: list[Publication]) -> list[Job | None]:
@@ -144,7 +178,14 @@ def publish_batch(publications: list[Publication]) -> list[Job | None]:
         pipe = client.pipeline(transaction=False)
         for publication in publications:
             scripts.ENQUEUE.queue_in(pipe, publication.keys, publication.args)
+        wait = get_settings().enqueue_wait_replicas
+        if wait:
+            pipe.execute_command("WAIT", wait, get_settings().enqueue_wait_timeout_ms)
         replies = pipe.execute(raise_on_error=False)
+    if wait:
+        acked = replies.pop()
+        if isinstance(acked, BaseException):
+            raise acked
     results: list[Job | None] = []
     failures: list[tuple[str, BaseException]] = []
     for publication, reply in zip(publications, replies, strict=True):
@@ -158,6 +199,11 @@ def publish_batch(publications: list[Publication]) -> list[Job | None]:
         except Exception as exc:
             results.append(None)
             failures.append((publication.job_id, exc))
+    if wait:
+        try:
+            _check_replicated([job.id for job in results if job is not None], int(acked))
+        except NotReplicated as exc:
+            failures += [(job.id, exc) for job in results if job is not None]
     if failures:
         raise PublishError(failures, results)
     return results

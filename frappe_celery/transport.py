@@ -5,7 +5,8 @@ queues (all priority-0 lists of every queue, then all priority-3 lists, ...). A 
 with ``-Q short,default`` would then take an ``at_front`` job from ``default`` before a normal
 job from ``short``. RQ (and Frappe's users) expect strict queue order, with ``at_front`` only
 moving a job to the front of its own queue; so the lists are ordered queue-major here. Selected
-by the ``broker_transport`` setting (celery_app.py).
+by the ``broker_transport`` setting (celery_app.py); :class:`SentinelTransport` is the same for
+``sentinel://`` URLs.
 
 Three costs of kombu's that a worker's main process paid per message, which on a small machine
 left the pool children waiting for their next job a third of the time:
@@ -31,6 +32,7 @@ Everything else is kombu's.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from base64 import b64decode
 from collections.abc import Iterator
@@ -43,6 +45,7 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
+from redis import sentinel
 from redis.exceptions import NoScriptError
 
 from . import keys, recovery
@@ -245,3 +248,32 @@ def readable_message(text: str) -> dict[str, Any] | None:
 
 class Transport(kombu_redis.Transport):  # type: ignore[misc]  # kombu < 5.7 ships no type hints
     Channel = Channel
+
+
+class SentinelManagedConnection(sentinel.SentinelManagedConnection):  # type: ignore[misc,unused-ignore]
+    """redis-py's, accepting ``disconnect_on_error``: in redis-py 4.5.5 (Frappe 15's pin) PubSub
+    passes it to every connection's read_response but the Sentinel one does not take it, so a
+    worker on a sentinel:// broker died at start with a TypeError (fixed in redis-py 4.6)."""
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        if not _TAKES_DISCONNECT_ON_ERROR:
+            kwargs.pop("disconnect_on_error", None)
+        return super().read_response(*args, **kwargs)
+
+
+_TAKES_DISCONNECT_ON_ERROR = (
+    "disconnect_on_error"
+    in inspect.signature(sentinel.SentinelManagedConnection.read_response).parameters
+)
+
+
+class SentinelChannel(Channel, kombu_redis.SentinelChannel):  # type: ignore[misc]
+    """Our channel over kombu's Sentinel one: the master is found through the sentinels (the
+    ``master_name`` transport option, from the ``sentinel_master`` setting) on every new
+    connection, so after a failover the worker reconnects to the promoted replica."""
+
+    connection_class = SentinelManagedConnection
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):  # type: ignore[misc]
+    Channel = SentinelChannel

@@ -206,3 +206,53 @@ def shared_worker(worker_env: dict[str, str]) -> Iterator[Worker]:
     worker = Worker("short,default,long", 2, worker_env, logdir)
     yield worker
     worker.stop()
+
+
+class RedisProcess:
+    """A redis-server (or sentinel) started by a test with its own arguments, its output in a
+    log file, ready once ``client`` answers PING; stop() ends it (kill() crashes it)."""
+
+    def __init__(
+        self, binary: str, args: list[str], client: redis.Redis, logdir: Path, name: str
+    ) -> None:
+        self.client = client
+        self.log_path = logdir / f"{name}.log"
+        with self.log_path.open("w") as log:
+            self.process = subprocess.Popen(
+                [binary, *args], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    def wait_ready(self, timeout: float = 15) -> RedisProcess:
+        """Wait until it answers; AssertionError with its log if it exits or stays silent."""
+
+        def answers() -> bool:
+            if self.process.poll() is not None:
+                raise AssertionError(f"redis-server exited:\n{self.output()}")
+            try:
+                return bool(self.client.ping())
+            except (redis.ConnectionError, redis.TimeoutError):
+                return False
+
+        wait_for(answers, timeout)
+        return self
+
+    @property
+    def port(self) -> int:
+        return int(self.client.connection_pool.connection_kwargs["port"])
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        self.client.close()
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()

@@ -12,6 +12,7 @@ import redis
 from celery.exceptions import SoftTimeLimitExceeded
 
 from frappe_celery import JobContext, RetryBackgroundJobError
+from frappe_celery.connection import make_client
 
 _client: redis.Redis | None = None
 
@@ -19,7 +20,10 @@ _client: redis.Redis | None = None
 def conn() -> redis.Redis:
     global _client
     if _client is None:
-        _client = redis.Redis.from_url(os.environ["FRAPPE_CELERY_BROKER_URL"])
+        # make_client: the broker URL may be rediss:// or sentinel:// (test_tls, test_sentinel).
+        _client = make_client(
+            os.environ["FRAPPE_CELERY_BROKER_URL"], os.environ.get("FRAPPE_CELERY_SENTINEL_MASTER")
+        )
     return _client
 
 

@@ -13,8 +13,7 @@ import click
 from tabulate import tabulate
 
 from ..config import get_settings
-from ..connection import redact_url
-from ..embedded import is_reachable
+from ..connection import answers, redact_url
 from ..errors import BrokerUnreachable, FrappeCeleryError, InvalidJobOperation
 
 P = ParamSpec("P")
@@ -38,8 +37,9 @@ def needs_broker(command: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         from ..admin import UnknownTarget
 
-        url = get_settings().broker_url
-        if not is_reachable(url, timeout=BROKER_CHECK_TIMEOUT):
+        settings = get_settings()
+        url = settings.broker_url
+        if not answers(url, settings.sentinel_master, timeout=BROKER_CHECK_TIMEOUT):
             click.echo(f"Error: the Redis broker at {redact_url(url)} does not answer", err=True)
             raise SystemExit(PROBLEM)
         try:

@@ -11,8 +11,8 @@ from types import TracebackType
 import click
 
 from ..config import Settings
-from ..connection import redact_url
-from ..embedded import EmbeddedRedis, is_reachable
+from ..connection import answers, redact_url
+from ..embedded import EmbeddedRedis
 from .supervise import ManagedProcess, celery_command, child_env
 
 READY_TIMEOUT = 60.0
@@ -61,7 +61,7 @@ class Stack:
         from .. import reload_settings
 
         settings = reload_settings()
-        if is_reachable(settings.broker_url):
+        if answers(settings.broker_url, settings.sentinel_master):
             click.echo(f"Using the broker at {redact_url(settings.broker_url)}")
             return settings
         self.embedded = EmbeddedRedis(self.data_dir / "redis", persist=True).start()
