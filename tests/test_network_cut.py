@@ -231,8 +231,11 @@ def test_cut_off_worker_jobs_end_finished_and_a_stale_run_never_overwrites_a_new
         try:
             wait_for(all_final, 20, interval=0.2)
             settled_after = time.time() - restored_at
+            b_when_final = record(b)
             back = enqueue("cut-back", "back", 0, queue="short")
             wait_for(lambda: back.get_status() == "finished", 20)
+            # Every run that started (a peer's re-runs included) has ended.
+            wait_for(lambda: _all_ended(read_runs(runs)), 3 * LONG_JOB)
         finally:
             log = read_runs(runs)
             report(
@@ -245,9 +248,19 @@ def test_cut_off_worker_jobs_end_finished_and_a_stale_run_never_overwrites_a_new
             report("cut-off worker log", [line[:200] for line in cutoff.output().splitlines()
                                           if line.startswith("[")])  # fmt: skip
         starts = Counter(r["label"] for r in log if r["event"] == "start")
+        b_runs = [r for r in log if r["label"] == "b"]
+        # The cut-off run's finish command, sent before the cut was noticed and retransmitted by
+        # TCP, lands when the link returns: it may close b's record (same token) while the peer's
+        # re-run is still going.
+        closed_early = float(b_when_final.get("ended_at", 0)) < float(
+            b_when_final.get("started_at", 0)
+        )
         report("figures", [
             f"records final {settled_after:.1f} s after the link returned",
             "runs per job: " + ", ".join(f"{label} {n}" for label, n in sorted(starts.items())),
+            "b's runs: " + ", ".join(f"{r['event']} {r['role']} {r['at'] - cut_at:.1f}"
+                                     for r in b_runs),
+            f"b's record final while a re-run was still going: {closed_early}",
         ])  # fmt: skip
         # At-least-once: every job ended finished, each ran at least once.
         assert {name: str(job.get_status()) for name, job in jobs.items()} == dict.fromkeys(
@@ -260,6 +273,11 @@ def test_cut_off_worker_jobs_end_finished_and_a_stale_run_never_overwrites_a_new
         assert a_new.return_value() == "a-new"
         # The cut-off worker runs jobs again once the link is back.
         assert back.refresh().get("worker", "").startswith(cutoff.name.split("@")[0])
+
+
+def _all_ended(log: list[dict[str, Any]]) -> bool:
+    count = Counter((r["label"], r["event"]) for r in log)
+    return all(count[label, "end"] == n for (label, event), n in count.items() if event == "start")
 
 
 def _host() -> str:
