@@ -7,6 +7,7 @@
 #   bash run.sh test-range  # the test suite at each end of the supported Celery/kombu/redis
 #                           # range: one .venv-NAME per constraints/NAME.txt (oldest, newest)
 #   bash run.sh bench-test  # the bench tier: a real Frappe bench and site (tests/bench/run.sh)
+#   bash run.sh soak        # mixed load with crashes for SOAK_SECONDS (default 600): nothing lost
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -62,8 +63,14 @@ PY
         # ../shared/frappe/make-bench.sh, FRAPPE_VERSION=15|16): see tests/bench/run.sh.
         exec bash tests/bench/run.sh "$@"
         ;;
+    soak)
+        # Mixed load, pool-child and whole-worker SIGKILLs and one Redis restart for SOAK_SECONDS
+        # (default 600); prints a summary table. Deselected from `test` by its marker.
+        export SOAK_SECONDS="${SOAK_SECONDS:-600}"
+        exec python -m pytest -m soak tests/soak -s --timeout "$((SOAK_SECONDS + 600))" "$@"
+        ;;
     *)
-        echo "usage: bash run.sh [demo|test|test-range|bench-test] [extra args]" >&2
+        echo "usage: bash run.sh [demo|test|test-range|bench-test|soak] [extra args]" >&2
         exit 2
         ;;
 esac
