@@ -8,7 +8,8 @@
 #                           # range: one .venv-NAME per constraints/NAME.txt (oldest, newest)
 #   bash run.sh bench-test  # the bench tier: a real Frappe bench and site (tests/bench/run.sh)
 #   bash run.sh failover    # Sentinel failover under load: resume time, lost enqueues, WAIT's
-#                           # cost (figures in RELIABILITY-sentinel-tls.md)
+#                           # cost (figures in RELIABILITY.md)
+#   bash run.sh soak        # mixed load with crashes for SOAK_SECONDS (default 600): nothing lost
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -68,8 +69,14 @@ PY
         # -m failover: the default run leaves it out (pyproject's addopts).
         exec python -m pytest tests/test_sentinel_failover.py -m failover -s "$@"
         ;;
+    soak)
+        # Mixed load, pool-child and whole-worker SIGKILLs and one Redis restart for SOAK_SECONDS
+        # (default 600); prints a summary table. Deselected from `test` by its marker.
+        export SOAK_SECONDS="${SOAK_SECONDS:-600}"
+        exec python -m pytest -m soak tests/soak -s --timeout "$((SOAK_SECONDS + 600))" "$@"
+        ;;
     *)
-        echo "usage: bash run.sh [demo|test|test-range|bench-test|failover] [extra args]" >&2
+        echo "usage: bash run.sh [demo|test|test-range|bench-test|failover|soak] [extra args]" >&2
         exit 2
         ;;
 esac

@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -103,11 +103,19 @@ class CeleryProcess:
 
     ready_marker = ""
 
-    def __init__(self, args: list[str], env: dict[str, str], logdir: Path, name: str) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        env: dict[str, str],
+        logdir: Path,
+        name: str,
+        prefix: Sequence[str] = (),
+    ) -> None:
         self.log_path = logdir / f"{name}.log"
         self.log = self.log_path.open("w")
+        # ``prefix`` wraps the command (``ip netns exec NAME``: a worker in a network namespace).
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "frappe_celery", *args],
+            [*prefix, sys.executable, "-m", "celery", "-A", "frappe_celery", *args],
             cwd=ROOT,
             env=env,
             stdout=self.log,
@@ -142,11 +150,18 @@ class CeleryProcess:
 class Worker(CeleryProcess):
     ready_marker = " ready."
 
-    def __init__(self, queues: str, concurrency: int, env: dict[str, str], logdir: Path) -> None:
+    def __init__(
+        self,
+        queues: str,
+        concurrency: int,
+        env: dict[str, str],
+        logdir: Path,
+        prefix: Sequence[str] = (),
+    ) -> None:
         self.name = f"test-{uuid.uuid4().hex[:8]}@%h"
         args = ["worker", "-Q", queues, "-c", str(concurrency), "-P", "prefork", "-n", self.name,
                 "--loglevel", "INFO", "--without-mingle", "--without-gossip"]  # fmt: skip
-        super().__init__(args, env, logdir, self.name.split("@")[0])
+        super().__init__(args, env, logdir, self.name.split("@")[0], prefix)
 
 
 class Beat(CeleryProcess):
@@ -174,8 +189,13 @@ def start_worker(worker_env: dict[str, str], tmp_path: Path) -> Iterator[Callabl
     """Start a dedicated worker (for tests that control when jobs run); stopped after the test."""
     started: list[Worker] = []
 
-    def start(queues: str = "short,default,long", concurrency: int = 1, **env: str) -> Worker:
-        worker = Worker(queues, concurrency, {**worker_env, **env}, tmp_path)
+    def start(
+        queues: str = "short,default,long",
+        concurrency: int = 1,
+        prefix: Sequence[str] = (),
+        **env: str,
+    ) -> Worker:
+        worker = Worker(queues, concurrency, {**worker_env, **env}, tmp_path, prefix)
         started.append(worker)
         return worker
 

@@ -241,3 +241,27 @@ def flaky_context(key: str, failures: int) -> str:
     if attempt <= failures:
         raise RetryBackgroundJobError(f"attempt {attempt} failed")
     return f"succeeded on attempt {attempt}"
+
+
+# -- used by tests/test_network_cut.py and tests/soak ---------------------------------------------
+
+
+def logged_run(path: str, label: str, seconds: float = 0.0) -> str:
+    """Append one JSON line when the run starts and one when it ends, then return ``label``.
+
+    To a file, not to Redis: a run whose worker is cut off from Redis still leaves its trace,
+    so a test counts every run of a job, including the ones whose outcome never reached Redis.
+    ``TEST_WORKER_ROLE`` (set in the worker's environment) says which worker ran it.
+    """
+    role = os.environ.get("TEST_WORKER_ROLE", "")
+
+    def note(event: str) -> None:
+        line = {"event": event, "label": label, "role": role, "pid": os.getpid(), "at": time.time()}
+        # One small O_APPEND write per line: concurrent runs never interleave within a line.
+        with open(path, "a") as log:
+            log.write(json.dumps(line) + "\n")
+
+    note("start")
+    time.sleep(seconds)
+    note("end")
+    return label

@@ -125,6 +125,9 @@ def test_derived_celery_settings_are_the_reliable_ones():
     assert derived["task_track_started"] is True
     assert derived["broker_transport_options"]["queue_order_strategy"] == "priority"
     assert [q.name for q in derived["task_queues"]] == ["short", "default", "long"]
+    # Pool children are recycled: Frappe code expects a fresh process per job (RQ's fork).
+    assert derived["worker_max_tasks_per_child"] == 1000
+    assert derived["worker_max_memory_per_child"] == 1024 * 1024
 
 
 def _app_with_celeryconfig(tmp_path, monkeypatch, source: str):
