@@ -19,7 +19,7 @@ import socket
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from billiard.einfo import ExceptionInfo
 from billiard.exceptions import WorkerLostError
@@ -32,7 +32,7 @@ from .celery_app import app
 from .config import MAX_RETRIES, get_settings
 from .connection import get_redis
 from .context import JobContext, get_job_context
-from .errors import RetryBackgroundJobError
+from .errors import BrokerUnreachable, RetryBackgroundJobError
 from .hooks import run_hooks
 from .job import Job, _current_job_id
 from .methods import import_trusted, resolve_job_callable
@@ -43,6 +43,28 @@ from .wire import TASK_NAME, JobPayload, payload_problem
 logger = logging.getLogger(__name__)
 
 _HOSTNAME = socket.gethostname()
+
+T = TypeVar("T")
+
+
+# A job that ends while Redis restarts still records its outcome: a pool child retries its final
+# record write this long (a restart takes seconds) before giving up; the job's message is then
+# still held, and runs again once Redis is back (at-least-once).
+FINAL_WRITE_PATIENCE = 15.0
+
+
+def patiently(write: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``write(*args, **kwargs)``, retried while Redis cannot be reached, for at most
+    FINAL_WRITE_PATIENCE seconds."""
+    deadline = time.monotonic() + FINAL_WRITE_PATIENCE
+    while True:
+        try:
+            return write(*args, **kwargs)
+        except BrokerUnreachable:
+            if time.monotonic() >= deadline:
+                raise
+            logger.warning("Redis unreachable while recording a job's outcome; retrying")
+            time.sleep(0.5)
 
 
 def retry_exception_classes() -> tuple[type[BaseException], ...]:
@@ -251,9 +273,10 @@ def execute_job(self: Task, **payload: Any) -> str | None:
     except retry_exception_classes() as exc:
         if attempt < MAX_RETRIES:
             countdown = attempt + 1
-            records.requeue(
-                job_id, job["token"], job["queue"], time.time() + countdown, retries=attempt + 1
-            )
+            patiently(
+                records.requeue, job_id, job["token"], job["queue"], time.time() + countdown,
+                retries=attempt + 1,
+            )  # fmt: skip
             # Celery's retry republishes with a countdown: the worker never sleeps.
             raise self.retry(
                 exc=exc,
@@ -262,15 +285,15 @@ def execute_job(self: Task, **payload: Any) -> str | None:
                 queue=job["queue"],
                 priority=(self.request.delivery_info or {}).get("priority"),
             ) from exc
-        record_failure(job_id, job, exc, traceback.format_exc())
+        patiently(record_failure, job_id, job, exc, traceback.format_exc())
         raise
     except Exception as exc:
-        record_failure(job_id, job, exc, traceback.format_exc())
+        patiently(record_failure, job_id, job, exc, traceback.format_exc())
         raise
     # The message is settled by the FINISH script itself (one round trip less per job); the
     # main process learns it from the return value (JobRequest.on_success).
     delivery_tag = (getattr(self.request, "properties", None) or {}).get("delivery_tag") or ""
-    records.finish(job_id, job["token"], job["queue"], result, delivery_tag)
+    patiently(records.finish, job_id, job["token"], job["queue"], result, delivery_tag)
     run_callback(job_id, job["on_success"], result)
     return SETTLED if delivery_tag else None
 
