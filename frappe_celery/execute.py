@@ -124,9 +124,11 @@ def run_callback(job_id: str, path: str | None, *args: Any) -> None:
         logger.exception("job %s: callback %s raised; the job's outcome is unchanged", job_id, path)
 
 
-def record_failure(job_id: str, payload: JobPayload, exc: BaseException, tb: str) -> None:
+def record_failure(
+    job_id: str, payload: JobPayload, exc: BaseException, tb: str, run_by: str = ""
+) -> None:
     exc_type = type(exc).__name__
-    records.fail(job_id, payload["token"], payload["queue"], exc_type, tb)
+    records.fail(job_id, payload["token"], payload["queue"], exc_type, tb, run_by)
     run_callback(job_id, payload["on_failure"], type(exc), exc, exc.__traceback__)
 
 
@@ -221,7 +223,8 @@ class JobRequest(Request):  # type: ignore[misc]
         payload: JobPayload = self.kwargs
         message = f"hard time limit ({timeout:g} s) exceeded: the job was killed"
         exc = TimeoutError(message)
-        records.fail(self.id, payload["token"], payload["queue"], "TimeLimitExceeded", message)
+        records.fail(self.id, payload["token"], payload["queue"], "TimeLimitExceeded", message,
+                     run_by=self.hostname)  # fmt: skip
         run_callback(self.id, payload["on_failure"], type(exc), exc, None)
 
     def on_failure(
@@ -264,7 +267,9 @@ def execute_job(self: Task, **payload: Any) -> str | None:
     if problem is not None:
         refuse_malformed(job_id, payload, problem[1])
         return None
-    decision = start_or_skip(job_id, job, self.request.hostname or _HOSTNAME)
+    # This run's worker: its end is recorded only while the record still names it (finish.lua).
+    worker = self.request.hostname or _HOSTNAME
+    decision = start_or_skip(job_id, job, worker)
     if decision in (StartDecision.CANCELED, StartDecision.ALREADY_DONE):
         return None
     attempt = self.request.retries
@@ -285,15 +290,15 @@ def execute_job(self: Task, **payload: Any) -> str | None:
                 queue=job["queue"],
                 priority=(self.request.delivery_info or {}).get("priority"),
             ) from exc
-        patiently(record_failure, job_id, job, exc, traceback.format_exc())
+        patiently(record_failure, job_id, job, exc, traceback.format_exc(), worker)
         raise
     except Exception as exc:
-        patiently(record_failure, job_id, job, exc, traceback.format_exc())
+        patiently(record_failure, job_id, job, exc, traceback.format_exc(), worker)
         raise
     # The message is settled by the FINISH script itself (one round trip less per job); the
     # main process learns it from the return value (JobRequest.on_success).
     delivery_tag = (getattr(self.request, "properties", None) or {}).get("delivery_tag") or ""
-    patiently(records.finish, job_id, job["token"], job["queue"], result, delivery_tag)
+    patiently(records.finish, job_id, job["token"], job["queue"], result, delivery_tag, worker)
     run_callback(job_id, job["on_success"], result)
     return SETTLED if delivery_tag else None
 

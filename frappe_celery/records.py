@@ -68,37 +68,45 @@ def _end(
     ttl: int,
     limit: int,
     delivery_tag: str = "",
+    run_by: str = "",
     **fields: str,
 ) -> bool:
-    """Record a final state (finish.lua): the id is free again. False if the record is stale.
+    """Record a final state (finish.lua): the id is free again. False if the record is stale
+    (another enqueue's) or, with ``run_by`` (the worker whose run ends), if another worker has
+    started this enqueue again since.
 
     With ``delivery_tag``, the message that ran is settled in the same round trip (removed from
     kombu's unacked hash, as its ack would); see ``transport.QoS``.
     """
     args: list[Any] = [token, job_id, status, time.time(), ttl, limit, keys.JOB_PREFIX,
-                       delivery_tag]  # fmt: skip
+                       delivery_tag, run_by]  # fmt: skip
     for name, value in fields.items():
         args += [name, value]
     script_keys = [keys.job(job_id), keys.started_registry(queue), registry,
                    keys.KOMBU_UNACKED, keys.KOMBU_UNACKED_INDEX, keys.HOLDERS]  # fmt: skip
     with broker_errors():
         done = scripts.FINISH(get_redis(), script_keys, args)
-    return bool(done)
+    return int(done) == 1
 
 
-def finish(job_id: str, token: str, queue: str, result: Any, delivery_tag: str = "") -> bool:
+def finish(
+    job_id: str, token: str, queue: str, result: Any, delivery_tag: str = "", run_by: str = ""
+) -> bool:
     """Finished: the result is kept for rq_results_ttl."""
     settings = get_settings()
     return _end(job_id, token, queue, JobStatus.FINISHED, keys.finished_registry(queue),
-                settings.results_ttl, 0, delivery_tag, result=encode_result(result))  # fmt: skip
+                settings.results_ttl, 0, delivery_tag, run_by,
+                result=encode_result(result))  # fmt: skip
 
 
-def fail(job_id: str, token: str, queue: str, exc_type: str, exc_info: str) -> bool:
+def fail(
+    job_id: str, token: str, queue: str, exc_type: str, exc_info: str, run_by: str = ""
+) -> bool:
     """Failed: kept with its traceback for rq_job_failure_ttl, newest rq_failed_jobs_limit."""
     settings = get_settings()
     return _end(job_id, token, queue, JobStatus.FAILED, keys.failed_registry(queue),
-                settings.failure_ttl, settings.failed_jobs_limit, exc_type=exc_type,
-                exc_info=exc_info)  # fmt: skip
+                settings.failure_ttl, settings.failed_jobs_limit, run_by=run_by,
+                exc_type=exc_type, exc_info=exc_info)  # fmt: skip
 
 
 def cancel(job_id: str, token: str, queue: str, reason: str) -> bool:

@@ -156,3 +156,37 @@ def test_a_live_holder_s_message_is_never_taken(r):
         assert sum(r.llen(name) for name in lists) == 0
     finally:  # kombu's hash is not ours: the r fixture leaves it to the tests that write it
         r.hdel(keys.KOMBU_UNACKED, tag)
+
+
+def test_the_late_end_of_a_run_given_up_for_dead_leaves_the_re_run_s_record_and_message(r):
+    """A worker cut off from Redis was given up for dead and its job runs again elsewhere; its
+    own end arrives late (finish.lua): the re-run keeps the record and its hold on the message."""
+    from frappe_celery import records
+
+    def enqueue_deduplicated() -> frappe.Job | None:
+        return frappe.enqueue(
+            "tests.jobs.add", queue="batch", job_id="stale-end", deduplicate=True, a=1, b=2
+        )
+
+    job = enqueue_deduplicated()
+    assert job is not None
+    token, tag = job.refresh()["token"], job.refresh()["delivery_tag"]
+    assert records.start(job.id, token, "batch", 60, "cut-off@host") == records.StartDecision.RUN
+    # Recovery returned the message; the other worker took it and started the same enqueue.
+    assert records.start(job.id, token, "batch", 60, "peer@host") == records.StartDecision.RUN
+    r.hset(keys.KOMBU_UNACKED, tag, "held by the peer")
+    r.hset(keys.HOLDERS, tag, "peer-holder")
+    try:
+        assert not records.finish(job.id, token, "batch", "stale", tag, run_by="cut-off@host")
+        assert not records.fail(job.id, token, "batch", "X", "stale", run_by="cut-off@host")
+        assert job.get_status() == "started" and job.refresh()["worker"] == "peer@host"
+        # The id stays taken while the re-run goes on: a deduplicated enqueue is refused.
+        assert enqueue_deduplicated() is None
+        assert r.hget(keys.KOMBU_UNACKED, tag) == b"held by the peer"
+        assert r.hget(keys.HOLDERS, tag) == b"peer-holder"
+        # The re-run's own end is recorded, and settles the message.
+        assert records.finish(job.id, token, "batch", 3, tag, run_by="peer@host")
+        assert job.get_status() == "finished" and job.return_value() == 3
+        assert not r.hexists(keys.KOMBU_UNACKED, tag) and not r.hexists(keys.HOLDERS, tag)
+    finally:
+        r.hdel(keys.KOMBU_UNACKED, tag)

@@ -4,24 +4,36 @@
 -- ARGV[1] token   ARGV[2] job id   ARGV[3] status   ARGV[4] now   ARGV[5] record TTL
 -- ARGV[6] registry size limit (0: none)   ARGV[7] job record key prefix
 -- ARGV[8] delivery tag of the message that ran ('' for none)
--- ARGV[9..] extra field/value pairs (result, exc_info, ...)
--- Returns 1 recorded, 0 the record belongs to another enqueue of this id (left alone).
+-- ARGV[9] the worker whose run ends ('' : any)   ARGV[10..] extra field/value pairs (result,
+-- exc_info, ...)
+-- Returns 1 recorded, 0 the record belongs to another enqueue of this id (left alone), -1 this
+-- run is stale: another worker has started the same enqueue since (left alone).
 --
+-- A stale run is one whose worker was cut off and given up for dead: its message went back to
+-- the queue and another worker runs it now. Its late end (a reply lost with the network, a
+-- command Redis receives when the link returns) must neither close the record under the
+-- running re-run (the id would look free to a deduplicated enqueue) nor settle the message the
+-- re-run holds now.
+local record = KEYS[1]
+local current = redis.call('HMGET', record, 'token', 'status', 'worker')
+if ARGV[9] ~= '' and current[1] == ARGV[1] and current[2] == 'started'
+    and current[3] ~= ARGV[9] then
+  return -1
+end
 -- With a delivery tag the message is settled here too: what kombu's ack would remove (the
 -- message's entry in the unacked hash and its index; and its holder) goes in the same round
 -- trip, and the worker's main process then acks without a Redis call (transport.py). The job
--- has run either way, so this happens even when the record is stale.
+-- has run either way, so this happens even when the record belongs to another enqueue.
 local tag = ARGV[8]
 if tag ~= '' then
   redis.call('HDEL', KEYS[4], tag)
   redis.call('ZREM', KEYS[5], tag)
   redis.call('HDEL', KEYS[6], tag)
 end
-local record = KEYS[1]
-if redis.call('HGET', record, 'token') ~= ARGV[1] then
+if current[1] ~= ARGV[1] then
   return 0
 end
-redis.call('HSET', record, 'status', ARGV[3], 'ended_at', ARGV[4], unpack(ARGV, 9))
+redis.call('HSET', record, 'status', ARGV[3], 'ended_at', ARGV[4], unpack(ARGV, 10))
 redis.call('EXPIRE', record, ARGV[5])
 redis.call('ZREM', KEYS[2], ARGV[2])
 local registry = KEYS[3]
