@@ -86,3 +86,39 @@ def test_enqueue_worker_beat_and_cli_work_with_credentials_and_never_show_them(
         assert secret not in text, f"the password appears in {name}"
         assert secret[:-4] not in text, f"the password appears in {name}"
     assert "finished" in outputs["status"] or "short" in outputs["status"]
+
+
+def test_a_bench_with_use_rq_auth_reaches_redis_as_its_rq_user_and_never_shows_the_password(
+    secured_redis, tmp_path: Path
+):
+    """Frappe's own credentials: use_rq_auth, rq_username, rq_password in the bench's
+    common_site_config.json become the broker URL of every frappe-celery command."""
+    from .test_bench_config import make_bench
+
+    sites = make_bench(
+        tmp_path,
+        {
+            "redis_queue": f"redis://127.0.0.1:{secured_redis}",
+            "use_rq_auth": 1,
+            "rq_username": "jobs",
+            "rq_password": ACL_PASSWORD,
+        },
+    )
+    # The bench alone configures the broker: none of the session's settings apply.
+    env = {"FRAPPE_CELERY_SITES_PATH": str(sites), "FRAPPE_CELERY_BROKER_URL": "",
+           "FRAPPE_CELERY_RESULT_BACKEND": "", "FRAPPE_CELERY_CONFIG": ""}  # fmt: skip
+    outputs = {}
+    for command in (["status", "--json"], ["jobs"], ["doctor"]):
+        result = run_cli(*command, **env)
+        outputs[" ".join(command)] = result.stdout + result.stderr
+        assert result.returncode in (0, 1), outputs[" ".join(command)]
+    assert '"queues"' in outputs["status --json"]
+    # The same commands with a wrong rq_password fail: the credentials above were the ones used.
+    (sites / "common_site_config.json").write_text(
+        (sites / "common_site_config.json").read_text().replace(ACL_PASSWORD, "wrong-password")
+    )
+    result = run_cli("status", **env)
+    assert result.returncode != 0
+    outputs["wrong password"] = result.stdout + result.stderr
+    for name, text in outputs.items():
+        assert ACL_PASSWORD not in text, f"the password appears in {name}"
