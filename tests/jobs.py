@@ -265,3 +265,17 @@ def logged_run(path: str, label: str, seconds: float = 0.0) -> str:
     time.sleep(seconds)
     note("end")
     return label
+
+
+def note_time_limits(key: str, seconds: float) -> None:
+    """Record when the job starts and when its soft time limit lands (swallowed: only the hard
+    limit stops it), as epoch seconds."""
+    push(key, {"event": "start", "at": time.time()})
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            while time.monotonic() < deadline:
+                time.sleep(0.02)
+            return
+        except SoftTimeLimitExceeded:
+            push(key, {"event": "soft", "at": time.time()})

@@ -190,6 +190,26 @@ def test_soft_time_limit_raises_inside_the_job_and_fails_it(r, shared_worker):
     assert "SoftTimeLimitExceeded" in (job.exc_info or "")
 
 
+def test_soft_and_hard_time_limits_fire_within_a_second_of_their_settings(r, shared_worker):
+    key = unique("limits")
+    timeout = 2
+    job = frappe.enqueue("tests.jobs.note_time_limits", timeout=timeout, key=key, seconds=30)
+
+    assert wait_final(job) == "failed"
+    events = {e["event"]: e["at"] for e in map(json.loads, r.lrange(key, 0, -1))}
+    record = record_of(r, job)
+    started = float(record["started_at"])
+    soft_late = events["soft"] - started - timeout
+    # The hard kill is recorded by the worker's main process (JobRequest.on_timeout).
+    hard_late = float(record["ended_at"]) - started - (timeout + GRACE)
+    print(f"soft limit {soft_late:+.3f} s, hard limit {hard_late:+.3f} s after their settings")
+    # Celery arms both timers as the task is handed to the pool child, a moment before the job's
+    # START script records started_at: a few milliseconds early is on time.
+    assert -0.2 < soft_late < 1
+    assert -0.2 < hard_late < 1
+    assert record["exc_type"] == "TimeLimitExceeded"
+
+
 def test_hard_time_limit_kills_a_job_that_ignores_the_soft_limit(r, shared_worker):
     key = unique("hard")
     seconds = 6
