@@ -13,8 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-import redis
-
+from .connection import answers
 from .errors import FrappeCeleryError
 
 
@@ -43,17 +42,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def is_reachable(url: str, timeout: float = 1.0) -> bool:
-    """True if a Redis answers PING at ``url`` within ``timeout`` seconds."""
-    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
-    try:
-        return bool(client.ping())
-    except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
-        return False
-    finally:
-        client.close()
 
 
 class EmbeddedRedis:
@@ -87,7 +75,7 @@ class EmbeddedRedis:
             start_new_session=True,
         )  # fmt: skip
         deadline = time.monotonic() + timeout
-        while not is_reachable(self.url, timeout=0.5):
+        while not answers(self.url, timeout=0.5):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise FrappeCeleryError(f"embedded redis-server did not start on port {self.port}")

@@ -51,6 +51,14 @@ def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 
         time.sleep(interval)
 
 
+def pings(client: redis.Redis) -> bool:
+    """Whether the Redis behind ``client`` answers (False while it is still starting)."""
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+
+
 class RedisServer(EmbeddedRedis):
     """The session's redis-server (frappe-celery's embedded one), plus a client for tests."""
 

@@ -32,7 +32,7 @@ import redis
 import frappe_celery as frappe
 from frappe_celery.embedded import find_redis_server, free_port
 
-from .conftest import wait_for
+from .conftest import pings, wait_for
 from .test_cli import settings_env
 
 IN_CI = os.environ.get("CI") == "true"
@@ -141,20 +141,13 @@ def cut_redis(link: Link, tmp_path: Path) -> Iterator[CutRedis]:
     )  # fmt: skip
     client = redis.Redis(port=port, socket_timeout=5)
     try:
-        wait_for(lambda: _answers(client), 10)
+        wait_for(lambda: pings(client), 10)
         yield CutRedis(
             port, f"redis://127.0.0.1:{port}/0", f"redis://{link.host_ip}:{port}/0", client
         )
     finally:
         process.kill()
         process.wait(10)
-
-
-def _answers(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.ConnectionError:
-        return False
 
 
 def read_runs(path: Path) -> list[dict[str, Any]]:

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 import frappe_celery as frappe
-from frappe_celery.embedded import find_redis_server, free_port, is_reachable
+from frappe_celery.connection import answers
+from frappe_celery.embedded import find_redis_server, free_port
 from frappe_celery.errors import BrokerUnreachable
 
 from .conftest import wait_for
@@ -44,7 +45,7 @@ class RestartableRedis:
              "--appendfsync", "always"],
             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
         )  # fmt: skip
-        wait_for(lambda: is_reachable(self.url, timeout=0.5), 20)
+        wait_for(lambda: answers(self.url, timeout=0.5), 20)
 
     def kill(self) -> None:
         """SIGKILL: a crash; only what the append-only file holds comes back."""

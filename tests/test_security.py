@@ -15,7 +15,7 @@ import redis
 import frappe_celery as frappe
 from frappe_celery.embedded import find_redis_server, free_port
 
-from .conftest import wait_for
+from .conftest import pings, wait_for
 from .test_cli import run_cli, settings_env
 
 PASSWORD = "pw-" + uuid.uuid4().hex  # unique: any occurrence in an output is a leak
@@ -34,17 +34,10 @@ def secured_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
     )  # fmt: skip
     client = redis.Redis(port=port, password=PASSWORD, socket_timeout=5)
-    wait_for(lambda: _answers(client), 10)
+    wait_for(lambda: pings(client), 10)
     yield port
     process.terminate()
     process.wait(10)
-
-
-def _answers(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.ConnectionError:
-        return False
 
 
 @pytest.fixture(params=["password", "acl-user"])

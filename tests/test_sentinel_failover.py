@@ -1,5 +1,5 @@
 """Sentinel failover under load, measured (`bash run.sh failover`; not in the default run: it
-kills masters and takes a few minutes). Prints the figures RELIABILITY-sentinel-tls.md reports:
+kills masters and takes a few minutes). Prints the figures RELIABILITY.md reports:
 
 * seconds from the master's death until enqueues succeed again;
 * acknowledged enqueues lost: enqueue returned a handle, but the promoted replica never got the
