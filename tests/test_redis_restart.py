@@ -26,6 +26,9 @@ THREADS = 4
 # Per thread: a steady stream well under what one worker drains, so the queue never overloads.
 ENQUEUES_PER_SECOND = 10
 OUTAGE_SECONDS = 3.0
+# Enqueueing goes on this long before and after the outage, longer than the 5 s bound on
+# refusals, so a refusal outside the outage would be seen.
+STREAM_AROUND_OUTAGE = 7.0
 RAN = "test:restart:ran"
 
 
@@ -109,13 +112,13 @@ def test_a_redis_restart_loses_no_acknowledged_enqueue_and_nothing_needs_a_resta
         ]
         for thread in threads:
             thread.start()
-        time.sleep(2)
+        time.sleep(STREAM_AROUND_OUTAGE)
         restartable_redis.kill()
         down_at = time.time()
         time.sleep(OUTAGE_SECONDS)
         restartable_redis.start()
         up_at = time.time()
-        time.sleep(4)
+        time.sleep(STREAM_AROUND_OUTAGE)
         stop.set()
         for thread in threads:
             thread.join(15)
@@ -128,8 +131,10 @@ def test_a_redis_restart_loses_no_acknowledged_enqueue_and_nothing_needs_a_resta
         for at, took, exc in refused:
             assert isinstance(exc, BrokerUnreachable), repr(exc)
             assert took < 5, f"an enqueue took {took:.1f} s to fail"
-            # Refused only around the outage (a call in flight when Redis died included).
-            assert down_at - 1 <= at <= up_at + 1, (at - down_at, exc)
+            # Refused only around the outage: a call started up to 5 s before it may still be in
+            # flight when Redis dies (on a loaded machine), and reconnecting after it is bounded
+            # the same way.
+            assert down_at - 5 <= at <= up_at + 5, (at - down_at, exc)
         assert max(took for _, took, _ in results) < 5
 
         # Every acknowledged enqueue runs, on the worker that was never restarted.
@@ -139,10 +144,17 @@ def test_a_redis_restart_loses_no_acknowledged_enqueue_and_nothing_needs_a_resta
                      60, interval=0.5)  # fmt: skip
         except AssertionError:
             raise AssertionError(diagnosis(client, accepted, worker.output())) from None
-        recovered = time.time() - up_at
         lost = [i for i in accepted if frappe.get_job(i).get_status() != "finished"]
-        print(f"accepted {len(accepted)}, refused {len(refused)}, lost {len(lost)}, "
-              f"all acknowledged jobs done {recovered:.1f} s after Redis was back")  # fmt: skip
+        # Recovery: the first enqueue accepted after the outage, and the last job accepted
+        # before it (those the worker held when Redis died included) ending.
+        first_accepted = min(at + took for at, took, o in results if isinstance(o, str)
+                             and at > down_at)  # fmt: skip
+        before = [o for at, _, o in results if isinstance(o, str) and at < down_at]
+        last_before_done = max(float(frappe.get_job(i).refresh()["ended_at"]) for i in before)
+        print(f"accepted {len(accepted)}, refused {len(refused)} (slowest refusal "
+              f"{max(took for _, took, _ in refused):.2f} s), lost {len(lost)}; after Redis was "
+              f"back: enqueues accepted in {first_accepted - up_at:.2f} s, every job accepted "
+              f"before the outage done in {max(0.0, last_before_done - up_at):.2f} s")  # fmt: skip
         assert worker.process.poll() is None
 
         # A new enqueue runs; beat still fires; the CLI reads the restarted Redis.
