@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import uuid
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from . import records
 from .config import get_settings
 from .context import get_job_context
-from .errors import InvalidArgumentError
+from .errors import InvalidArgumentError, UnserializableArgumentError
 from .execute import run_in_process
 from .job import ACTIVE_STATUSES, Job, JobStatus
 from .methods import call_with_accepted_kwargs, import_trusted, normalize_path
-from .publish import prepare, publish, record_fields
+from .publish import Publication, prepare, publish, publish_batch, record_fields
 from .transaction import publish_after_commit
 from .wire import JobPayload, encode_body, payload_problem
 
@@ -193,50 +193,17 @@ def enqueue(
     """
     # Frappe still accepts the pre-3.7 spelling.
     is_async = kwargs.pop("async", is_async)
-    _validate_job_id(job_id, deduplicate)
-    validate_queue(queue)
-    _validate_timeout(timeout)
-    if job_name is not None:
-        warnings.warn(
-            "enqueue(job_name=...) is deprecated, use job_id=...; job_name is kept as the "
-            "job's display name",
-            DeprecationWarning,
-            stacklevel=2,
-        )
+    _validate_options(queue, timeout, job_id, deduplicate, job_name)
     if now:
         # Frappe's frappe.call: in-process, keyword arguments the function lacks are dropped.
         func: Callable[..., Any] = (
             import_trusted(normalize_path("method", method)) if isinstance(method, str) else method
         )
         return call_with_accepted_kwargs(func, kwargs)
-
-    method_path = normalize_path("method", method)
-    full_id = create_job_id(job_id)
-    context = get_job_context()
-    # A framework's own argument types (Frappe's Documents) become JSON here, so a bad argument
-    # is refused before anything is written.
-    kwargs = context.encode_kwargs(kwargs)
-    payload = make_payload(
-        method_path,
-        queue,
-        timeout,
-        site=current_site(),
-        user=context.current_user(),
-        event=event,
-        job_name=job_name,
-        kwargs=kwargs,
-        is_async=bool(is_async),
-        on_success=_validate_callback("on_success", on_success),
-        on_failure=_validate_callback("on_failure", on_failure),
-    )
-    # What a worker will check (wire.payload_problem): event, job_name... of the wrong type are
-    # refused here rather than failed there.
-    problem = payload_problem(payload)
-    if problem is not None:
-        field, why = problem
-        raise InvalidArgumentError(field, payload.get(field), why)
-    body_json = encode_body(payload, kwargs)
-
+    full_id, payload, body_json = _encode_job(
+        method, queue, timeout, event, job_name, bool(is_async), job_id, on_success, on_failure,
+        kwargs,
+    )  # fmt: skip
     if not is_async:
         records.create(full_id, payload["token"], record_fields(full_id, payload))
         return run_in_process(full_id, payload)
@@ -253,6 +220,166 @@ def enqueue(
         publish_after_commit(publication)
         return None
     return publish(publication)
+
+
+def _validate_options(
+    queue: Any, timeout: Any, job_id: Any, deduplicate: bool, job_name: Any
+) -> None:
+    _validate_job_id(job_id, deduplicate)
+    validate_queue(queue)
+    _validate_timeout(timeout)
+    if job_name is not None:
+        warnings.warn(
+            "enqueue(job_name=...) is deprecated, use job_id=...; job_name is kept as the "
+            "job's display name",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+
+
+def _encode_job(
+    method: str | Callable[..., Any],
+    queue: str,
+    timeout: float | None,
+    event: str | None,
+    job_name: str | None,
+    is_async: bool,
+    job_id: str | None,
+    on_success: str | Callable[..., Any] | None,
+    on_failure: str | Callable[..., Any] | None,
+    kwargs: dict[str, Any],
+) -> tuple[str, JobPayload, str]:
+    """The job's full id, its payload and its encoded body; raises for anything a worker would
+    refuse, before anything is written."""
+    method_path = normalize_path("method", method)
+    full_id = create_job_id(job_id)
+    context = get_job_context()
+    # A framework's own argument types (Frappe's Documents) become JSON here, so a bad argument
+    # is refused before anything is written.
+    kwargs = context.encode_kwargs(kwargs)
+    payload = make_payload(
+        method_path,
+        queue,
+        timeout,
+        site=current_site(),
+        user=context.current_user(),
+        event=event,
+        job_name=job_name,
+        kwargs=kwargs,
+        is_async=is_async,
+        on_success=_validate_callback("on_success", on_success),
+        on_failure=_validate_callback("on_failure", on_failure),
+    )
+    # What a worker will check (wire.payload_problem): event, job_name... of the wrong type are
+    # refused here rather than failed there.
+    problem = payload_problem(payload)
+    if problem is not None:
+        field, why = problem
+        raise InvalidArgumentError(field, payload.get(field), why)
+    return full_id, payload, encode_body(payload, kwargs)
+
+
+# -- enqueue_many --------------------------------------------------------------------------------
+
+# enqueue's positional parameters, in order: what a tuple call gives.
+_POSITIONAL = ("method", "queue", "timeout", "event", "is_async", "job_name", "now",
+               "enqueue_after_commit")  # fmt: skip
+
+
+def enqueue_many(calls: Iterable[Mapping[str, Any] | Sequence[Any]]) -> list[Job | None]:
+    """Enqueue many jobs in one pipelined round trip; one handle per call, in order.
+
+    Each call is what ``enqueue`` takes: a dict of its keyword arguments
+    (``{"method": "app.tasks.f", "queue": "short", "job_id": ..., "x": 1}``), or a tuple of its
+    positional ones (``("app.tasks.f", "short")``). Every call is validated and encoded first:
+    if one is invalid, :class:`InvalidArgumentError` (or :class:`UnserializableArgumentError`)
+    names it as ``calls[i]`` and nothing at all is written. Then each job goes through
+    enqueue's own script, in order: dedup (``None`` in its place, also for a repeat within the
+    batch), the max_queued_jobs check, ``enqueue_after_commit`` (``None``, published with the
+    transaction). ``now=True`` and ``is_async=False`` run a job in the caller, which has no
+    place in a batch: refused. If some jobs cannot be published (a full queue), the others are
+    and :class:`PublishError` lists them.
+    """
+    if isinstance(calls, (str, bytes, Mapping)):
+        raise InvalidArgumentError("calls", calls, "expected a list of enqueue calls")
+    publications: list[tuple[Publication, bool]] = []
+    for index, call in enumerate(calls):
+        try:
+            publications.append(_prepare_call(call))
+        except InvalidArgumentError as exc:
+            where = ".".join(filter(None, [f"calls[{index}]", exc.argument]))
+            raise InvalidArgumentError(where, exc.given, exc.allowed) from None
+        except UnserializableArgumentError as exc:
+            where = f"calls[{index}].{exc.argument}"
+            raise UnserializableArgumentError(where, exc.given) from None
+    now = [publication for publication, after_commit in publications if not after_commit]
+    published = iter(publish_batch(now))
+    results: list[Job | None] = []
+    for publication, after_commit in publications:
+        if after_commit:
+            publish_after_commit(publication)
+            results.append(None)
+        else:
+            results.append(next(published))
+    return results
+
+
+def _prepare_call(call: Mapping[str, Any] | Sequence[Any]) -> tuple[Publication, bool]:
+    """One enqueue_many call, validated and encoded: its publication, and whether it waits for
+    the transaction's commit."""
+    if isinstance(call, Mapping):
+        arguments = dict(call)
+    elif isinstance(call, (tuple, list)):
+        if len(call) > len(_POSITIONAL):
+            raise InvalidArgumentError(
+                "", call, f"a tuple of at most {len(_POSITIONAL)} of enqueue's positional "
+                f"arguments ({', '.join(_POSITIONAL)}); use a dict for keyword arguments",
+            )  # fmt: skip
+        arguments = dict(zip(_POSITIONAL, call, strict=False))
+    else:
+        raise InvalidArgumentError(
+            "", call, "a dict of enqueue's keyword arguments or a tuple of its positional ones"
+        )
+    if "method" not in arguments:
+        raise InvalidArgumentError("method", None, "every call needs the method to run")
+    arguments["is_async"] = arguments.pop("async", arguments.get("is_async", True))
+    return _publication_of(**arguments)
+
+
+def _publication_of(
+    method: str | Callable[..., Any],
+    queue: str = "default",
+    timeout: float | None = None,
+    event: str | None = None,
+    is_async: bool = True,
+    job_name: str | None = None,
+    now: bool = False,
+    enqueue_after_commit: bool = False,
+    *,
+    on_success: str | Callable[..., Any] | None = None,
+    on_failure: str | Callable[..., Any] | None = None,
+    at_front: bool = False,
+    job_id: str | None = None,
+    deduplicate: bool = False,
+    at_front_when_starved: bool = False,
+    **kwargs: Any,
+) -> tuple[Publication, bool]:
+    """enqueue's signature and checks, stopping before the publish."""
+    _validate_options(queue, timeout, job_id, deduplicate, job_name)
+    for name, value in (("now", now), ("is_async", not is_async)):
+        if value:
+            raise InvalidArgumentError(
+                name, not value if name == "is_async" else value,
+                "enqueue_many only queues jobs; run this one with enqueue",
+            )  # fmt: skip
+    full_id, payload, body_json = _encode_job(
+        method, queue, timeout, event, job_name, True, job_id, on_success, on_failure, kwargs
+    )
+    publication = prepare(
+        full_id, payload, body_json, at_front=at_front, deduplicate=deduplicate,
+        at_front_when_starved=at_front_when_starved,
+    )  # fmt: skip
+    return publication, bool(enqueue_after_commit)
 
 
 def enqueue_doc(

@@ -53,7 +53,8 @@ class QueueOverloaded(FrappeCeleryError):
 
 
 class PublishError(FrappeCeleryError):
-    """Some jobs buffered for one commit could not be published; the others were.
+    """Some jobs published together (one commit's, one enqueue_many call's, one beat tick's)
+    could not be published; the others were.
 
     ``failures`` lists (job id, exception); ``results`` has one entry per buffered job, in order
     (the Job handle, or None for a deduplicated or failed one).
@@ -66,8 +67,8 @@ class PublishError(FrappeCeleryError):
         listed = "; ".join(f"{job_id}: {exc}" for job_id, exc in failures[:shown])
         more = f"; and {len(failures) - shown} more" if len(failures) > shown else ""
         super().__init__(
-            f"{len(failures)} of {len(results)} jobs buffered for this commit were not "
-            f"published: {listed}{more}"
+            f"{len(failures)} of {len(results)} jobs published together were not published "
+            f"(the others were): {listed}{more}"
         )
 
 

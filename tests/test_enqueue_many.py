@@ -1,0 +1,104 @@
+"""enqueue_many: many enqueue calls in one pipelined round trip, with enqueue's own validation
+(all of it before anything is written), dedup, backpressure and after-commit rules."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import frappe_celery as frappe
+from frappe_celery import keys
+from frappe_celery.transaction import transaction_scope
+
+from .conftest import wait_for
+
+
+def test_every_call_becomes_a_job_in_order_and_runs(r, shared_worker):
+    jobs = frappe.enqueue_many(
+        [
+            {"method": "tests.jobs.add", "queue": "short", "a": 1, "b": 2},
+            ("tests.jobs.record", "default"),  # enqueue's positional arguments
+            {"method": "tests.jobs.add", "a": 3, "b": 4, "job_id": "many-3", "at_front": True},
+        ]
+    )
+    assert [job.queue if job else None for job in jobs] == ["short", "default", "default"]
+    first, recorded, third = jobs
+    assert third.id == frappe.create_job_id("many-3")
+    wait_for(lambda: first.get_status() == "finished" and third.get_status() == "finished", 30)
+    assert (first.return_value(), third.return_value()) == (3, 7)
+    # tests.jobs.record needs a key: the tuple gave none, so that job failed in the worker,
+    # as `enqueue("tests.jobs.record", "default")` would.
+    wait_for(lambda: recorded.get_status() == "failed", 30)
+
+
+def test_an_invalid_call_names_its_index_and_nothing_is_written(r):
+    before = r.dbsize()
+    calls = [
+        {"method": "tests.jobs.add", "queue": "short", "a": 1, "b": 2},
+        {"method": "tests.jobs.add", "queue": "nowhere", "a": 1, "b": 2},
+    ]
+    with pytest.raises(frappe.InvalidArgumentError, match=r"calls\[1\]\.queue: got 'nowhere'"):
+        frappe.enqueue_many(calls)
+    with pytest.raises(frappe.UnserializableArgumentError, match=r"calls\[2\]\.value"):
+        unserializable = {"method": "tests.jobs.record", "key": "k", "value": object()}
+        frappe.enqueue_many([*calls[:1], ("tests.jobs.add",), unserializable])
+    for bad, named in [
+        ({"queue": "short"}, r"calls\[0\]\.method"),
+        ("tests.jobs.add", r"calls\[0\]: got 'tests.jobs.add'; a dict"),
+        (tuple(["tests.jobs.add"] * 9), r"calls\[0\]: got .*a tuple of at most 8"),
+        ({"method": "tests.jobs.add", "now": True}, r"calls\[0\]\.now"),
+        ({"method": "tests.jobs.add", "is_async": False}, r"calls\[0\]\.is_async"),
+        ({"method": "os.system", "command": "true"}, r"calls\[0\]\.method"),
+    ]:
+        with pytest.raises(frappe.InvalidArgumentError, match=named):
+            frappe.enqueue_many([bad, *calls[:1]])
+    with pytest.raises(frappe.InvalidArgumentError, match="calls: got"):
+        frappe.enqueue_many({"method": "tests.jobs.add"})  # type: ignore[arg-type]
+    assert r.dbsize() == before
+    assert sum(r.llen(name) for name in keys.queue_lists("short")) == 0
+
+
+def test_dedup_applies_within_the_batch_and_against_queued_jobs(r):
+    queued = frappe.enqueue(
+        "tests.jobs.add", queue="reports", job_id="taken", deduplicate=True, a=0, b=0
+    )
+    assert queued is not None
+    call = {"method": "tests.jobs.add", "queue": "reports", "deduplicate": True, "a": 1, "b": 1}
+    jobs = frappe.enqueue_many(
+        [{**call, "job_id": "fresh"}, {**call, "job_id": "fresh"}, {**call, "job_id": "taken"}]
+    )
+    assert jobs[0] is not None and jobs[1] is None and jobs[2] is None
+    assert sum(r.llen(name) for name in keys.queue_lists("reports")) == 2
+
+
+def test_after_commit_calls_wait_for_the_commit_and_the_others_do_not(r):
+    with transaction_scope():
+        jobs = frappe.enqueue_many(
+            [
+                {"method": "tests.jobs.add", "queue": "reports", "a": 1, "b": 1},
+                {"method": "tests.jobs.add", "queue": "reports", "enqueue_after_commit": True,
+                 "job_id": "after", "a": 2, "b": 2},
+            ]
+        )  # fmt: skip
+        assert jobs[0] is not None and jobs[1] is None
+        assert sum(r.llen(name) for name in keys.queue_lists("reports")) == 1
+    assert frappe.get_job("after") is not None
+    assert sum(r.llen(name) for name in keys.queue_lists("reports")) == 2
+
+
+def test_a_full_queue_refuses_its_jobs_and_publishes_the_others(r, tmp_path):
+    from .test_cli import settings_env
+
+    config = tmp_path / "small.json"
+    config.write_text(json.dumps({"max_queued_jobs": 1, "workers": {"reports": {}}}))
+    with settings_env(FRAPPE_CELERY_CONFIG=str(config), FRAPPE_CELERY_SITE=""):
+        limit = frappe.get_settings().max_queued_jobs
+        calls = [{"method": "tests.jobs.add", "queue": "reports", "a": i, "b": i}
+                 for i in range(limit + 2)]  # fmt: skip
+        with pytest.raises(frappe.PublishError) as raised:
+            frappe.enqueue_many(calls)
+    published = [job for job in raised.value.results if job is not None]
+    assert len(published) == limit
+    assert len(raised.value.failures) == 2
+    assert all(isinstance(exc, frappe.QueueOverloaded) for _, exc in raised.value.failures)
