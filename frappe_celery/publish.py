@@ -76,7 +76,6 @@ def prepare(
             queue=queue,
             priority=priority,
             body_json=body_json,
-            job_kwargs=payload,
             soft_time_limit=soft,
             time_limit=soft + settings.time_limit_grace,
             display=payload["job_name"],

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import redis
 from kombu import Connection, Exchange, Queue
 
+import frappe_celery as frappe
 from frappe_celery import scripts
 from frappe_celery.transport import Channel
 
@@ -168,3 +173,23 @@ def test_after_redis_lost_its_scripts_the_worker_waits_with_brpop_and_reloads(re
     writes = [e for e in seen if e["command"].startswith("HSET unacked ")]
     assert [e["client_type"] for e in writes] == ["tcp", "lua", "lua"], writes
     assert not r.hlen("unacked")
+
+
+@pytest.mark.parametrize(
+    "job_id",
+    ["test.site||plain", 'quote"and\\backslash', "ünïcode-ïd ✓", "frappe-celery-template-body"],
+)
+def test_a_message_from_the_cached_template_is_the_one_celerys_builder_gives(job_id):
+    """wire.build_message fills a cached template; it must equal a fresh build, byte for byte."""
+    from frappe_celery.wire import build_message, build_message_uncached
+
+    body_json = json.dumps([[], {"kwargs": {"x": "é"}}, {}])
+    common = {"queue": "short", "priority": 3, "soft_time_limit": 300.0, "time_limit": 330.0,
+              "display": "tests.jobs.add", "delivery_tag": str(uuid.uuid4())}  # fmt: skip
+    for _ in range(2):  # the second call comes from the cache
+        cached = build_message(frappe.app, job_id=job_id, body_json=body_json, **common)
+        fresh = build_message_uncached(
+            frappe.app, job_id=job_id, **common,
+            body_b64=base64.b64encode(body_json.encode()).decode("ascii"),
+        )  # fmt: skip
+        assert cached == fresh
