@@ -50,7 +50,7 @@ from redis.exceptions import NoScriptError
 
 from . import keys, recovery
 from .recovery import holder_name
-from .scripts import RESERVE
+from .scripts import RESERVE, SETTLE
 
 logger = logging.getLogger(__name__)
 
@@ -102,9 +102,23 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]  # kombu < 5.7 ships no type h
     def ack(self, delivery_tag: str) -> None:
         if delivery_tag in self._settled:
             self._settled.discard(delivery_tag)
-            virtual.QoS.ack(self, delivery_tag)  # the channel's bookkeeping, no Redis call
+        else:
+            self._settle(delivery_tag)
+        virtual.QoS.ack(self, delivery_tag)  # the channel's bookkeeping
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        if requeue:  # kombu's: back to the front of its queue
+            super().reject(delivery_tag, requeue=True)
             return
-        super().ack(delivery_tag)
+        self._settle(delivery_tag)
+        virtual.QoS.ack(self, delivery_tag)
+
+    def _settle(self, delivery_tag: str) -> None:
+        """kombu's ack in Redis (the message leaves the unacked hash and index), unless another
+        worker holds the message now (lua/settle.lua)."""
+        with self.channel.conn_or_acquire() as client:
+            names = [self.unacked_key, self.unacked_index_key, keys.HOLDERS]
+            SETTLE(client, names, [delivery_tag, holder_name()])
 
 
 class Channel(kombu_redis.Channel):  # type: ignore[misc]  # kombu < 5.7 ships no type hints

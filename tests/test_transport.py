@@ -69,6 +69,40 @@ def test_an_ack_for_a_message_its_job_settled_leaves_redis_alone(redis_server, r
             channel.close()
 
 
+def test_an_ack_leaves_a_message_another_worker_holds_now(redis_server, r):
+    """A worker given up for dead (cut off) acks late: the message went back to its queue and
+    another worker holds it now (frappe_celery:holders), so the late ack must not drop it."""
+    from frappe_celery import keys
+
+    queue = "test-settle"
+    with Connection(redis_server.url, transport="frappe_celery.transport:Transport") as conn:
+        channel = conn.channel()
+        try:
+            producer = conn.Producer(channel)
+            declare = [Queue(queue, Exchange(queue), routing_key=queue)]
+            for n in (1, 2, 3):
+                producer.publish({"n": n}, exchange=queue, routing_key=queue, declare=declare)
+            taken_over, own, rejected = (channel.basic_get(queue, no_ack=False) for _ in range(3))
+            tags = [m.delivery_tag for m in (taken_over, own, rejected)]
+            # Held by this process, as the transport wrote it.
+            assert all(r.hget(keys.HOLDERS, tag) for tag in tags)
+            r.hset(keys.HOLDERS, taken_over.delivery_tag, "peer-host:1:abc")
+
+            for message in (taken_over, own):
+                message.ack()
+            rejected.reject(requeue=False)
+            assert r.hexists("unacked", taken_over.delivery_tag)
+            assert r.hget(keys.HOLDERS, taken_over.delivery_tag) == b"peer-host:1:abc"
+            for tag in tags[1:]:
+                assert not r.hexists("unacked", tag) and not r.hexists(keys.HOLDERS, tag)
+                assert r.zscore("unacked_index", tag) is None
+        finally:
+            r.hdel("unacked", *tags)
+            r.zrem("unacked_index", *tags)
+            r.delete(queue)
+            channel.close()
+
+
 def monitored(r: redis.Redis) -> tuple[list[dict[str, Any]], Callable[[], None]]:
     """Every command the test Redis runs from now on, until the returned stop() is called."""
     seen: list[dict[str, Any]] = []
