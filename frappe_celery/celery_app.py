@@ -187,3 +187,13 @@ class Worker(CeleryWorker):  # type: ignore[misc]
 app = Celery("frappe_celery")
 app.Worker = app.subclass_with_self(Worker)
 apply_settings(app, get_settings())
+
+
+@app.on_after_finalize.connect
+def drop_celery_builtin_tasks(sender: Celery, **_: Any) -> None:
+    """Celery registers its own tasks in every app (``celery.map``, ``celery.chord_unlock``,
+    ``celery.backend_cleanup``, ...). frappe-celery uses none of them, and a message naming one
+    would run it: anyone able to push onto a queue could make a worker run what no user
+    allowed. Unregistered, such a message is discarded like any unknown task."""
+    for name in [name for name in sender.tasks if name.startswith("celery.")]:
+        sender.tasks.unregister(name)

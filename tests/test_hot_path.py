@@ -26,7 +26,10 @@ def watch_commands(url: str, seen: list[dict], ready: threading.Event) -> None:
 
 @pytest.mark.parametrize("deduplicate", [False, True])
 def test_enqueue_is_one_redis_command_with_no_new_connection(r, redis_server, deduplicate):
-    frappe.enqueue("tests.jobs.add", queue="reports", a=0, b=0)  # warm up: connection + script
+    # A fresh client with one pooled connection (tests before this one may have left several
+    # in the pool, from threads), warmed up: connection + script.
+    frappe.connection.reset()
+    frappe.enqueue("tests.jobs.add", queue="reports", a=0, b=0)
     connections_before = r.info("stats")["total_connections_received"]
     enqueuer_address = frappe.connection.get_redis().client_info()["addr"]
     seen: list[dict] = []

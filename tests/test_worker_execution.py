@@ -671,10 +671,13 @@ def test_a_malformed_message_is_dropped_and_the_worker_takes_the_next_job(r, sha
 
 @pytest.mark.parametrize(
     "change",
-    [{"task": "no.such.task"}, {"task": ""}],
-    ids=["unknown-task", "empty-task-name"],
-)
+    [{"task": "no.such.task"}, {"task": ""}, {"task": "celery.accumulate"},
+     {"task": "celery.map"}, {"task": "celery.backend_cleanup"}],
+    ids=["unknown-task", "empty-task-name", "celery.accumulate", "celery.map",
+         "celery.backend_cleanup"],
+)  # fmt: skip
 def test_a_message_for_another_task_never_runs_and_the_worker_goes_on(r, shared_worker, change):
+    """Celery's own built-in tasks included: frappe-celery unregisters them (celery_app.py)."""
     template = frappe.enqueue("tests.jobs.record", queue="reports", key=unique("task"))
     envelope = json.loads(template.record["message"])
     envelope["headers"].update(change)
@@ -684,6 +687,10 @@ def test_a_message_for_another_task_never_runs_and_the_worker_goes_on(r, shared_
     wait_for(lambda: r.llen(target) == 0, 20)
     assert_worker_alive(shared_worker)
     assert template.get_status() == "queued"  # its record was never touched
+    if change["task"]:
+        output = shared_worker.output()
+        assert f"unregistered task of type '{change['task']}'" in output
+        assert f"Task {change['task']}[" not in output  # never received as a known task
 
 
 @pytest.mark.parametrize(
