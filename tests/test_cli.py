@@ -165,9 +165,12 @@ def heartbeat(predicate: Callable[[dict[str, Any]], bool], timeout: float = 20) 
 
 
 def redis_snapshot(r: redis.Redis) -> dict[bytes, bytes | None]:
-    """Every frappe-celery key and queue list with its serialized value (worker heartbeats,
-    which change on their own every 5 s, left out)."""
-    names = [name for name in r.scan_iter(match=keys.PREFIX + "*") if name != keys.WORKERS.encode()]
+    """Every frappe-celery key and queue list with its serialized value (what running workers
+    write on their own, heartbeats and held messages, left out)."""
+    from .test_enqueue_contract import WORKER_BOOKKEEPING
+
+    names = [name for name in r.scan_iter(match=keys.PREFIX + "*")
+             if not name.startswith(WORKER_BOOKKEEPING)]  # fmt: skip
     for queue in frappe.get_queue_list():
         names += [name.encode() for name in keys.queue_lists(queue) if r.exists(name)]
     return {name: r.dump(name) for name in sorted(names)}

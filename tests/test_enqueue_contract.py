@@ -33,7 +33,8 @@ SITE_PREFIX = "test.site||"
 # Kombu's own bookkeeping, written by running workers at any time, never by enqueue: queue
 # bindings, and the unacked hash / index / restore mutex of messages a worker holds.
 # What running workers write on their own at any moment (bindings, held messages, heartbeats).
-WORKER_BOOKKEEPING = (b"_kombu.binding.", b"unacked", keys.WORKERS.encode())
+WORKER_BOOKKEEPING = (b"_kombu.binding.", b"unacked", keys.WORKERS.encode(),
+                      keys.alive("").encode(), keys.HOLDERS.encode())  # fmt: skip
 
 
 # -- helpers ------------------------------------------------------------------------------------

@@ -107,8 +107,9 @@ INVALID = {
 @given(spec=valid_calls, field=st.sampled_from(sorted(INVALID)), data=st.data())
 def test_every_invalid_enqueue_names_the_field_and_writes_nothing(r, spec, field, data):
     bad = data.draw(INVALID[field])
+    # Every key but what running workers write on their own (heartbeats, held messages): the
+    # same keys, with the same values, afterwards.
     before = redis_state(r)
-    keys_before = r.dbsize()
     try:
         if field == "kwargs":
             job = call(spec, kwargs={"customer": bad})
@@ -120,7 +121,6 @@ def test_every_invalid_enqueue_names_the_field_and_writes_nothing(r, spec, field
         clean_job(r, job)
         raise AssertionError(f"enqueue accepted {field}={bad!r}")
     assert redis_state(r) == before
-    assert r.dbsize() == keys_before
 
 
 simple_keys = st.sampled_from(
