@@ -39,6 +39,12 @@ RQ_PAYLOAD = {"site": "bench_site", "user": "Administrator", "method": NOOP, "ev
 Publish = Callable[[int], Any]
 
 
+def rq_job(i: int) -> dict[str, Any]:
+    """Job i as Frappe's enqueue hands it to RQ (its execute_job, Frappe's payload, its TTLs)."""
+    return {"func": "benchmarks.jobs.execute_job", "kwargs": {**RQ_PAYLOAD, "kwargs": {"x": i}},
+            "timeout": 300, "result_ttl": 600, "failure_ttl": 7 * 24 * 3600}  # fmt: skip
+
+
 def frappe_celery_loop(n: int) -> Any:
     import frappe_celery
 
@@ -57,16 +63,7 @@ def rq_many(url: str) -> Publish:
     queue = Queue(QUEUE, connection=redis.Redis.from_url(url))
 
     def publish(n: int) -> Any:
-        jobs = [
-            Queue.prepare_data(
-                "benchmarks.jobs.execute_job",
-                kwargs={**RQ_PAYLOAD, "kwargs": {"x": i}},
-                timeout=300,
-                result_ttl=600,
-                failure_ttl=7 * 24 * 3600,
-            )
-            for i in range(n)
-        ]
+        jobs = [Queue.prepare_data(**rq_job(i)) for i in range(n)]
         return queue.enqueue_many(jobs)
 
     return publish
@@ -78,16 +75,7 @@ def rq_loop(url: str) -> Publish:
     queue = Queue(QUEUE, connection=redis.Redis.from_url(url))
 
     def publish(n: int) -> Any:
-        return [
-            queue.enqueue_call(
-                "benchmarks.jobs.execute_job",
-                kwargs={**RQ_PAYLOAD, "kwargs": {"x": i}},
-                timeout=300,
-                result_ttl=600,
-                failure_ttl=7 * 24 * 3600,
-            )
-            for i in range(n)
-        ]
+        return [queue.enqueue_call(**rq_job(i)) for i in range(n)]
 
     return publish
 

@@ -184,14 +184,6 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]  # kombu < 5.7 ships n
             command = self.client._prefix_args(command)
         self.client.connection.send_command(*command)
 
-    def _forget_held(self, delivery_tag: str) -> None:
-        with self.conn_or_acquire() as client:
-            pipe = client.pipeline(transaction=True)
-            pipe.hdel(self.unacked_key, delivery_tag)
-            pipe.zrem(self.unacked_index_key, delivery_tag)
-            pipe.hdel(keys.HOLDERS, delivery_tag)
-            pipe.execute()
-
     def _brpop_read(self, **options: Any) -> bool:
         """Read the reply of reserve.lua or of BRPOP and deliver its message (kombu's own body
         for BRPOP, the same in kombu 5.4 to 5.7), except that a message kombu cannot read is
@@ -225,7 +217,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]  # kombu < 5.7 ships n
                 logger.error("dropped a message from %r that is not a kombu message: %.200r",
                              dest, item)  # fmt: skip
                 if held:  # reserve.lua held it: it must not come back after the visibility timeout
-                    self._forget_held(loads(bytes_to_str(item))["properties"]["delivery_tag"])
+                    self.qos._settle(loads(bytes_to_str(item))["properties"]["delivery_tag"])
                 raise Empty()
             if held:
                 self.qos.mark_held(payload["properties"]["delivery_tag"])
