@@ -42,6 +42,7 @@ def make_app(broker_url: str, *, backend: str | None = None, profile: str = "def
     # Same task names as the dotted paths frappe_celery.enqueue sends.
     app.task(name="benchmarks.jobs.noop")(jobs.noop)
     app.task(name="benchmarks.jobs.count")(jobs.count)
+    app.task(name="benchmarks.jobs.stamp")(jobs.stamp)
     return app
 
 

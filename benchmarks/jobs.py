@@ -8,16 +8,27 @@ Frappe's ``frappe.utils.background_jobs.execute_job``.
 
 from __future__ import annotations
 
+import importlib
 import os
+import time
 from typing import Any
 
 import redis
 
 # The end-to-end benchmark counts finished jobs here (same cost for every variant).
 DONE_KEY = "bench:done"
+# bench_workers: every job appends "<sent> <start> <end>" (time.time() floats) here.
+STAMPS_KEY = "bench:stamps"
 REDIS_URL_ENV = "BENCH_REDIS_URL"
 
 _client: redis.Redis | None = None
+
+
+def _redis() -> redis.Redis:
+    global _client
+    if _client is None:  # created lazily, so each forked pool child gets its own connection
+        _client = redis.Redis.from_url(os.environ[REDIS_URL_ENV])
+    return _client
 
 
 def noop(x: Any = None) -> None:
@@ -26,10 +37,34 @@ def noop(x: Any = None) -> None:
 
 def count(x: Any = None) -> None:
     """The job of the end-to-end benchmark: one INCR, so the benchmark sees it finish."""
-    global _client
-    if _client is None:  # created lazily, so each forked pool child gets its own connection
-        _client = redis.Redis.from_url(os.environ[REDIS_URL_ENV])
-    _client.incr(DONE_KEY)
+    _redis().incr(DONE_KEY)
+
+
+def stamp(sent: float = 0.0) -> None:
+    """The job of bench_workers: records when the caller sent it, when it started, when it ended.
+
+    The start is taken first thing, so the worker's own cost before the call is on the
+    latency side; the end is taken just before the one RPUSH every variant pays alike.
+    """
+    start = time.time()
+    end = time.time()
+    _redis().rpush(STAMPS_KEY, f"{sent!r} {start!r} {end!r}")
+
+
+def run_frappe_style(
+    site: str,
+    method: str,
+    event: str | None,
+    job_name: str,
+    kwargs: dict[str, Any],
+    user: str | None = None,
+    is_async: bool = True,
+    retry: int = 0,
+) -> Any:
+    """What Frappe's execute_job does with the job once the site is set up: import ``method``
+    by its dotted path and call it with ``kwargs`` (no site, database or hooks here)."""
+    module, _, name = method.rpartition(".")
+    return getattr(importlib.import_module(module), name)(**kwargs)
 
 
 def execute_job(
@@ -41,8 +76,12 @@ def execute_job(
     user: str | None = None,
     is_async: bool = True,
     retry: int = 0,
-) -> None:
-    """Stand-in for Frappe's execute_job (RQ variant; never run by the caller-side benchmark)."""
+) -> Any:
+    """Stand-in for Frappe's execute_job (RQ variant): runs ``method(**kwargs)``.
+
+    The caller-side benchmarks only enqueue it; bench_workers' RQ workers run it.
+    """
+    return run_frappe_style(site, method, event, job_name, kwargs, user, is_async, retry)
 
 
 def truncate_failed_registry(job: Any, connection: Any, type: Any, value: Any, tb: Any) -> None:
