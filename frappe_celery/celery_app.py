@@ -8,7 +8,7 @@ import inspect
 import os
 from typing import Any
 
-from celery import Celery
+from celery import Celery, bootsteps
 from celery.apps.worker import Worker as CeleryWorker
 from kombu.entity import Exchange, Queue
 
@@ -184,8 +184,33 @@ class Worker(CeleryWorker):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
 
 
+# How often the worker looks for pool children that exited, to start their replacements.
+POOL_REFILL_INTERVAL = 0.25
+
+
+class PromptPoolRefill(bootsteps.StartStopStep):  # type: ignore[misc]
+    """Replace an exited pool child within POOL_REFILL_INTERVAL, not up to 5 s later.
+
+    A child leaves after worker_max_tasks_per_child jobs (1000 by default here). Celery starts
+    its replacement when it sees the exit, but when the child had been handed its next job just
+    before exiting, it misses it (celery/celery#9588), and only the pool's 5 s maintenance timer
+    starts the replacement: meanwhile that job waits. Measured in the drain benchmark: the last
+    of 2000 jobs on ``-c 2`` waited 2.2 to 4.7 s in 3 runs of 5. The same maintenance, run more
+    often here, costs a few system calls per run.
+    """
+
+    requires = ("celery.worker.components:Pool",)
+
+    def start(self, worker: Any) -> None:
+        hub = getattr(worker, "hub", None)
+        maintain = getattr(getattr(worker.pool, "_pool", None), "maintain_pool", None)
+        if hub is not None and maintain is not None:  # the prefork pool on an event loop
+            hub.call_repeatedly(POOL_REFILL_INTERVAL, maintain)
+
+
 app = Celery("frappe_celery")
 app.Worker = app.subclass_with_self(Worker)
+app.steps["worker"].add(PromptPoolRefill)
 apply_settings(app, get_settings())
 
 
