@@ -114,9 +114,9 @@ def retry_job(job_id: str) -> Job:
         raise InvalidJobOperation(
             f"job {job.id!r}: only failed or canceled jobs are retried; it is {record['status']}"
         )
-    if not record.get("message"):
-        raise InvalidJobOperation(f"job {job.id!r} ran in-process: it has no message to retry")
-    old = decode_message_kwargs(record["message"])
+    old = job.job_kwargs
+    if not old:
+        raise InvalidJobOperation(f"job {job.id!r}: its arguments are no longer known")
     payload = make_payload(
         old["method"], old["queue"], old["timeout"], site=old["site"], user=old["user"],
         event=old["event"], job_name=old["job_name"], kwargs=old["kwargs"],

@@ -38,7 +38,7 @@ from .job import Job, _current_job_id
 from .methods import import_trusted, resolve_job_callable
 from .records import StartDecision
 from .transaction import Transaction, enter_scope
-from .wire import TASK_NAME, JobPayload, payload_problem
+from .wire import TASK_NAME, JobPayload, expand_payload, payload_problem
 
 logger = logging.getLogger(__name__)
 
@@ -133,9 +133,7 @@ def record_failure(
 
 
 def start_or_skip(job_id: str, payload: JobPayload, worker: str) -> StartDecision:
-    decision = records.start(
-        job_id, payload["token"], payload["queue"], hard_time_limit(payload), worker
-    )
+    decision = records.start(job_id, payload, payload["queue"], hard_time_limit(payload), worker)
     if decision in (StartDecision.CANCELED, StartDecision.ALREADY_DONE):
         logger.info("job %s: skipped, its record says %s", job_id, decision.name.lower())
     return decision
@@ -220,7 +218,7 @@ class JobRequest(Request):  # type: ignore[misc]
         super().on_timeout(soft, timeout)
         if soft:
             return
-        payload: JobPayload = self.kwargs
+        payload = expand_payload(self.kwargs)
         message = f"hard time limit ({timeout:g} s) exceeded: the job was killed"
         exc = TimeoutError(message)
         records.fail(self.id, payload["token"], payload["queue"], "TimeLimitExceeded", message,
@@ -237,7 +235,7 @@ class JobRequest(Request):  # type: ignore[misc]
             and (self.task.reject_on_worker_lost)
         ):
             # The broker gets the message back and another child runs it again.
-            payload: JobPayload = self.kwargs
+            payload = expand_payload(self.kwargs)
             records.requeue(self.id, payload["token"], payload["queue"], worker="")
         super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
 
@@ -261,12 +259,13 @@ def refuse_malformed(job_id: str, payload: dict[str, Any], problem: str) -> None
 )  # fmt: skip
 def execute_job(self: Task, **payload: Any) -> str | None:
     """The generic task every job runs through (the method travels as a dotted path)."""
-    job: JobPayload = payload  # type: ignore[assignment]
+    carried = expand_payload(payload)
     job_id: str = self.request.id
-    problem = payload_problem(payload)
+    problem = payload_problem(carried)
     if problem is not None:
-        refuse_malformed(job_id, payload, problem[1])
+        refuse_malformed(job_id, carried, problem[1])
         return None
+    job: JobPayload = carried  # type: ignore[assignment]
     # This run's worker: its end is recorded only while the record still names it (finish.lua).
     worker = self.request.hostname or _HOSTNAME
     decision = start_or_skip(job_id, job, worker)
@@ -308,7 +307,7 @@ def record_revoked(sender: Any = None, request: Any = None, **info: Any) -> None
     """A revoked job never runs: record it canceled, which frees its id."""
     if getattr(sender, "name", None) != TASK_NAME or request is None:
         return
-    payload: JobPayload = request.kwargs
+    payload = expand_payload(request.kwargs)
     how = (
         "terminated" if info.get("terminated") else "expired" if info.get("expired") else "revoked"
     )

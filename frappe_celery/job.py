@@ -4,18 +4,21 @@ A job's record is a Redis hash (``keys.job(id)``) written when the job is publis
 status is known from that moment: Celery's PENDING means "unknown", never "queued". Its fields:
 
 ====================  ==========================================================================
-id                    the site-namespaced job id, also the Celery task id
+(in the key)          the site-namespaced job id, also the Celery task id
 token                 unique per enqueue; every later change checks it, so a stale worker or a
                       stale release never touches a newer enqueue of the same id
 status                one of :class:`JobStatus`
 queue, list           the queue, and the broker list its message was pushed onto
-message               the exact broker message (for cancel and position look-ups)
-method, job_name      dotted path of the function, display name
-site, user, event     the job's context, captured at enqueue
+delivery_tag          kombu's id of its message, by which the message is found (held or waiting)
+message               a copy of the broker message, for deduplicated jobs only (the next
+                      deduplicated enqueue finds it in its list with one LPOS)
+payload               JSON of the execute_job payload (its arguments), from its start on
+method, job_name      dotted path of the function, display name (only when not the method)
+site, user, event     the job's context, captured at enqueue (user and event when given)
 timeout               soft time limit in seconds
 enqueued_at, started_at, ended_at   epoch seconds
 worker                the worker node that took it
-retries               how many retries happened so far
+retries               how many retries happened so far (none yet: absent)
 result                JSON of the return value (finished jobs)
 exc_type, exc_info    exception class and traceback (failed jobs)
 ====================  ==========================================================================
@@ -37,6 +40,7 @@ from . import keys, scripts
 from .config import get_settings
 from .connection import as_text, broker_errors, get_redis
 from .errors import InvalidArgumentError, InvalidJobOperation
+from .wire import expand_payload
 
 
 class JobStatus(StrEnum):
@@ -91,12 +95,60 @@ def _timestamp(value: str | None) -> datetime | None:
     return datetime.fromtimestamp(float(value), tz=UTC) if value else None
 
 
-def decode_message_kwargs(message: str) -> dict[str, Any]:
-    """The execute_job keyword arguments carried by a broker message (see wire.py)."""
-    envelope = json.loads(message)
+def decode_message_kwargs(message: str | dict[str, Any]) -> dict[str, Any]:
+    """The execute_job keyword arguments carried by a broker message (see wire.py), given as
+    its JSON or decoded."""
+    envelope = json.loads(message) if isinstance(message, str) else message
     body = base64.b64decode(envelope["body"])
     _args, kwargs, _embed = kombu_loads(body)
-    return dict(kwargs)
+    return expand_payload(kwargs)
+
+
+# How long Job.job_kwargs waits for a message a worker is taking to reappear (held, or its job
+# started): a few milliseconds in practice.
+_IN_FLIGHT_WAIT = 1.0
+
+# How many messages one LRANGE reads while a list is searched for one message.
+_SEARCH_CHUNK = 500
+
+
+def find_waiting(list_key: str, delivery_tag: str) -> tuple[int, str] | None:
+    """The message with ``delivery_tag`` waiting in ``list_key``, as (its index from the left,
+    the message), or None. Linear in the list's length: for looking at one job (a record keeps
+    no copy of its message unless the job was deduplicated; see lua/enqueue.lua)."""
+    needle = f'"delivery_tag": "{delivery_tag}"'
+    client = get_redis()
+    start = 0
+    while True:
+        with broker_errors():
+            chunk = client.lrange(list_key, start, start + _SEARCH_CHUNK - 1)
+        for offset, message in enumerate(chunk):
+            text = as_text(message)
+            if needle in text:
+                return start + offset, text
+        if len(chunk) < _SEARCH_CHUNK:
+            return None
+        start += _SEARCH_CHUNK
+
+
+def record_payload(record: dict[str, str]) -> dict[str, Any]:
+    """The execute_job payload of a job (site, user, method, kwargs...) as its record and its
+    message know it: kept in the record once a worker started the job (start.lua), in the
+    record's copy of the message for a deduplicated job, else in the message itself, held by a
+    worker or waiting in its list. Empty when none is left (an in-process job, say)."""
+    if record.get("payload"):
+        return dict(kombu_loads(record["payload"]))
+    if record.get("message"):
+        return decode_message_kwargs(record["message"])
+    tag = record.get("delivery_tag")
+    if not tag:
+        return {}
+    with broker_errors():
+        held = get_redis().hget(keys.KOMBU_UNACKED, tag)
+    if held:  # kombu's value: [message, exchange, routing key]
+        return decode_message_kwargs(json.loads(held)[0])
+    found = find_waiting(record["list"], tag) if record.get("list") else None
+    return decode_message_kwargs(found[1]) if found else {}
 
 
 class Job:
@@ -219,7 +271,7 @@ class Job:
 
     @property
     def job_name(self) -> str | None:
-        return self.record.get("job_name")
+        return self.record.get("job_name") or self.record.get("method")
 
     @property
     def site(self) -> str | None:
@@ -245,8 +297,18 @@ class Job:
     @property
     def job_kwargs(self) -> dict[str, Any]:
         """The whole execute_job payload the message carries (site, user, method, kwargs...)."""
-        message = self.record.get("message")
-        return decode_message_kwargs(message) if message else {}
+        found = record_payload(self.record)
+        deadline = time.monotonic() + _IN_FLIGHT_WAIT
+        while not found:
+            # The handle's record may be older than the job (its message taken, the job started
+            # or ended since); and a worker that pops a message with BRPOP holds it a moment
+            # later, in between it is in no Redis key, while the record still says queued.
+            record = self.refresh()
+            found = record_payload(record)
+            if record.get("status") != JobStatus.QUEUED or time.monotonic() >= deadline:
+                break
+            time.sleep(0.01)
+        return found
 
     @property
     def kwargs(self) -> dict[str, Any]:
@@ -282,16 +344,28 @@ class Job:
         record = self.refresh()
         if record.get("status") != JobStatus.QUEUED:
             return None
-        queue, own_list, message = record["queue"], record["list"], record["message"]
+        queue, own_list, message = record["queue"], record["list"], record.get("message")
         lists = keys.queue_lists(queue)
         ahead = lists[: lists.index(own_list)]
+        index: int | None = None
+        if not message:
+            # Searched before the lengths are read: a job pushed meanwhile (on the left, behind
+            # this one) can only make the answer one too high, never too low.
+            found = find_waiting(own_list, record.get("delivery_tag", ""))
+            if found is None:
+                return None
+            index = found[0]
         with broker_errors():
             pipe = get_redis().pipeline(transaction=False)
             for key in ahead:
                 pipe.llen(key)
             pipe.llen(own_list)
-            pipe.lpos(own_list, message)
-            *lengths, own_length, index = pipe.execute()
+            if message:  # a deduplicated job's copy: one LPOS finds it
+                pipe.lpos(own_list, message)
+            replies = pipe.execute()
+        lengths, own_length = replies[: len(ahead)], replies[len(ahead)]
+        if message:
+            index = replies[-1]
         if index is None:
             return None
         # LPUSH adds on the left and the worker pops from the right.

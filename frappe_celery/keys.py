@@ -10,6 +10,7 @@ Two families:
 
 from __future__ import annotations
 
+import functools
 from bisect import bisect
 
 from .config import PRIORITY_STEPS
@@ -94,6 +95,8 @@ def priority_bucket(priority: int) -> int:
     return PRIORITY_STEPS[bisect(PRIORITY_STEPS, clamped) - 1]
 
 
+# Pure functions of their arguments, asked for on every enqueue: remembered.
+@functools.lru_cache(maxsize=1024)
 def queue_list(queue: str, priority: int) -> str:
     """The broker list a message of ``priority`` sent to ``queue`` is pushed onto."""
     bucket = priority_bucket(priority)
@@ -102,4 +105,9 @@ def queue_list(queue: str, priority: int) -> str:
 
 def queue_lists(queue: str) -> list[str]:
     """Every priority list of ``queue``, highest priority (consumed first) first."""
-    return [queue_list(queue, step) for step in PRIORITY_STEPS]
+    return list(_queue_lists(queue))
+
+
+@functools.lru_cache(maxsize=1024)
+def _queue_lists(queue: str) -> tuple[str, ...]:
+    return tuple(queue_list(queue, step) for step in PRIORITY_STEPS)

@@ -18,6 +18,7 @@ did not allow. :func:`resolve_job_callable` therefore
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import re
@@ -100,13 +101,20 @@ def refusal_reason(module: str, settings: Settings | None = None) -> str | None:
     if module == INTERNAL_JOBS_MODULE:
         return None
     allowed = (settings or get_settings()).effective_allowed_modules()
-    if not any(module == prefix or module.startswith(prefix + ".") for prefix in allowed):
+    if not _under_any(module, allowed):
         shown = ", ".join(allowed) or "none configured"
         return (
             f"module {module!r} is not allowed to run as a job; allowed module prefixes: {shown} "
             "(set FRAPPE_CELERY_ALLOWED_MODULES or FRAPPE_CELERY_HOOKS)"
         )
     return None
+
+
+# Every enqueue asks about a handful of modules against the same settings: remembered.
+@functools.lru_cache(maxsize=1024)
+def _under_any(module: str, prefixes: tuple[str, ...]) -> bool:
+    """Whether ``module`` is one of ``prefixes`` or inside one of them."""
+    return any(module == prefix or module.startswith(prefix + ".") for prefix in prefixes)
 
 
 def _walk(module_name: str, qualname: str) -> Any:

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 from . import keys
 from .config import PRIORITY_STEPS, get_settings
 from .connection import as_text, broker_errors, get_redis
-from .job import JobStatus, decode_message_kwargs, is_site_job
+from .job import JobStatus, decode_message_kwargs, is_site_job, record_payload
 from .maintenance import read_workers
 from .scheduler import state
 from .scheduler.entries import ScheduleEntry, build_entries, load_events
@@ -255,12 +255,12 @@ def list_jobs(
                 for name, ids in zip(queues, pipe.execute(), strict=True)
                 for i in ids
             ]
-        records = _fields([job_id for _, job_id in running], [*RECORD_FIELDS, "message"])
+        records = _fields([job_id for _, job_id in running], [*RECORD_FIELDS, "payload"])
         for name, job_id in running:
             row = _row(job_id, name, records[job_id])
             if site in (None, row.site) and row.status == JobStatus.STARTED:
-                if show_args and records[job_id].get("message"):
-                    row.kwargs = decode_message_kwargs(records[job_id]["message"]).get("kwargs")
+                if show_args and records[job_id].get("payload"):
+                    row.kwargs = record_payload(records[job_id]).get("kwargs")
                 rows.append(row)
     if status in (None, JobStatus.QUEUED):
         for name in queues:

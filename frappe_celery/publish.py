@@ -13,11 +13,17 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from . import keys, scripts
 from .celery_app import app
-from .config import AT_FRONT_PRIORITY, NORMAL_PRIORITY, QUEUE_STARVATION_THRESHOLD, get_settings
+from .config import (
+    AT_FRONT_PRIORITY,
+    NORMAL_PRIORITY,
+    PRIORITY_STEPS,
+    QUEUE_STARVATION_THRESHOLD,
+    get_settings,
+)
 from .connection import as_text, broker_errors, get_redis
 from .errors import NotReplicated, PublishError, QueueOverloaded
 from .job import Job, JobStatus
@@ -36,21 +42,28 @@ class Publication:
 
 
 def record_fields(job_id: str, payload: JobPayload) -> dict[str, Any]:
-    """The status record a job starts with (see job.py for the fields)."""
-    return {
-        "id": job_id,
+    """The status record a job starts with (see job.py for the fields).
+
+    A field at its default is left out (no event or user, a job_name that is the method, no
+    retries yet), as is the id (it is in the key): every pending job has a record, and these
+    are a tenth of its bytes. Readers take the default for a missing field.
+    """
+    fields: dict[str, Any] = {
         "token": payload["token"],
         "status": JobStatus.QUEUED,
         "queue": payload["queue"],
         "method": payload["method"],
-        "job_name": payload["job_name"],
         "site": payload["site"],
-        "user": payload["user"] or "",
-        "event": payload["event"] or "",
         "timeout": payload["timeout"],
         "enqueued_at": time.time(),
-        "retries": 0,
     }
+    if payload["job_name"] != payload["method"]:
+        fields["job_name"] = payload["job_name"]
+    if payload["user"]:
+        fields["user"] = payload["user"]
+    if payload["event"]:
+        fields["event"] = payload["event"]
+    return fields
 
 
 def prepare(
@@ -87,17 +100,14 @@ def prepare(
     # Only a normal job can be promoted when the queue is starved.
     starved = at_front_when_starved and not at_front
     fields = record_fields(job_id, payload) | {"delivery_tag": delivery_tag}
+    # This job's part of enqueue.lua's arguments (the batch's common ones come at publish).
     args: list[Any] = [
         "1" if deduplicate else "0",
-        settings.max_queued_jobs,
         QUEUE_STARVATION_THRESHOLD if starved else 0,
         normal,
-        # Sent only when the script may need it (one message is ~1 KB).
+        # Sent only when the script may need it (one message is ~0.7 KB).
         message(AT_FRONT_PRIORITY) if starved else "",
-        settings.failure_ttl,
-        keys.KOMBU_UNACKED,
-        time.time(),
-        settings.lost_message_grace,
+        2 * len(fields),
     ]
     for name, value in fields.items():
         args += [name, value]
@@ -107,13 +117,14 @@ def prepare(
         keys.queue_list(queue, AT_FRONT_PRIORITY),
         *keys.queue_lists(queue),
     ]
-    record = {name: str(value) for name, value in fields.items()} | {"message": normal}
+    record = {name: str(value) for name, value in fields.items()}
+    if deduplicate:  # as enqueue.lua stores it
+        record["message"] = normal
     return Publication(job_id, queue, script_keys, args, record)
 
 
-def outcome(publication: Publication, reply: Any) -> Job | None:
+def outcome(publication: Publication, code: Any, info: Any) -> Job | None:
     """The handle for a published job; None when deduplicated; QueueOverloaded when full."""
-    code, info = reply
     if code == 0:
         logger.info("not queueing %s: already %s", publication.job_id, as_text(info))
         return None
@@ -122,19 +133,44 @@ def outcome(publication: Publication, reply: Any) -> Job | None:
     return Job(publication.job_id, dict(publication.record))
 
 
+# Jobs per enqueue.lua call in a batch: Redis runs one script at a time, so a call is kept to a
+# few milliseconds of other clients' waiting.
+SCRIPT_BATCH = 200
+
+
+def _script_call(publications: list[Publication]) -> tuple[list[str], list[Any]]:
+    """enqueue.lua's keys and arguments for these jobs (see the script)."""
+    settings = get_settings()
+    script_keys: list[str] = []
+    args: list[Any] = [
+        len(publications),
+        len(PRIORITY_STEPS),
+        settings.max_queued_jobs,
+        settings.failure_ttl,
+        keys.KOMBU_UNACKED,
+        time.time(),
+        settings.lost_message_grace,
+    ]
+    for publication in publications:
+        script_keys += publication.keys
+        args += publication.args
+    return script_keys, args
+
+
 def publish(publication: Publication) -> Job | None:
     """Publish one job now: one round trip (with enqueue_wait_replicas, the script and WAIT in
     one pipeline, so WAIT runs on the connection that wrote the job, as it must)."""
     settings = get_settings()
+    script_keys, args = _script_call([publication])
     if not settings.enqueue_wait_replicas:
         with broker_errors():
-            reply = scripts.ENQUEUE(get_redis(), publication.keys, publication.args)
-        return outcome(publication, reply)
+            code, info = scripts.ENQUEUE(get_redis(), script_keys, args)
+        return outcome(publication, code, info)
     client = get_redis()
 
     def enqueue_and_wait() -> list[Any]:
         pipe = client.pipeline(transaction=False)
-        scripts.ENQUEUE.queue_in(pipe, publication.keys, publication.args)
+        scripts.ENQUEUE.queue_in(pipe, script_keys, args)
         pipe.execute_command(
             "WAIT", settings.enqueue_wait_replicas, settings.enqueue_wait_timeout_ms
         )
@@ -144,12 +180,12 @@ def publish(publication: Publication) -> Job | None:
     with broker_errors():
         scripts.ENQUEUE.ensure_loaded(client)
         try:
-            reply, acked = enqueue_and_wait()
+            (code, info), acked = enqueue_and_wait()
         except NoScriptError:
             # Redis lost its scripts (a restart, or a failover to a replica that never loaded it).
             client.script_load(scripts.ENQUEUE.source)
-            reply, acked = enqueue_and_wait()
-    job = outcome(publication, reply)
+            (code, info), acked = enqueue_and_wait()
+    job = outcome(publication, code, info)
     if job is not None:
         _check_replicated([publication.job_id], int(acked))
     return job
@@ -164,7 +200,8 @@ def _check_replicated(job_ids: list[str], acked: int) -> None:
 
 
 def publish_batch(publications: list[Publication]) -> list[Job | None]:
-    """Publish jobs in order, pipelined (one round trip for the batch).
+    """Publish jobs in order, SCRIPT_BATCH per script call, the calls pipelined (one round
+    trip for the batch).
 
     Every job is attempted; if any failed, raises :class:`PublishError` listing them (the
     others are published).
@@ -172,32 +209,41 @@ def publish_batch(publications: list[Publication]) -> list[Job | None]:
     if not publications:
         return []
     client = get_redis()
+    chunks = [
+        publications[start : start + SCRIPT_BATCH]
+        for start in range(0, len(publications), SCRIPT_BATCH)
+    ]
+    calls = [_script_call(chunk) for chunk in chunks]
+    wait = get_settings().enqueue_wait_replicas
     with broker_errors():
         scripts.ENQUEUE.ensure_loaded(client)
         pipe = client.pipeline(transaction=False)
-        for publication in publications:
-            scripts.ENQUEUE.queue_in(pipe, publication.keys, publication.args)
-        wait = get_settings().enqueue_wait_replicas
+        for script_keys, args in calls:
+            scripts.ENQUEUE.queue_in(pipe, script_keys, args)
         if wait:
             pipe.execute_command("WAIT", wait, get_settings().enqueue_wait_timeout_ms)
         replies = pipe.execute(raise_on_error=False)
-    if wait:
-        acked = replies.pop()
-        if isinstance(acked, BaseException):
-            raise acked
+        if wait:
+            acked = replies.pop()
+            if isinstance(acked, BaseException):
+                raise acked
+        for index, reply in enumerate(replies):
+            if isinstance(reply, NoScriptError):  # Redis restarted mid-way: plain EVAL.
+                try:
+                    replies[index] = scripts.ENQUEUE(client, *calls[index])
+                except ResponseError as exc:
+                    replies[index] = exc
     results: list[Job | None] = []
     failures: list[tuple[str, BaseException]] = []
-    for publication, reply in zip(publications, replies, strict=True):
-        try:
-            if isinstance(reply, NoScriptError):  # Redis restarted mid-way: plain EVAL.
-                results.append(publish(publication))
-                continue
-            if isinstance(reply, BaseException):
-                raise reply
-            results.append(outcome(publication, reply))
-        except Exception as exc:
-            results.append(None)
-            failures.append((publication.job_id, exc))
+    for chunk, reply in zip(chunks, replies, strict=True):
+        for position, publication in enumerate(chunk):
+            try:
+                if isinstance(reply, BaseException):
+                    raise reply
+                results.append(outcome(publication, *reply[2 * position : 2 * position + 2]))
+            except Exception as exc:
+                results.append(None)
+                failures.append((publication.job_id, exc))
     if wait:
         try:
             _check_replicated([job.id for job in results if job is not None], int(acked))

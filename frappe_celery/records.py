@@ -16,6 +16,7 @@ from . import keys, scripts
 from .config import get_settings
 from .connection import as_text, broker_errors, get_redis
 from .job import JobStatus
+from .wire import JobPayload
 
 
 class StartDecision(IntEnum):
@@ -40,14 +41,18 @@ def create(job_id: str, token: str, fields: dict[str, Any]) -> None:
         pipe.execute()
 
 
-def start(job_id: str, token: str, queue: str, hard_limit: float, worker: str) -> StartDecision:
+def start(
+    job_id: str, payload: JobPayload, queue: str, hard_limit: float, worker: str
+) -> StartDecision:
+    """Mark the job started by ``worker`` (start.lua); the record keeps its payload from now on."""
     now = time.time()
     with broker_errors():
         decision = scripts.START(
             get_redis(),
             [keys.job(job_id), keys.started_registry(queue), keys.scheduled_registry(queue)],
-            [token, now, now + hard_limit, worker, job_id, get_settings().failure_ttl],
-        )
+            [payload["token"], now, now + hard_limit, worker, job_id, get_settings().failure_ttl,
+             kombu_dumps(payload)],
+        )  # fmt: skip
     return StartDecision(int(decision))
 
 

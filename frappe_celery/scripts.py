@@ -44,12 +44,12 @@ class LuaScript:
         pipe.evalsha(self.sha, len(keys), *keys, *args)
 
 
-ENQUEUE = LuaScript("enqueue", uses=("lib_liveness",))
-REAP = LuaScript("reap", uses=("lib_liveness",))
+ENQUEUE = LuaScript("enqueue", uses=("lib_find", "lib_liveness"))
+REAP = LuaScript("reap", uses=("lib_find", "lib_liveness"))
 START = LuaScript("start")
 FINISH = LuaScript("finish")
 REQUEUE = LuaScript("requeue")
-CANCEL = LuaScript("cancel")
+CANCEL = LuaScript("cancel", uses=("lib_find",))
 RELEASE_LOCK = LuaScript("release_lock")
 EXTEND_LOCK = LuaScript("extend_lock")
 CLAIM_TICKS = LuaScript("claim_ticks")

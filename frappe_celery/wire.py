@@ -74,10 +74,46 @@ PAYLOAD_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
+# Payload fields a message leaves out when they hold their default (a job's job_name defaults
+# to its method): most jobs carry no event, user or callbacks, and base64 makes every byte of
+# the body 1.33 in Redis. ``expand_payload`` puts them back wherever a message is read.
+PAYLOAD_DEFAULTS: dict[str, Any] = {
+    "event": None,
+    "user": None,
+    "is_async": True,
+    "on_success": None,
+    "on_failure": None,
+}
+
+
+def compact_payload(payload: JobPayload) -> dict[str, Any]:
+    """``payload`` as a message carries it: without the fields that hold their default."""
+    return {
+        name: value
+        for name, value in payload.items()
+        if not (name in PAYLOAD_DEFAULTS and value is PAYLOAD_DEFAULTS[name])
+        and not (name == "job_name" and value == payload["method"])
+    }
+
+
+def expand_payload(carried: Mapping[str, Any]) -> dict[str, Any]:
+    """The payload a message carries with the fields it left out at their defaults (the
+    inverse of :func:`compact_payload`; a message with every field passes unchanged)."""
+    return {**PAYLOAD_DEFAULTS, "job_name": carried.get("method"), **carried}
+
+
+_PAYLOAD_FIELDS = frozenset(PAYLOAD_TYPES)
+
+
 def payload_problem(payload: Mapping[str, Any]) -> tuple[str, str] | None:
     """``(field, why)`` when ``payload`` is not a JobPayload (a missing, extra or mistyped
     field), else None. Enqueue checks what it built with it, and a worker every message it
     takes: one written straight to the broker passed no enqueue validation."""
+    # The usual case first, cheaply: every field there, each of an accepted type.
+    if payload.keys() == _PAYLOAD_FIELDS and all(
+        type(payload[name]) in accepted for name, accepted in PAYLOAD_TYPES.items()
+    ):
+        return None
     missing = sorted(PAYLOAD_TYPES.keys() - payload.keys())
     if missing:
         return missing[0], f"missing field(s) {', '.join(missing)}"
@@ -115,7 +151,9 @@ def encode_body(job_kwargs: JobPayload, user_kwargs: dict[str, Any]) -> str:
         raise InvalidArgumentError(
             "kwargs", f"{len(user_kwargs)} keyword arguments", f"at most {MAX_KWARGS}"
         )
-    body = ((), job_kwargs, {"callbacks": None, "errbacks": None, "chain": None, "chord": None})
+    # The embed (callbacks, errbacks, chain, chord) is empty: Celery's worker reads each of
+    # them with a default of None, so `{}` says the same in 60 bytes less.
+    body: tuple[Any, ...] = ((), compact_payload(job_kwargs), {})
     try:
         encoded = str(kombu_dumps(body))
     except RecursionError:
@@ -212,22 +250,52 @@ def build_message_uncached(
         ignore_result=True,
         origin=_ORIGIN,
         # Shown by `celery inspect`; arguments are not printed (they may hold personal data).
-        argsrepr="()",
+        argsrepr="",
         kwargsrepr=display,
     )
-    properties = dict(task_message.properties)
-    properties.update(
-        delivery_mode=2,
-        delivery_info={"exchange": "", "routing_key": queue},
-        priority=priority,
-        body_encoding="base64",
-        delivery_tag=delivery_tag,
-    )
+    headers = {
+        name: value
+        for name, value in task_message.headers.items()
+        if (name not in _HEADER_DEFAULTS or value != _HEADER_DEFAULTS[name])
+        # A job is its own root (the worker reads a missing root id as none: no workflow).
+        and not (name == "root_id" and value == job_id)
+    }
+    properties = {
+        "delivery_info": {"exchange": "", "routing_key": queue},
+        "priority": priority,
+        "body_encoding": "base64",
+        "delivery_tag": delivery_tag,
+    }
     envelope = {
         "body": body_b64,
         "content-encoding": "utf-8",
         "content-type": "application/json",
-        "headers": task_message.headers,
+        "headers": headers,
         "properties": properties,
     }
     return json.dumps(envelope)
+
+
+# Celery's protocol-2 headers that its worker reads with a default (celery.worker.request's
+# Request and celery.app.task's Context, the same in Celery 5.4 to 5.7), and that default: a
+# header holding it is left out. The message's properties keep only what kombu's Redis transport
+# and Celery's worker read (delivery info, priority, body encoding, delivery tag); the
+# correlation id, reply-to and delivery mode serve RPC result replies and AMQP, which no job
+# uses. About 350 bytes less per message, in the queue's Redis memory and on every read.
+_HEADER_DEFAULTS: dict[str, Any] = {
+    "shadow": None,
+    "eta": None,
+    "expires": None,
+    "group": None,
+    "group_index": None,
+    "retries": 0,
+    "parent_id": None,
+    "argsrepr": "",
+    "replaced_task_nesting": 0,
+    "stamped_headers": None,
+    "stamps": {},
+    # Read by nothing in the worker (Celery's protocol-1 converter aside).
+    "lang": "py",
+    # Missing, the worker takes the task's own setting, which is True (execute.py).
+    "ignore_result": True,
+}

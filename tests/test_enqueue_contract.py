@@ -404,11 +404,25 @@ def test_job_id_is_site_namespaced_and_is_the_celery_task_id(r):
     job = frappe.enqueue("tests.jobs.add", queue="reports", job_id="inv:42", a=1, b=2)
 
     assert job.id == frappe.create_job_id("inv:42") == "test.site||inv|42"
-    record = r.hgetall(keys.job(job.id))
-    stored = json.loads(record[b"message"])
+    [stored] = queued_messages(r, "reports")
     assert stored["headers"]["id"] == job.id
     assert stored["headers"]["task"] == "frappe_celery.execute_job"
-    assert [m["headers"]["id"] for m in queued_messages(r, "reports")] == [job.id]
+
+
+def test_a_record_keeps_a_copy_of_its_message_only_when_deduplicated(r):
+    """The copy lets the next deduplicated enqueue find the message with one LPOS; without it a
+    pending job's record stays in Redis's compact hash encoding (a ~1 KB field would make it a
+    table of ~5 KB)."""
+    plain = frappe.enqueue("tests.jobs.add", queue="reports", a=1, b=2)
+    deduplicated = frappe.enqueue(
+        "tests.jobs.add", queue="reports", job_id="copy", deduplicate=True, a=1, b=2
+    )
+
+    assert not r.hexists(keys.job(plain.id), "message")
+    assert r.object("encoding", keys.job(plain.id)) in (b"listpack", b"ziplist")
+    copy = json.loads(r.hget(keys.job(deduplicated.id), "message"))
+    assert copy in queued_messages(r, "reports")
+    assert plain.kwargs == deduplicated.kwargs == {"a": 1, "b": 2}  # found in the queue
 
 
 def test_job_without_job_id_gets_a_unique_site_namespaced_id(r):

@@ -1,5 +1,5 @@
--- Shared by enqueue.lua and reap.lua (scripts.py prepends it): is the job holding a record
--- still going to run?
+-- Shared by enqueue.lua and reap.lua (scripts.py prepends it, after lib_find.lua): is the job
+-- holding a record still going to run?
 --
 -- Alive when its message is held by a worker (kombu's unacked hash: running or reserved; after
 -- a worker crash the broker restores it from there) or still waits in one of its queue's lists
@@ -7,18 +7,13 @@
 -- A worker pops a message and only then records it as unacked, so a message is declared lost
 -- only after it was seen missing for `grace` seconds (the first miss is noted in the record).
 local function message_waiting(list, message, tag, lists)
-  if redis.call('LPOS', list, message) then
+  -- Only a deduplicated job's record has its message (enqueue.lua); otherwise search by tag.
+  if message and redis.call('LPOS', list, message) then
     return true
   end
-  local needle = '"delivery_tag": "' .. tag .. '"'
   for _, key in ipairs(lists) do
-    local length = redis.call('LLEN', key)
-    for start = 0, length - 1, 500 do
-      for _, candidate in ipairs(redis.call('LRANGE', key, start, start + 499)) do
-        if string.find(candidate, needle, 1, true) then
-          return true
-        end
-      end
+    if find_by_tag(key, tag) then
+      return true
     end
   end
   return false

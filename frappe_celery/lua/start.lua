@@ -1,7 +1,8 @@
 -- A worker takes a job: mark it started, unless this delivery is stale.
 -- KEYS[1] job record   KEYS[2] started registry   KEYS[3] scheduled (retry countdown) registry
 -- ARGV[1] token   ARGV[2] now   ARGV[3] hard deadline   ARGV[4] worker   ARGV[5] job id
--- ARGV[6] record TTL
+-- ARGV[6] record TTL   ARGV[7] JSON of the job's payload (its arguments; kept for the record's
+-- readers and for a retry, since the message leaves Redis once the job ends)
 -- Returns 1 run it, 0 the record belongs to another enqueue of this id (run, don't record),
 -- -1 canceled (skip), -2 already finished or failed (a redelivered duplicate: skip).
 local record = KEYS[1]
@@ -16,7 +17,8 @@ end
 if status == 'finished' or status == 'failed' then
   return -2
 end
-redis.call('HSET', record, 'status', 'started', 'started_at', ARGV[2], 'worker', ARGV[4])
+redis.call('HSET', record, 'status', 'started', 'started_at', ARGV[2], 'worker', ARGV[4],
+  'payload', ARGV[7])
 redis.call('HDEL', record, 'ended_at', 'exc_info', 'exc_type', 'progress', 'progress_message')
 redis.call('EXPIRE', record, ARGV[6])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[5])
