@@ -10,6 +10,8 @@
 #   bash run.sh failover    # Sentinel failover under load: resume time, lost enqueues, WAIT's
 #                           # cost (figures in RELIABILITY.md)
 #   bash run.sh soak        # mixed load with crashes for SOAK_SECONDS (default 600): nothing lost
+#   bash run.sh bench       # the benchmark suite against raw Celery and RQ (~25 min; rewrites
+#                           # BENCHMARKS.md's suite section); `bash run.sh bench --quick`: smoke
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -75,8 +77,13 @@ PY
         export SOAK_SECONDS="${SOAK_SECONDS:-600}"
         exec python -m pytest -m soak tests/soak -s --timeout "$((SOAK_SECONDS + 600))" "$@"
         ;;
+    bench)
+        # rq (the version Frappe pins) and matplotlib, for the comparison and the plot.
+        python -m pip install --quiet --disable-pip-version-check -e ".[test,bench]"
+        exec python -m benchmarks.suite "$@"
+        ;;
     *)
-        echo "usage: bash run.sh [demo|test|test-range|bench-test|failover|soak] [extra args]" >&2
+        echo "usage: bash run.sh [demo|test|test-range|bench-test|failover|soak|bench] [extra args]" >&2
         exit 2
         ;;
 esac

@@ -127,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-n", "--jobs", type=int, default=1000)
     parser.add_argument("-r", "--rounds", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="smoke run: 50 jobs, 2 rounds")
+    parser.add_argument("--json", type=Path, help="also write the jobs/s of every round here")
     args = parser.parse_args(argv)
     n, rounds = (50, 2) if args.quick else (args.jobs, args.rounds)
     with tempfile.TemporaryDirectory(prefix="bench-many-") as workdir:
@@ -143,7 +144,10 @@ def main(argv: list[str] | None = None) -> int:
             import frappe_celery
 
             frappe_celery.reload_settings()
-            print(report(run(server.url, n, rounds), n, rounds))
+            rates = run(server.url, n, rounds)
+            print(report(rates, n, rounds))
+            if args.json:
+                args.json.write_text(json.dumps({"jobs": n, "rounds": rounds, "jobs_per_s": rates}))
         finally:
             server.stop()
     return 0
