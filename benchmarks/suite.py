@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
                 results[name] = json.loads(files[name].read_text())
     table = targets_table(results)
     if args.quick:
-        table = "Smoke run: tiny sizes and 2 repetitions, so these say only that it all ran.\n\n" + table
+        table = f"Smoke run: tiny sizes, so these only say that it all ran.\n\n{table}"
     wall = time.monotonic() - started
     print(f"\n===== targets\n\n{table}\n\nsuite wall time: {wall:.0f} s", flush=True)
     if write:
