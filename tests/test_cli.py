@@ -31,7 +31,7 @@ import redis
 from click.testing import CliRunner, Result
 
 import frappe_celery as frappe
-from frappe_celery import JobContext, keys, set_job_context
+from frappe_celery import JobContext, keys, monitor, set_job_context
 from frappe_celery.admin import pending_count, scheduler_entries
 from frappe_celery.cli import main
 from frappe_celery.connection import answers
@@ -521,6 +521,21 @@ def test_jobs_filters_by_queue_site_and_limit(r, two_sites):
     assert len(jobs_by_id(ok("jobs", "--limit", "1").output)) == 1
     # No match is not an error.
     assert ok("jobs", "--queue", "long").output.strip() == "(none)"
+
+
+def test_jobs_site_says_when_that_sites_jobs_may_lie_beyond_what_it_looked_at(
+    r, two_sites, monkeypatch
+):
+    monkeypatch.setattr(monitor, "SITE_SCAN_LIMIT", 3)
+    first = [frappe.enqueue("tests.jobs.add", queue="reports", a=n, b=n) for n in range(3)]
+    with as_other_site():
+        behind = frappe.enqueue("tests.jobs.add", queue="reports", a=9, b=9)
+
+    near = ok("jobs", "--site", SITE)
+    assert set(jobs_by_id(near.output)) == {job.id for job in first}
+    far = ok("jobs", "--site", OTHER_SITE)
+    assert behind.id not in far.output  # the fourth job to run, past the three looked at
+    assert "--site looks at the next 3 pending jobs of each queue; reports has 4" in far.output
 
 
 def test_jobs_status_filter_shows_only_pending_or_only_running_jobs(r, shared_worker, blocking):

@@ -65,11 +65,25 @@ def jobs_command(
     rows = monitor.list_jobs(
         queue=queue, site=site, status=status, limit=limit, show_args=show_args
     )
+    if site and status != JobStatus.STARTED and len(rows) < limit:
+        _note_unscanned(queue)
     if as_json:
         print_json([asdict(row) for row in rows])
         return
     headers = ["site", "queue", "status", "method", "job id", "enqueued", "age", "progress"]
     click.echo(table(_job_rows(rows, show_args), headers + (["args"] if show_args else [])))
+
+
+def _note_unscanned(queue: str | None) -> None:
+    """Say so (on stderr) when a site's pending jobs may lie beyond what --site looked at."""
+    for stats in monitor.queue_stats([queue] if queue else None):
+        if stats.pending > monitor.SITE_SCAN_LIMIT:
+            click.echo(
+                f"note: --site looks at the next {monitor.SITE_SCAN_LIMIT:,} pending jobs of "
+                f"each queue; {stats.name} has {stats.pending:,}, and this site's jobs further "
+                "back are not listed",
+                err=True,
+            )
 
 
 @click.command("failed")
