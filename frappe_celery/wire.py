@@ -193,12 +193,13 @@ def build_message(
     display: str,
     delivery_tag: str,
 ) -> str:
-    """The JSON string kombu's Redis transport would have pushed for this task.
+    """The JSON string to push for this task: what kombu's Redis transport would have pushed,
+    less what Celery's worker reads with a default anyway (``_HEADER_DEFAULTS``).
 
     Only the task id, the delivery tag and the body differ between the jobs of one queue,
-    priority, time limit and name, so Celery's builder runs once for those (a cached template)
-    and each job's message is the template with its own three values put in: the same string
-    the builder would give (tests/test_transport.py), for a fraction of the cost.
+    priority, time limit and name, so the builder runs once for those (a cached template) and
+    each job's message is the template with its own three values put in: the same string
+    :func:`build_message_uncached` gives (tests/test_transport.py), for a fraction of the cost.
     """
     template = _message_template(app, queue, priority, soft_time_limit, time_limit, display)
     body = base64.b64encode(body_json.encode("utf-8")).decode("ascii")
