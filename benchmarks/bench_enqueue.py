@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import gc
-import json
 import os
 import platform
 import re
@@ -916,6 +915,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGALRM, _overtime)
     signal.alarm(args.time_limit)
 
+    from benchmarks.common import use_broker
     from frappe_celery.embedded import EmbeddedRedis
 
     started = time.monotonic()
@@ -931,19 +931,8 @@ def main(argv: list[str] | None = None) -> int:
         server_pid = server.process.pid
         stack.callback(unpin, server_pid, all_cpus)
 
-        config = workdir / "common_site_config.json"
-        config.write_text(json.dumps({"max_queued_jobs": MAX_QUEUED_JOBS}))
-        for name in [k for k in os.environ if k.startswith("FRAPPE_CELERY_")]:
-            del os.environ[name]
-        os.environ.update(
-            {
-                "FRAPPE_CELERY_BROKER_URL": server.url,
-                "FRAPPE_CELERY_ALLOWED_MODULES": "benchmarks",
-                "FRAPPE_CELERY_CONFIG": str(config),
-                "BENCH_BROKER_URL": server.url,
-                "BENCH_REDIS_URL": server.url,
-            }
-        )
+        use_broker(server.url, workdir, MAX_QUEUED_JOBS,
+                   BENCH_BROKER_URL=server.url, BENCH_REDIS_URL=server.url)  # fmt: skip
         import frappe_celery
 
         frappe_celery.reload_settings()

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from typing import Any
 
 import redis
 
+from benchmarks.common import use_broker
 from frappe_celery.embedded import EmbeddedRedis
 
 NOOP = "benchmarks.jobs.noop"
@@ -134,13 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         server = EmbeddedRedis(Path(workdir) / "redis")
         server.start()
         try:
-            config = Path(workdir) / "common_site_config.json"
-            config.write_text(json.dumps({"max_queued_jobs": 10_000_000}))
-            for name in [k for k in os.environ if k.startswith("FRAPPE_CELERY_")]:
-                del os.environ[name]
-            os.environ.update({"FRAPPE_CELERY_BROKER_URL": server.url,
-                               "FRAPPE_CELERY_ALLOWED_MODULES": "benchmarks",
-                               "FRAPPE_CELERY_CONFIG": str(config)})  # fmt: skip
+            use_broker(server.url, Path(workdir), 10_000_000)
             import frappe_celery
 
             frappe_celery.reload_settings()

@@ -666,6 +666,7 @@ def _overtime(signum: int, frame: Any) -> None:
 
 
 def run(args: argparse.Namespace, results: Results, workdir: Path) -> dict[str, str]:
+    from benchmarks.common import use_broker
     from frappe_celery.embedded import EmbeddedRedis
 
     server = EmbeddedRedis(workdir / "redis")  # loopback, free port, no persistence
@@ -675,15 +676,11 @@ def run(args: argparse.Namespace, results: Results, workdir: Path) -> dict[str, 
         log(f"redis-server on {server.url}")
         # frappe-celery refuses to queue beyond max_queued_jobs (Frappe's 500): the drain piles
         # up N jobs, so the check stays on but out of reach, as in bench_enqueue.
-        config = workdir / "common_site_config.json"
-        config.write_text(json.dumps({"max_queued_jobs": MAX_QUEUED_JOBS}))
-        for name in [k for k in os.environ if k.startswith("FRAPPE_CELERY_")]:
-            del os.environ[name]
-        os.environ.update(
-            {
-                "FRAPPE_CELERY_BROKER_URL": server.url,
-                "FRAPPE_CELERY_ALLOWED_MODULES": "benchmarks",
-                "FRAPPE_CELERY_CONFIG": str(config),
+        use_broker(
+            server.url,
+            workdir,
+            MAX_QUEUED_JOBS,
+            **{
                 # The repository's celeryconfig.py is an example for users: not loaded, so
                 # the worker runs with frappe-celery's own defaults.
                 "FRAPPE_CELERY_CELERYCONFIG": "benchmarks._no_such_celeryconfig",
@@ -692,7 +689,7 @@ def run(args: argparse.Namespace, results: Results, workdir: Path) -> dict[str, 
                 "PYTHONPATH": os.pathsep.join(
                     [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
                 ),
-            }
+            },
         )
         import frappe_celery
 

@@ -51,22 +51,6 @@ def stamp(sent: float = 0.0) -> None:
     _redis().rpush(STAMPS_KEY, f"{sent!r} {start!r} {end!r}")
 
 
-def run_frappe_style(
-    site: str,
-    method: str,
-    event: str | None,
-    job_name: str,
-    kwargs: dict[str, Any],
-    user: str | None = None,
-    is_async: bool = True,
-    retry: int = 0,
-) -> Any:
-    """What Frappe's execute_job does with the job once the site is set up: import ``method``
-    by its dotted path and call it with ``kwargs`` (no site, database or hooks here)."""
-    module, _, name = method.rpartition(".")
-    return getattr(importlib.import_module(module), name)(**kwargs)
-
-
 def execute_job(
     site: str,
     method: str,
@@ -77,11 +61,12 @@ def execute_job(
     is_async: bool = True,
     retry: int = 0,
 ) -> Any:
-    """Stand-in for Frappe's execute_job (RQ variant): runs ``method(**kwargs)``.
-
-    The caller-side benchmarks only enqueue it; bench_workers' RQ workers run it.
+    """Stand-in for Frappe's execute_job (RQ variant): what it does with the job once the site is
+    set up, import ``method`` by its dotted path and call it with ``kwargs`` (no site, database
+    or hooks here). The caller-side benchmarks only enqueue it; bench_workers' RQ workers run it.
     """
-    return run_frappe_style(site, method, event, job_name, kwargs, user, is_async, retry)
+    module, _, name = method.rpartition(".")
+    return getattr(importlib.import_module(module), name)(**kwargs)
 
 
 def truncate_failed_registry(job: Any, connection: Any, type: Any, value: Any, tb: Any) -> None:
