@@ -131,11 +131,12 @@ def find_waiting(list_key: str, delivery_tag: str) -> tuple[int, str] | None:
         start += _SEARCH_CHUNK
 
 
-def record_payload(record: dict[str, str]) -> dict[str, Any]:
+def record_payload(record: dict[str, str], search_queue: bool = True) -> dict[str, Any]:
     """The execute_job payload of a job (site, user, method, kwargs...) as its record and its
     message know it: kept in the record once a worker started the job (start.lua), in the
     record's copy of the message for a deduplicated job, else in the message itself, held by a
-    worker or waiting in its list. Empty when none is left (an in-process job, say)."""
+    worker or (with ``search_queue``: linear in the queue's length) waiting in its list. Empty
+    when none is left (an in-process job, say) or not searched for."""
     if record.get("payload"):
         return dict(kombu_loads(record["payload"]))
     if record.get("message"):
@@ -147,7 +148,7 @@ def record_payload(record: dict[str, str]) -> dict[str, Any]:
         held = get_redis().hget(keys.KOMBU_UNACKED, tag)
     if held:  # kombu's value: [message, exchange, routing key]
         return decode_message_kwargs(json.loads(held)[0])
-    found = find_waiting(record["list"], tag) if record.get("list") else None
+    found = find_waiting(record["list"], tag) if search_queue and record.get("list") else None
     return decode_message_kwargs(found[1]) if found else {}
 
 
@@ -314,6 +315,12 @@ class Job:
     def kwargs(self) -> dict[str, Any]:
         """The keyword arguments the method is called with."""
         return dict(self.job_kwargs.get("kwargs") or {})
+
+    def known_kwargs(self) -> dict[str, Any]:
+        """The method's keyword arguments where they are known without searching its queue
+        (once started, deduplicated, or held by a worker); else empty. For listing many jobs:
+        ``kwargs`` may read through a long queue for each waiting one."""
+        return dict(record_payload(self.record, search_queue=False).get("kwargs") or {})
 
     @property
     def progress(self) -> tuple[float, str] | None:

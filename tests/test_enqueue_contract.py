@@ -423,6 +423,9 @@ def test_a_record_keeps_a_copy_of_its_message_only_when_deduplicated(r):
     copy = json.loads(r.hget(keys.job(deduplicated.id), "message"))
     assert copy in queued_messages(r, "reports")
     assert plain.kwargs == deduplicated.kwargs == {"a": 1, "b": 2}  # found in the queue
+    # Without searching the queue (a page of the Desk's list): only where the record knows.
+    assert frappe.get_job(plain.id).known_kwargs() == {}
+    assert frappe.get_job(deduplicated.id).known_kwargs() == {"a": 1, "b": 2}
 
 
 def test_job_without_job_id_gets_a_unique_site_namespaced_id(r):

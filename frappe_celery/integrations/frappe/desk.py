@@ -48,12 +48,15 @@ def _for_current_site(job: Job) -> bool:
     return bool(job.site == _frappe().local.site)
 
 
-def serialize_job(job: Job) -> Any:
-    """What Frappe's ``serialize_job`` gives the RQ Job form, from a frappe-celery record."""
+def serialize_job(job: Job, listed: bool = False) -> Any:
+    """What Frappe's ``serialize_job`` gives the RQ Job form (and, ``listed``, each row of its
+    list: there a waiting job's arguments are shown only where known without searching its
+    queue, as a page of them could mean reading a long queue once per row)."""
     frappe = _frappe()
     started, ended = _timestamp(job.started_at), _timestamp(job.ended_at)
     created = _timestamp(job.enqueued_at)
-    kwargs = job.kwargs  # the method's arguments (the payload also holds the record's token)
+    # The method's arguments (the payload also holds the record's token).
+    kwargs = job.known_kwargs() if listed else job.kwargs
     job_name = kwargs.get("job_type") or job.job_name or job.method or ""
     arguments = {"site": job.site, "user": job.user, "method": job.method, "event": job.event,
                  "job_name": job.job_name, "kwargs": kwargs}  # fmt: skip
@@ -141,7 +144,9 @@ def _rq_job_class(frappe_class: type) -> type:
         def get_list(*args: Any, **kwargs: Any) -> list[Any]:
             filters, start, page_length, order_by = _list_arguments(args, kwargs)
             ids = _matching_ids(filters)[start : start + page_length]
-            jobs = [serialize_job(job) for job in map(Job.fetch, ids) if job is not None]
+            jobs = [
+                serialize_job(job, listed=True) for job in map(Job.fetch, ids) if job is not None
+            ]
             return sorted(jobs, key=lambda job: job.creation or "", reverse="desc" in order_by)
 
         @staticmethod
