@@ -41,11 +41,9 @@ def create(job_id: str, token: str, fields: dict[str, Any]) -> None:
         pipe.execute()
 
 
-def start(
-    job_id: str, payload: JobPayload, queue: str, hard_limit: float, worker: str
-) -> StartDecision:
+def start(job_id: str, payload: JobPayload, hard_limit: float, worker: str) -> StartDecision:
     """Mark the job started by ``worker`` (start.lua); the record keeps its payload from now on."""
-    now = time.time()
+    now, queue = time.time(), payload["queue"]
     with broker_errors():
         decision = scripts.START(
             get_redis(),

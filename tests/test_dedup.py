@@ -133,7 +133,7 @@ def test_finishing_settles_the_message_in_the_same_script(r, stale):
     job = frappe.enqueue("tests.jobs.add", queue="reports", job_id="settle", a=1, b=1)
     token = job.record["token"]
     tag = reserve_as_kombu_does(r, "reports")
-    assert records.start(job.id, job.job_kwargs, "reports", 60, "w@h") == records.StartDecision.RUN
+    assert records.start(job.id, job.job_kwargs, 60, "w@h") == records.StartDecision.RUN
     if stale:
         frappe.enqueue("tests.jobs.add", queue="reports", job_id="settle", a=2, b=2)
     assert records.finish(job.id, token, "reports", 2, tag) is (not stale)
@@ -148,7 +148,7 @@ def test_a_lost_worker_never_reopens_a_job_already_recorded_final(r):
     Celery's lost-worker path; the record must stay finished (nothing is running it)."""
     job = frappe.enqueue("tests.jobs.add", queue="reports", job_id="done-then-lost", a=1, b=1)
     token = job.record["token"]
-    records.start(job.id, job.job_kwargs, "reports", 60, "w@h")
+    records.start(job.id, job.job_kwargs, 60, "w@h")
     assert records.finish(job.id, token, "reports", 2)
     assert records.requeue(job.id, token, "reports", worker="") is False
     assert frappe.get_job_status("done-then-lost") == "finished"

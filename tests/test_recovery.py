@@ -171,14 +171,9 @@ def test_the_late_end_of_a_run_given_up_for_dead_leaves_the_re_run_s_record_and_
     job = enqueue_deduplicated()
     assert job is not None
     token, tag = job.refresh()["token"], job.refresh()["delivery_tag"]
-    assert (
-        records.start(job.id, job.job_kwargs, "batch", 60, "cut-off@host")
-        == records.StartDecision.RUN
-    )
+    assert records.start(job.id, job.job_kwargs, 60, "cut-off@host") == records.StartDecision.RUN
     # Recovery returned the message; the other worker took it and started the same enqueue.
-    assert (
-        records.start(job.id, job.job_kwargs, "batch", 60, "peer@host") == records.StartDecision.RUN
-    )
+    assert records.start(job.id, job.job_kwargs, 60, "peer@host") == records.StartDecision.RUN
     r.hset(keys.KOMBU_UNACKED, tag, "held by the peer")
     r.hset(keys.HOLDERS, tag, "peer-holder")
     try:
