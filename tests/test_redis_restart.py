@@ -23,6 +23,9 @@ from .conftest import wait_for
 from .jobs_sched import TICKS
 from .test_cli import run_cli, settings_env
 
+# Out of the default run while it fails in some runs (RELIABILITY.md): bash run.sh restart.
+pytestmark = pytest.mark.restart
+
 THREADS = 4
 # Per thread: a steady stream well under what one worker drains, so the queue never overloads.
 ENQUEUES_PER_SECOND = 10
