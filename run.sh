@@ -71,11 +71,6 @@ PY
         # -m failover: the default run leaves it out (pyproject's addopts).
         exec python -m pytest tests/test_sentinel_failover.py -m failover -s "$@"
         ;;
-    restart)
-        # Redis killed and restarted under load; deselected from `test` while it loses a job in
-        # some runs (RELIABILITY.md, the two known gaps).
-        exec python -m pytest -m restart tests/test_redis_restart.py -s "$@"
-        ;;
     soak)
         # Mixed load, pool-child and whole-worker SIGKILLs and one Redis restart for SOAK_SECONDS
         # (default 600); prints a summary table. Deselected from `test` by its marker.

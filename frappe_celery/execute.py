@@ -214,6 +214,15 @@ class JobRequest(Request):  # type: ignore[misc]
 
         request.on_success = settle_then_succeed
 
+    def cancel(self, pool: Any, signal: Any = None, **kwargs: Any) -> None:
+        """Celery's cancel of a running job when the broker connection is lost. Celery marks the
+        job cancelled only if its child already reported the start; otherwise the child's
+        termination is taken for a revoke, and a revoke acks the message (once the worker has
+        reconnected): the job would be neither run again nor finished. Marked here whatever
+        the timing, so the message is left to the transport, which returns it (orphan_held)."""
+        self._already_cancelled = True
+        super().cancel(pool, signal=signal, **kwargs)  # emit_retry: Celery >= 5.5 only
+
     def on_timeout(self, soft: bool, timeout: float) -> None:
         super().on_timeout(soft, timeout)
         if soft:

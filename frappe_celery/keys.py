@@ -32,9 +32,23 @@ HOLDERS = PREFIX + "holders"
 HOLDERS_MISSING_SINCE = PREFIX + "holders:missing_since"
 
 
-def alive(holder: str) -> str:
-    """String with a TTL, refreshed by the holder's heartbeat: present while it is alive."""
-    return f"{PREFIX}alive:{holder}"
+def alive(process: str) -> str:
+    """String with a TTL, refreshed by a worker's heartbeat: present while that process is alive
+    (``recovery.process_of`` a holder name)."""
+    return f"{PREFIX}alive:{process}"
+
+
+# How many wake-up tokens a queue's doorbell keeps: each can wake one idle worker at once; more
+# idle workers than this wake at their BRPOP timeout (1 s) instead.
+DOORBELL_DEPTH = 64
+
+
+def doorbell(queue: str) -> str:
+    """List of wake-up tokens for ``queue``: every push onto the queue also pushes one (trimmed
+    to DOORBELL_DEPTH), and an idle worker waits with BRPOP on these, never on the queue itself,
+    then takes the message with reserve.lua, which pops and holds it in one step (transport.py).
+    Losing a token costs nothing; a message popped by BRPOP as Redis died was lost."""
+    return f"{PREFIX}doorbell:{queue}"
 
 
 def job(job_id: str) -> str:

@@ -115,6 +115,7 @@ def prepare(
         keys.job(job_id),
         keys.queue_list(queue, priority),
         keys.queue_list(queue, AT_FRONT_PRIORITY),
+        keys.doorbell(queue),
         *keys.queue_lists(queue),
     ]
     record = {name: str(value) for name, value in fields.items()}
@@ -150,6 +151,7 @@ def _script_call(publications: list[Publication]) -> tuple[list[str], list[Any]]
         keys.KOMBU_UNACKED,
         time.time(),
         settings.lost_message_grace,
+        keys.DOORBELL_DEPTH,
     ]
     for publication in publications:
         script_keys += publication.keys

@@ -40,31 +40,49 @@ ALIVE_TTL = 20
 # heartbeats, so a worker that only lost Redis for a while has written its key again.
 MISSING_CONFIRMATION = 10.0
 
-_holder: tuple[int, str] | None = None
+_process: tuple[int, str] | None = None
 # Delivery tag -> holder: messages this process still holds but no longer runs (its channel
 # closed on a lost connection and could not return them); returned by return_orphans().
 _orphans: dict[str, str] = {}
 _orphans_lock = threading.Lock()
 
 
-def holder_name() -> str:
-    """This process's name as a holder of messages: host, pid and a random part (a restarted
-    worker reusing a pid, or two hosts of the same name, are different holders)."""
-    global _holder
+def process_name() -> str:
+    """This process's name: host, pid and a random part (a restarted worker reusing a pid, or two
+    hosts of the same name, are different processes). Its liveness key bears it."""
+    global _process
     pid = os.getpid()
-    if _holder is None or _holder[0] != pid:
-        _holder = (pid, f"{socket.gethostname()}:{pid}:{uuid.uuid4().hex[:8]}")
-    return _holder[1]
+    if _process is None or _process[0] != pid:
+        _process = (pid, f"{socket.gethostname()}:{pid}:{uuid.uuid4().hex[:8]}")
+    return _process[1]
+
+
+# Between a holder's process and its channel number.
+_CHANNEL_SEPARATOR = "/"
+
+
+def channel_holder(channel_number: int) -> str:
+    """The holder name of one broker channel of this process. Each channel (a new one after every
+    reconnect) holds under its own name: an ack that the channel lost with its connection sends
+    once the worker has reconnected must not settle the message if it was returned and taken
+    again meanwhile, by a new channel of the same process (settle.lua compares names)."""
+    return f"{process_name()}{_CHANNEL_SEPARATOR}{channel_number}"
+
+
+def process_of(holder: str) -> str:
+    """The process whose liveness key tells whether ``holder`` (a channel_holder) is alive."""
+    return holder.split(_CHANNEL_SEPARATOR, 1)[0]
 
 
 def mark_alive() -> None:
     """Refresh this worker's liveness key (its heartbeat)."""
     with broker_errors():
-        get_redis().set(keys.alive(holder_name()), int(time.time()), ex=ALIVE_TTL)
+        get_redis().set(keys.alive(process_name()), int(time.time()), ex=ALIVE_TTL)
 
 
 def orphan(tags: list[str], holder: str) -> None:
-    """Messages ``holder`` (this process) holds but will not run: return_orphans() returns them."""
+    """Messages ``holder`` (a channel of this process, lost with its connection) holds but will
+    not run: return_orphans() returns them."""
     with _orphans_lock:
         _orphans.update(dict.fromkeys(tags, holder))
 
@@ -84,9 +102,10 @@ def return_orphans() -> int:
     return returned
 
 
-def restored_message(held: str) -> tuple[str, str]:
-    """The list a held message goes back to, and the message as kombu restores it (marked
-    redelivered). ``held`` is kombu's unacked value: the JSON of [message, exchange, queue]."""
+def restored_message(held: str) -> tuple[str, str, str]:
+    """The queue a held message goes back to, its list there, and the message as kombu restores
+    it (marked redelivered). ``held`` is kombu's unacked value: the JSON of [message, exchange,
+    queue]."""
     message, _exchange, routing_key = json.loads(held)
     # Every queue of ours is bound by its own name (celery_app.py, wire.py).
     queue = routing_key
@@ -97,7 +116,7 @@ def restored_message(held: str) -> tuple[str, str]:
         priority = int(properties.get("priority") or 0)
     except (TypeError, ValueError):
         priority = 0
-    return keys.queue_list(queue, priority), json.dumps(message)
+    return queue, keys.queue_list(queue, priority), json.dumps(message)
 
 
 def recover_dead_holders(now: float | None = None) -> int:
@@ -117,7 +136,7 @@ def recover_dead_holders(now: float | None = None) -> int:
     with broker_errors():
         pipe = client.pipeline(transaction=False)
         for name in names:
-            pipe.exists(keys.alive(name))
+            pipe.exists(keys.alive(process_of(name)))
         alive = dict(zip(names, pipe.execute(), strict=True))
     dead: list[str] = []
     with broker_errors():
@@ -146,11 +165,13 @@ def _return_message(client: Any, tag: str, holder: str) -> int:
     with broker_errors():
         held = client.hget(keys.KOMBU_UNACKED, tag)
     if held is None:
-        target, message, held_text = keys.HOLDERS, "", ""  # settled: recover.lua tidies up
+        # Settled: recover.lua only tidies up (these two keys are not written).
+        target, doorbell, message, held_text = keys.HOLDERS, keys.HOLDERS, "", ""
     else:
         held_text = as_text(held)
         try:
-            target, message = restored_message(held_text)
+            queue, target, message = restored_message(held_text)
+            doorbell = keys.doorbell(queue)
         except (ValueError, TypeError, AttributeError):
             # Not kombu's [message, exchange, routing_key]: left for kombu's visibility timeout.
             logger.error("held message %s of %s is unreadable; left to kombu", tag, holder)
@@ -158,7 +179,7 @@ def _return_message(client: Any, tag: str, holder: str) -> int:
     with broker_errors():
         done = scripts.RECOVER(
             client,
-            [keys.KOMBU_UNACKED, keys.KOMBU_UNACKED_INDEX, keys.HOLDERS, target],
-            [tag, holder, held_text, message],
+            [keys.KOMBU_UNACKED, keys.KOMBU_UNACKED_INDEX, keys.HOLDERS, target, doorbell],
+            [tag, holder, held_text, message, keys.DOORBELL_DEPTH],
         )
     return int(done)

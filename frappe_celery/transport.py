@@ -33,6 +33,7 @@ Everything else is kombu's.
 from __future__ import annotations
 
 import inspect
+import itertools
 import logging
 from base64 import b64decode
 from collections.abc import Iterator
@@ -49,7 +50,6 @@ from redis import sentinel
 from redis.exceptions import NoScriptError
 
 from . import keys, recovery
-from .recovery import holder_name
 from .scripts import RESERVE, SETTLE
 
 logger = logging.getLogger(__name__)
@@ -62,6 +62,8 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]  # kombu < 5.7 ships no type h
         self._settled: set[str] = set()
         # Delivery tags that reserve.lua already holds in the unacked hash.
         self._held: set[str] = set()
+        # Delivery tags handed to recovery.py when the connection was lost (orphan_held).
+        self._orphaned: set[str] = set()
 
     def mark_settled(self, delivery_tag: str) -> None:
         self._settled.add(delivery_tag)
@@ -77,7 +79,7 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]  # kombu < 5.7 ships no type h
             with self.pipe_or_acquire() as pipe:
                 pipe.zadd(self.unacked_index_key, {delivery_tag: time()})
                 pipe.hset(self.unacked_key, delivery_tag, held)
-                pipe.hset(keys.HOLDERS, delivery_tag, holder_name())
+                pipe.hset(keys.HOLDERS, delivery_tag, self.channel.holder)
                 pipe.execute()
         self._held.discard(delivery_tag)
         virtual.QoS.append(self, message, delivery_tag)  # the channel's bookkeeping
@@ -91,7 +93,17 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]  # kombu < 5.7 ships no type h
         try:
             super().restore_unacked(client)
         except self.channel.connection_errors:
-            recovery.orphan(list(self._delivered), holder_name())
+            self.orphan_held()
+
+    def orphan_held(self) -> None:
+        """Every message this channel holds goes to recovery.py, which returns it to its queue
+        once Redis answers: the connection is lost, and with it every job of this channel (Celery
+        cancels the running ones, drops the prefetched ones). An ack or reject of one of them
+        that comes later (Celery sends some once it has reconnected) leaves it to recovery."""
+        self._flush()  # acked meanwhile: not held any more
+        if self._delivered:
+            recovery.orphan(list(self._delivered), self.channel.holder)
+            self._orphaned.update(self._delivered)
             self._delivered.clear()
 
     def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
@@ -102,11 +114,16 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]  # kombu < 5.7 ships no type h
     def ack(self, delivery_tag: str) -> None:
         if delivery_tag in self._settled:
             self._settled.discard(delivery_tag)
+        elif delivery_tag in self._orphaned:
+            self._orphaned.discard(delivery_tag)
         else:
             self._settle(delivery_tag)
         virtual.QoS.ack(self, delivery_tag)  # the channel's bookkeeping
 
     def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        if delivery_tag in self._orphaned:
+            self.ack(delivery_tag)  # recovery returns it
+            return
         if requeue:  # kombu's: back to the front of its queue
             super().reject(delivery_tag, requeue=True)
             return
@@ -118,12 +135,38 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]  # kombu < 5.7 ships no type h
         worker holds the message now (lua/settle.lua)."""
         with self.channel.conn_or_acquire() as client:
             names = [self.unacked_key, self.unacked_index_key, keys.HOLDERS]
-            SETTLE(client, names, [delivery_tag, holder_name()])
+            SETTLE(client, names, [delivery_tag, self.channel.holder])
+
+
+# Numbers this process's channels: a reconnect opens a new channel, which holds under a new name.
+_channel_numbers = itertools.count(1)
 
 
 class Channel(kombu_redis.Channel):  # type: ignore[misc]  # kombu < 5.7 ships no type hints
     QoS = QoS
     _sync_client: Any = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The name this channel holds messages under (keys.HOLDERS, recovery.channel_holder).
+        self.holder = recovery.channel_holder(next(_channel_numbers))
+
+    def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
+        """kombu's publish (Celery's retries, send_task), ringing the queue's doorbell with it."""
+        priority = self._get_message_priority(message, reverse=False)
+        with self.conn_or_acquire() as client:
+            pipe = client.pipeline()
+            pipe.lpush(self._q_for_pri(queue, priority), dumps(message))
+            ring_doorbell(pipe, queue)
+            pipe.execute()
+
+    def _do_restore_message(
+        self, payload: Any, exchange: str, routing_key: str, pipe: Any, leftmost: bool = False
+    ) -> None:
+        """kombu's restore of a held message to its queue, ringing the queue's doorbell with it."""
+        super()._do_restore_message(payload, exchange, routing_key, pipe, leftmost)
+        for queue in self._lookup(exchange, routing_key):
+            ring_doorbell(pipe, queue)
 
     @contextmanager
     def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
@@ -151,12 +194,13 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]  # kombu < 5.7 ships n
         )
 
     # Whether the next wait starts with reserve.lua (messages may be waiting) or BRPOP (the
-    # last script found every list empty), and whether the script's reply is the one awaited.
+    # last script found every list empty), and which reply the connection awaits.
     _take_by_script = True
-    _reserve_in_flight = False
+    _awaiting = ""
 
     # kombu's own body, in every kombu of the supported range (5.4 to 5.6, and 5.7's), with the
-    # list order changed. The parts that differ between versions are looked up, not assumed.
+    # list order changed and the waits below. The parts that differ between versions are looked
+    # up, not assumed.
     def _brpop_start(self, timeout: float | None = None) -> None:
         if timeout is None:
             # kombu >= 5.6 has the brpop_timeout transport option; before, the default was 1 s.
@@ -164,24 +208,32 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]  # kombu < 5.7 ships n
         queues = self._queue_cycle.consume(len(self.active_queues))
         if not queues:
             return
-        # The one change from kombu: every priority list of the first queue, then the next queue.
+        # The change from kombu: every priority list of the first queue, then the next queue.
         lists = [self._q_for_pri(queue, pri) for queue in queues for pri in self.priority_steps]
         self._in_poll = self.client.connection
         if hasattr(self, "_brpop_sent_at"):
             # kombu >= 5.7 times each BRPOP to drop half-open sockets; older kombu has no such
             # attribute and nothing reads it.
             self._brpop_sent_at = monotonic()
-        if self._take_by_script and not self.global_keyprefix:
-            # Sent like BRPOP, without waiting: the event loop reads the reply (_brpop_read).
-            self._reserve_in_flight = True
-            names = [self.unacked_key, self.unacked_index_key, keys.HOLDERS, *lists]
-            self.client.connection.send_command(
-                "EVALSHA", RESERVE.sha, len(names), *names, time(), holder_name()
-            )
-            return
-        command = ["BRPOP", *lists, timeout or 0]
+        # Each command is sent like kombu's BRPOP, without waiting: the event loop reads the
+        # reply (_brpop_read).
         if self.global_keyprefix:
-            command = self.client._prefix_args(command)
+            # kombu's own wait: our scripts and doorbells do not use kombu's key prefix.
+            self._awaiting = "lists"
+            command = self.client._prefix_args(["BRPOP", *lists, timeout or 0])
+        elif self._take_by_script:
+            self._awaiting = "reserve"
+            doorbells = [keys.doorbell(queue) for queue in queues]
+            names = [self.unacked_key, self.unacked_index_key, keys.HOLDERS, *lists, *doorbells]
+            command = ["EVALSHA", RESERVE.sha, len(names), *names, time(), self.holder,
+                       len(doorbells)]  # fmt: skip
+        else:
+            # Idle: wait for a doorbell, never for a message. BRPOP pops what it returns, and a
+            # message popped in the instant Redis died was in no key any more: lost. A token
+            # lost that way costs nothing; the message is then taken by reserve.lua, which
+            # pops and holds it in one step.
+            self._awaiting = "doorbell"
+            command = ["BRPOP", *(keys.doorbell(queue) for queue in queues), timeout or 0]
         self.client.connection.send_command(*command)
 
     def _brpop_read(self, **options: Any) -> bool:
@@ -189,8 +241,8 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]  # kombu < 5.7 ships n
         for BRPOP, the same in kombu 5.4 to 5.7), except that a message kombu cannot read is
         logged and dropped: kombu raised, and the worker died of it, so anyone able to push one
         bad message onto a queue could stop every worker consuming it."""
-        by_script = self._reserve_in_flight
-        self._reserve_in_flight = False
+        awaiting, self._awaiting = self._awaiting, ""
+        by_script = awaiting == "reserve"
         try:
             try:
                 command = "EVALSHA" if by_script else "BRPOP"
@@ -203,11 +255,14 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]  # kombu < 5.7 ships n
                 raise Empty() from None
             except self.connection_errors:
                 self.client.connection.disconnect()
+                # Celery cancels this channel's jobs on the lost connection, and kombu returns
+                # their messages only if it closes the channel, which it does not always do.
+                self.qos.orphan_held()
                 raise
-            # After a BRPOP (a message, or its timeout) the script takes the next message; after
-            # the script found every list empty, BRPOP waits.
+            # After a BRPOP (a doorbell, a message, or its timeout) the script takes the next
+            # message; after the script found every list empty, BRPOP waits.
             self._take_by_script = bool(reply) or not by_script
-            if not reply:
+            if not reply or awaiting == "doorbell":
                 raise Empty()
             dest, item, held = reply if by_script else (*reply, 0)
             dest = bytes_to_str(dest).rsplit(self.sep, 1)[0]
@@ -225,6 +280,13 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]  # kombu < 5.7 ships n
             return True
         finally:
             self._in_poll = None
+
+
+def ring_doorbell(pipe: Any, queue: str) -> None:
+    """Queue in ``pipe`` the wake-up of one idle worker of ``queue`` (keys.doorbell)."""
+    bell = keys.doorbell(queue)
+    pipe.lpush(bell, "1")
+    pipe.ltrim(bell, 0, keys.DOORBELL_DEPTH - 1)
 
 
 def readable_message(text: str) -> dict[str, Any] | None:

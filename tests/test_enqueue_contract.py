@@ -32,9 +32,11 @@ ALL_QUEUES = ["short", "default", "long", "reports", "batch"]
 SITE_PREFIX = "test.site||"
 # Kombu's own bookkeeping, written by running workers at any time, never by enqueue: queue
 # bindings, and the unacked hash / index / restore mutex of messages a worker holds.
-# What running workers write on their own at any moment (bindings, held messages, heartbeats).
+# What running workers write on their own at any moment (bindings, held messages, heartbeats),
+# and the doorbells, which they empty at any moment (a doorbell is rung only with a queue push).
 WORKER_BOOKKEEPING = (b"_kombu.binding.", b"unacked", keys.WORKERS.encode(),
-                      keys.alive("").encode(), keys.HOLDERS.encode())  # fmt: skip
+                      keys.alive("").encode(), keys.HOLDERS.encode(),
+                      keys.doorbell("").encode())  # fmt: skip
 
 
 # -- helpers ------------------------------------------------------------------------------------

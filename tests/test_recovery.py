@@ -98,11 +98,14 @@ def test_a_killed_worker_s_jobs_run_again_within_60_s_and_a_busy_live_worker_kee
     assert busy.process.poll() is None
 
 
-def test_the_holder_name_is_per_process_and_its_liveness_key_expires(r):
-    name = recovery.holder_name()
-    assert name == recovery.holder_name()
+def test_holder_names_are_per_channel_and_the_process_liveness_key_expires(r):
+    name = recovery.process_name()
+    assert name == recovery.process_name()
     _host, pid, _nonce = name.split(":")
     assert pid == str(os.getpid())
+    first, second = recovery.channel_holder(1), recovery.channel_holder(2)
+    assert first != second
+    assert recovery.process_of(first) == recovery.process_of(second) == name
     recovery.mark_alive()
     ttl = r.ttl(keys.alive(name))
     assert 0 < ttl <= recovery.ALIVE_TTL
@@ -117,7 +120,8 @@ def test_a_message_held_by_a_dead_holder_goes_back_once_and_only_after_confirmat
     held = json.dumps([json.loads(message), "", "batch"])
     r.hset(keys.KOMBU_UNACKED, tag, held)
     r.zadd(keys.KOMBU_UNACKED_INDEX, {tag: time.time()})
-    r.hset(keys.HOLDERS, tag, "gone-host:1:dead")
+    r.hset(keys.HOLDERS, tag, "gone-host:1:dead/1")
+    r.delete(keys.doorbell("batch"))  # rung by the enqueue
     now = time.time()
 
     # First seen missing: noted, nothing moved.
@@ -132,12 +136,14 @@ def test_a_message_held_by_a_dead_holder_goes_back_once_and_only_after_confirmat
     assert not r.hexists(keys.HOLDERS, tag)
     restored = json.loads(r.lindex(source, -1))
     assert restored["properties"]["delivery_tag"] == tag
+    # ... and an idle worker of its queue is woken for it.
+    assert r.llen(keys.doorbell("batch")) == 1
     assert restored["properties"]["delivery_info"]["redelivered"] is True
     assert sum(r.llen(name) for name in lists) == 1
     # Exactly once: another pass finds nothing to return, and forgets the holder.
     assert recovery.recover_dead_holders(now + 60) == 0
     assert sum(r.llen(name) for name in lists) == 1
-    assert not r.hexists(keys.HOLDERS_MISSING_SINCE, "gone-host:1:dead")
+    assert not r.hexists(keys.HOLDERS_MISSING_SINCE, "gone-host:1:dead/1")
 
 
 def test_a_live_holder_s_message_is_never_taken(r):
@@ -146,7 +152,8 @@ def test_a_live_holder_s_message_is_never_taken(r):
     message = next(r.rpop(name) for name in lists if r.llen(name))
     tag = job.refresh()["delivery_tag"]
     r.hset(keys.KOMBU_UNACKED, tag, json.dumps([json.loads(message), "", "batch"]))
-    r.hset(keys.HOLDERS, tag, "live-host:1:alive")
+    # A channel of a live process: the process's liveness key covers every channel of it.
+    r.hset(keys.HOLDERS, tag, "live-host:1:alive/3")
     r.set(keys.alive("live-host:1:alive"), 1, ex=60)
     now = time.time()
     try:

@@ -15,7 +15,7 @@ import redis
 from kombu import Connection, Exchange, Queue
 
 import frappe_celery as frappe
-from frappe_celery import scripts
+from frappe_celery import keys, scripts
 from frappe_celery.transport import Channel
 
 # More than a few names: a set of them coming out in this order by chance is unlikely.
@@ -128,9 +128,11 @@ def monitored(r: redis.Redis) -> tuple[list[dict[str, Any]], Callable[[], None]]
     return seen, stop
 
 
-def test_a_waiting_message_is_popped_and_held_unacked_in_one_script(redis_server, r):
-    """While messages wait, reserve.lua pops one and writes it into kombu's unacked hash in the
-    same step; BRPOP (and kombu's own write) only when the queue was empty."""
+def test_every_message_is_popped_and_held_unacked_in_one_script_idle_or_not(redis_server, r):
+    """reserve.lua pops a message and writes it into kombu's unacked hash in the same step, for
+    messages waiting and for one published while the consumer is idle: the idle consumer's
+    BRPOP waits on the queue's doorbell only, never pops a message (one popped that way in the
+    instant Redis died was lost)."""
     queue = "test-reserve"
     declare = [Queue(queue, Exchange(queue), routing_key=queue)]
     held_at_delivery: dict[str, bool] = {}
@@ -150,8 +152,8 @@ def test_a_waiting_message_is_popped_and_held_unacked_in_one_script(redis_server
             with conn.Consumer(declare, channel=channel, callbacks=[on_message]):
                 conn.drain_events(timeout=5)
                 conn.drain_events(timeout=5)
-                # Nothing waits now: the worker blocks in BRPOP; a message published then
-                # arrives through it.
+                # Nothing waits now: the worker blocks in BRPOP on the doorbell; a message
+                # published then rings it.
                 later = threading.Timer(
                     0.5,
                     lambda: (
@@ -169,13 +171,17 @@ def test_a_waiting_message_is_popped_and_held_unacked_in_one_script(redis_server
             channel.close()
     assert held_at_delivery == {"waiting-1": True, "waiting-2": True, "later": True}
     writes = [e for e in seen if e["command"].startswith("HSET unacked ")]
-    assert [e["client_type"] for e in writes] == ["lua", "lua", "tcp"], writes
+    assert [e["client_type"] for e in writes] == ["lua", "lua", "lua"], writes
+    waits = [e["command"].split()[1:-1] for e in seen if e["command"].startswith("BRPOP ")]
+    assert waits, "the idle consumer never waited"
+    assert all(names == [keys.doorbell(queue)] for names in waits), waits
     assert not r.hlen("unacked")  # all three acked
 
 
 def test_after_redis_lost_its_scripts_the_worker_waits_with_brpop_and_reloads(redis_server, r):
-    """A restarted Redis answers NOSCRIPT: that delivery goes through BRPOP (nothing is lost or
-    delivered twice) and the next waiting message is taken by the script again."""
+    """A restarted Redis answers NOSCRIPT: the consumer loads the script again, waiting on the
+    doorbell meanwhile, and every message is still taken by the script: none lost or delivered
+    twice."""
     queue = "test-reserve-noscript"
     declare = [Queue(queue, Exchange(queue), routing_key=queue)]
     got: list[str] = []
@@ -205,7 +211,8 @@ def test_after_redis_lost_its_scripts_the_worker_waits_with_brpop_and_reloads(re
             channel.close()
     assert got == ["a", "b", "c"]
     writes = [e for e in seen if e["command"].startswith("HSET unacked ")]
-    assert [e["client_type"] for e in writes] == ["tcp", "lua", "lua"], writes
+    assert [e["client_type"] for e in writes] == ["lua", "lua", "lua"], writes
+    assert any(e["command"].startswith("SCRIPT LOAD") for e in seen)
     assert not r.hlen("unacked")
 
 

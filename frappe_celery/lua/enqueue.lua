@@ -3,21 +3,24 @@
 -- after-commit jobs) is one script call, a single enqueue a batch of one.
 -- ARGV[1] number of jobs   ARGV[2] lists per queue (L)   ARGV[3] max queued jobs (0: no limit)
 -- ARGV[4] record TTL (s)   ARGV[5] kombu's unacked hash   ARGV[6] now
--- ARGV[7] lost-message grace (s)   then per job: '1' to deduplicate, the starvation threshold
+-- ARGV[7] lost-message grace (s)   ARGV[8] doorbell depth   then per job: '1' to deduplicate, the starvation threshold
 -- (0: off), the message, the at-front message, the number N of record field/value items, and
 -- those N items.
--- KEYS, per job (3 + L): its record, the broker list for its priority, its queue's at-front
--- list (used when the queue is starved), then every list of its queue.
+-- KEYS, per job (4 + L): its record, the broker list for its priority, its queue's at-front
+-- list (used when the queue is starved), its queue's doorbell, then every list of its queue.
 -- Returns, per job, two items: 1, pending (published); 0, status (deduplicated);
 -- -1, pending (overloaded: not published).
 local jobs, per_queue = tonumber(ARGV[1]), tonumber(ARGV[2])
 local max_queued = tonumber(ARGV[3])
 local ttl, unacked, now, grace = ARGV[4], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])
+local doorbell_depth = tonumber(ARGV[8])
 -- Pending messages per queue (by its first list), counted once per call: only this script's
 -- own pushes change them while it runs.
 local pending_of = {}
+-- Doorbells rung by this call, trimmed once at the end.
+local rung = {}
 local replies = {}
-local a, k = 8, 1
+local a, k = 9, 1
 for _ = 1, jobs do
   local deduplicate, starved = ARGV[a], tonumber(ARGV[a + 1])
   local message, at_front_message = ARGV[a + 2], ARGV[a + 3]
@@ -26,11 +29,11 @@ for _ = 1, jobs do
   a = fields_from + field_count
   local record, target = KEYS[k], KEYS[k + 1]
   local queue_lists = {}
-  for i = k + 3, k + 2 + per_queue do
+  for i = k + 4, k + 3 + per_queue do
     queue_lists[#queue_lists + 1] = KEYS[i]
   end
-  local at_front_list = KEYS[k + 2]
-  k = k + 3 + per_queue
+  local at_front_list, doorbell = KEYS[k + 2], KEYS[k + 3]
+  k = k + 4 + per_queue
   local code, info = 1, 0
   if deduplicate == '1' then
     local status = redis.call('HGET', record, 'status')
@@ -68,11 +71,17 @@ for _ = 1, jobs do
     end
     redis.call('EXPIRE', record, ttl)
     redis.call('LPUSH', target, message)
+    -- Wakes one idle worker of the queue (transport.py: idle workers wait on doorbells).
+    redis.call('LPUSH', doorbell, '1')
+    rung[doorbell] = true
     if pending_of[queue_lists[1]] ~= nil then
       pending_of[queue_lists[1]] = pending_of[queue_lists[1]] + 1
     end
   end
   replies[#replies + 1] = code
   replies[#replies + 1] = info
+end
+for doorbell in pairs(rung) do
+  redis.call('LTRIM', doorbell, 0, doorbell_depth - 1)
 end
 return replies

@@ -3,11 +3,14 @@
 -- kombu's own write, a worker killed in between lost it), and it costs one round trip, not two.
 -- The holder is recorded too, so that a dead worker's messages can be returned (recover.lua).
 -- KEYS[1] kombu's unacked hash   KEYS[2] kombu's unacked index   KEYS[3] holders hash
--- KEYS[4..] the lists, in the order to take from (the worker's -Q order, then priority)
--- ARGV[1] now (the index score, as kombu writes it)   ARGV[2] the holder (this worker)
+-- KEYS[4..] the lists, in the order to take from (the worker's -Q order, then priority), then
+-- the doorbells of those queues (keys.doorbell)
+-- ARGV[1] now (the index score, as kombu writes it)   ARGV[2] the holder (this worker's channel)
+-- ARGV[3] how many of the KEYS are doorbells
 -- Returns {list, message, 1} held, {list, message, 0} taken but not held (not a kombu message:
 -- the worker's kombu code handles it as it would after BRPOP), or false when every list is empty.
-for i = 4, #KEYS do
+local last_list = #KEYS - tonumber(ARGV[3])
+for i = 4, last_list do
   local message = redis.call('RPOP', KEYS[i])
   if message then
     local ok, payload = pcall(cjson.decode, message)
@@ -26,5 +29,9 @@ for i = 4, #KEYS do
     redis.call('HSET', KEYS[3], tag, ARGV[2])
     return {KEYS[i], message, 1}
   end
+end
+-- Nothing waits in these queues: their doorbells' tokens would only wake workers for nothing.
+for i = last_list + 1, #KEYS do
+  redis.call('DEL', KEYS[i])
 end
 return false
