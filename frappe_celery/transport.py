@@ -16,12 +16,16 @@ left the pool children waiting for their next job a third of the time:
 * every ack was a Redis round trip; a job that finished has already removed its message from
   the unacked hash in its own FINISH script (``lua/finish.lua``), so its ack skips the call;
 * every delivery was two round trips, BRPOP then kombu's write of the message into its unacked
-  hash; while messages wait, one script (``lua/reserve.lua``) pops and holds the next one, and
-  BRPOP is used only to wait on empty queues (its message then held by kombu, as before).
+  hash; while messages wait, one script (``lua/reserve.lua``) pops and holds the next one.
 
-Every held message also names the worker holding it (``keys.HOLDERS``), so that the messages of
-a worker that died whole go back to their queues in seconds, not after the visibility timeout
-(recovery.py).
+And one loss: a message BRPOP popped in the instant Redis died, before kombu's write, was in no
+key any more. So an idle worker waits with BRPOP on its queues' doorbells (``keys.doorbell``,
+rung with every push onto a queue), never on the queues, and then takes the message with
+reserve.lua; losing a doorbell token costs nothing.
+
+Every held message also names the channel holding it (``keys.HOLDERS``), so that the messages of
+a worker that died whole go back to their queues in seconds, not after the visibility timeout,
+and those of a channel lost with its connection once Redis answers again (recovery.py).
 
 And one failure of kombu's: a message it cannot read (not JSON, no properties, a body that is
 not base64) raised out of the event loop and killed the worker; it is logged and dropped here
