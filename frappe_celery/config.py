@@ -420,7 +420,9 @@ def reload_settings() -> Settings:
 
 # Celery settings this package must control: the enqueue path publishes straight to the broker
 # URL above (the TLS options are read from that URL, so every component checks the same
-# certificate) and only JSON may ever be accepted (a pickle message must never execute).
+# certificate), only JSON may ever be accepted (a pickle message must never execute), and the
+# jobs running when the broker connection drops must be cancelled: their messages go back to
+# the queue (transport.QoS.orphan_held), so a job left running would run twice at once.
 OWNED_CELERY_SETTINGS = (
     "broker_url",
     "broker_transport",
@@ -430,6 +432,7 @@ OWNED_CELERY_SETTINGS = (
     "accept_content",
     "result_serializer",
     "result_accept_content",
+    "worker_cancel_long_running_tasks_on_connection_loss",
 )
 
 # Normal jobs get a lower priority bucket than at_front jobs: on kombu's Redis transport 0 is

@@ -164,6 +164,14 @@ def test_celeryconfig_cannot_turn_on_pickle(tmp_path, monkeypatch):
         _app_with_celeryconfig(tmp_path, monkeypatch, "accept_content = ['json', 'pickle']\n")
 
 
+def test_celeryconfig_cannot_keep_jobs_running_on_a_lost_connection(tmp_path, monkeypatch):
+    """Their messages go back to the queue once Redis answers: they would run twice at once."""
+    with pytest.raises(ConfigError, match="worker_cancel_long_running_tasks_on_connection_loss"):
+        _app_with_celeryconfig(
+            tmp_path, monkeypatch, "worker_cancel_long_running_tasks_on_connection_loss = False\n"
+        )
+
+
 def test_celeryconfig_cannot_set_a_visibility_timeout_below_the_hard_limit(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="visibility_timeout"):
         _app_with_celeryconfig(
