@@ -25,8 +25,8 @@ JOB_PREFIX = PREFIX + "job:"
 KOMBU_UNACKED = "unacked"
 # ... and this sorted set (delivery tag -> when delivered) indexes it by age.
 KOMBU_UNACKED_INDEX = "unacked_index"
-# Hash: delivery tag -> the worker holding that message in kombu's unacked hash (its holder
-# name, recovery.holder_name()); a dead holder's messages go back to their queues (recovery.py).
+# Hash: delivery tag -> the worker channel holding that message in kombu's unacked hash
+# (recovery.channel_holder); a dead holder's messages go back to their queues (recovery.py).
 HOLDERS = PREFIX + "holders"
 # Hash: holder -> when it was first seen without a liveness key (recovery.py).
 HOLDERS_MISSING_SINCE = PREFIX + "holders:missing_since"

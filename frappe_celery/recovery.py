@@ -3,12 +3,14 @@
 kombu keeps every delivered, unacknowledged message in its unacked hash and restores it only
 after the visibility timeout, which must outlast the longest hard time limit (over 30 minutes
 with the long queue). A worker killed whole (OOM killer, a lost VM) would leave the jobs it had
-taken waiting that long. So every held message also names its holder (``keys.HOLDERS``, written
-with the message by reserve.lua or ``transport.QoS.append``, removed with it by finish.lua or
-kombu's ack), and every worker keeps a liveness key (``keys.alive``) with a TTL that its
-heartbeat refreshes. A holder whose key is gone, and stays gone for MISSING_CONFIRMATION
-seconds, is dead: any live worker then returns its messages to the front of their queues, each
-exactly once (recover.lua), as kombu's own restore would.
+taken waiting that long. So every held message also names its holder, the worker's channel
+(``keys.HOLDERS``, written with the message by reserve.lua, removed with it by finish.lua or
+kombu's ack), and every worker process keeps a liveness key (``keys.alive``) with a TTL that its
+heartbeat refreshes. A holder whose process's key is gone, and stays gone for
+MISSING_CONFIRMATION seconds, is dead: any live worker then returns its messages to the front of
+their queues, each exactly once (recover.lua), as kombu's own restore would. The messages of a
+channel lost with its connection are returned by its own process once Redis answers again
+(orphan, return_orphans).
 
 A live worker busy with a long job keeps its key (the heartbeat runs in the main process's
 maintenance thread, not in the pool), so its messages are never taken. The confirmation wait
