@@ -194,8 +194,8 @@ def test_jobs_held_when_redis_dies_run_again_once_it_is_back_not_after_the_visib
         wait_for(lambda: all(job.get_status() == "finished" for job in jobs), 60, interval=0.5)
         runs = [json.loads(line) for line in log.read_text().splitlines()]
         starts = [run["label"] for run in runs if run["event"] == "start"]
-        # The job running at the kill was cancelled and ran again; the other ran once it was
-        # back (its first run, or a second if it had started).
-        assert starts.count("running") == 2, runs
+        # The job running at the kill was cancelled and ran again (its first run may have been
+        # cancelled before the function began, on a loaded machine); the other ran once.
+        assert starts.count("running") in (1, 2) and starts.count("next") == 1, runs
         assert [job.return_value() for job in jobs] == ["running", "next"]
         assert worker.process.poll() is None
