@@ -14,6 +14,7 @@ Three URL forms, the ones kombu's Redis transport takes, so one URL configures e
 
 from __future__ import annotations
 
+import inspect
 import os
 import threading
 from collections.abc import Iterator
@@ -223,6 +224,30 @@ def reset() -> None:
         if _client is not None:
             _client.close()
         _client = None
+
+
+# redis-py before 5.3 needs a command name to hand out a pooled connection; later ones warn
+# when given one.
+_POOL_NEEDS_COMMAND_NAME = (
+    inspect.signature(redis.ConnectionPool.get_connection).parameters["command_name"].default
+    is inspect.Parameter.empty
+)
+
+
+@contextmanager
+def checked_out(client: Client) -> Iterator[Any]:
+    """One of ``client``'s pooled connections, for commands sent without waiting for their
+    replies. A connection given back with replies still unread (an error on the way) is
+    disconnected, so the next user never reads them."""
+    pool = client.connection_pool
+    connection = pool.get_connection("EVAL") if _POOL_NEEDS_COMMAND_NAME else pool.get_connection()
+    try:
+        yield connection
+    except BaseException:
+        connection.disconnect()
+        raise
+    finally:
+        pool.release(connection)
 
 
 @contextmanager

@@ -7,9 +7,11 @@ itself waits. Several publications (one commit's worth) go out pipelined, in ord
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +26,7 @@ from .config import (
     QUEUE_STARVATION_THRESHOLD,
     get_settings,
 )
-from .connection import as_text, broker_errors, get_redis
+from .connection import as_text, broker_errors, checked_out, get_redis
 from .errors import NotReplicated, PublishError, QueueOverloaded
 from .job import Job, JobStatus
 from .wire import JobPayload, build_message
@@ -139,6 +141,17 @@ def outcome(publication: Publication, code: Any, info: Any) -> Job | None:
 SCRIPT_BATCH = 200
 
 
+def _in_chunks(publications: Iterable[Publication], size: int) -> Iterator[list[Publication]]:
+    chunk: list[Publication] = []
+    for publication in publications:
+        chunk.append(publication)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
 def _script_call(publications: list[Publication]) -> tuple[list[str], list[Any]]:
     """enqueue.lua's keys and arguments for these jobs (see the script)."""
     settings = get_settings()
@@ -201,30 +214,41 @@ def _check_replicated(job_ids: list[str], acked: int) -> None:
         )
 
 
-def publish_batch(publications: list[Publication]) -> list[Job | None]:
-    """Publish jobs in order, SCRIPT_BATCH per script call, the calls pipelined (one round
-    trip for the batch).
+def publish_batch(publications: Iterable[Publication]) -> list[Job | None]:
+    """Publish jobs in order, SCRIPT_BATCH per script call, each call sent as soon as its jobs
+    are there and the replies read at the end (one round trip for the batch). Given a
+    generator (the scheduler's all-due tick), Redis runs each call while the next jobs are
+    being encoded.
 
     Every job is attempted; if any failed, raises :class:`PublishError` listing them (the
     others are published).
     """
-    if not publications:
+    pending = _in_chunks(publications, SCRIPT_BATCH)
+    first = next(pending, None)
+    if first is None:
         return []
     client = get_redis()
-    chunks = [
-        publications[start : start + SCRIPT_BATCH]
-        for start in range(0, len(publications), SCRIPT_BATCH)
-    ]
-    calls = [_script_call(chunk) for chunk in chunks]
+    chunks: list[list[Publication]] = []
+    calls: list[tuple[list[str], list[Any]]] = []
     wait = get_settings().enqueue_wait_replicas
+    replies: list[Any] = []
     with broker_errors():
         scripts.ENQUEUE.ensure_loaded(client)
-        pipe = client.pipeline(transaction=False)
-        for script_keys, args in calls:
-            scripts.ENQUEUE.queue_in(pipe, script_keys, args)
-        if wait:
-            pipe.execute_command("WAIT", wait, get_settings().enqueue_wait_timeout_ms)
-        replies = pipe.execute(raise_on_error=False)
+        with checked_out(client) as connection:
+            for chunk in itertools.chain([first], pending):
+                script_keys, args = _script_call(chunk)
+                connection.send_command(
+                    "EVALSHA", scripts.ENQUEUE.sha, len(script_keys), *script_keys, *args
+                )
+                chunks.append(chunk)
+                calls.append((script_keys, args))
+            if wait:
+                connection.send_command("WAIT", wait, get_settings().enqueue_wait_timeout_ms)
+            for _ in range(len(chunks) + bool(wait)):
+                try:
+                    replies.append(connection.read_response())
+                except ResponseError as exc:  # that call's error; the next replies follow
+                    replies.append(exc)
         if wait:
             acked = replies.pop()
             if isinstance(acked, BaseException):

@@ -9,6 +9,7 @@ import pytest
 
 import frappe_celery as frappe
 from frappe_celery import keys
+from frappe_celery.config import NORMAL_PRIORITY
 from frappe_celery.transaction import transaction_scope
 
 from .conftest import wait_for
@@ -103,3 +104,45 @@ def test_a_full_queue_refuses_its_jobs_and_publishes_the_others(r, tmp_path):
     assert len(published) == limit
     assert len(raised.value.failures) == 2
     assert all(isinstance(exc, frappe.QueueOverloaded) for _, exc in raised.value.failures)
+
+
+def test_a_generator_s_jobs_are_published_a_script_call_at_a_time_as_they_come(r):
+    """publish_batch sends each SCRIPT_BATCH of a generator's jobs before asking it for the
+    next ones, so Redis runs a call while the caller encodes the next (the scheduler's all-due
+    tick); every job is published once, in order."""
+    from frappe_celery.enqueue import _prepare_call
+    from frappe_celery.publish import SCRIPT_BATCH, publish_batch
+
+    total = SCRIPT_BATCH + 5
+    seen_when_asked: dict[int, int] = {}
+
+    def publications():
+        for i in range(total):
+            if i == SCRIPT_BATCH:
+                # The first call was sent before this job was asked for: Redis runs it now.
+                wait_for(lambda: waiting_in_batch(r) == SCRIPT_BATCH, 5, interval=0.01)
+                seen_when_asked[i] = waiting_in_batch(r)
+            yield _prepare_call({"method": "tests.jobs.add", "queue": "batch", "a": i, "b": 0})[0]
+
+    jobs = publish_batch(publications())
+    assert seen_when_asked == {SCRIPT_BATCH: SCRIPT_BATCH}
+    assert waiting_in_batch(r) == total
+    assert len({job.id for job in jobs}) == total
+    # In order: the queue's list holds them oldest at the right (kombu pops from the right).
+    messages = r.lrange(keys.queue_list("batch", NORMAL_PRIORITY), 0, -1)
+    tags = [json.loads(message)["properties"]["delivery_tag"] for message in reversed(messages)]
+    assert tags == [job.refresh()["delivery_tag"] for job in jobs]
+
+
+def test_an_empty_batch_writes_nothing(r):
+    from frappe_celery.publish import publish_batch
+
+    before = redis_state(r)
+    assert publish_batch(iter([])) == []
+    assert frappe.enqueue_many([]) == []
+    assert redis_state(r) == before
+
+
+def waiting_in_batch(r) -> int:
+    """Messages waiting in the batch queue (no worker consumes it in these tests)."""
+    return sum(int(r.llen(name)) for name in keys.queue_lists("batch"))

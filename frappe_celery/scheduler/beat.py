@@ -174,7 +174,8 @@ class FrappeScheduler(LeaderScheduler):
         chosen = [due[position] for position in claimed]
         failed: set[str] = set()
         try:
-            results = publish_batch([scheduled_publication(self.entries[i]) for i in chosen])
+            # A generator: Redis runs each script call while the next jobs are encoded.
+            results = publish_batch(scheduled_publication(self.entries[i]) for i in chosen)
         except PublishError as exc:
             logger.error("scheduler: %s", exc)
             results, failed = exc.results, {job_id for job_id, _ in exc.failures}
