@@ -937,7 +937,12 @@ def test_worker_num_workers_sets_the_pool_size(r, tmp_path):
 # -- start ----------------------------------------------------------------------------------------
 
 
-def test_start_runs_embedded_redis_worker_and_beat_and_ctrl_c_stops_them_all(r, tmp_path):
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_start_runs_embedded_redis_worker_and_beat_and_ctrl_c_or_sigterm_stops_them_all(
+    r, tmp_path, stop_signal
+):
+    """Started as a shell without job control starts a background command, with SIGINT
+    ignored: Ctrl-C, and a supervisor's SIGTERM, still stop every part."""
     url = f"redis://127.0.0.1:{free_port()}/0"
     out = tmp_path / "start.out"
     start_env = cli_env(FRAPPE_CELERY_BROKER_URL=url, FRAPPE_CELERY_HOOKS="tests.hooks_beat")
@@ -946,6 +951,7 @@ def test_start_runs_embedded_redis_worker_and_beat_and_ctrl_c_stops_them_all(r, 
             [CLI, "start", "--data-dir", str(tmp_path / "data"), "--concurrency", "1"],
             cwd=ROOT, env=start_env,
             stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
         )  # fmt: skip
     tree: set[int] = set()
     try:
@@ -974,7 +980,7 @@ def test_start_runs_embedded_redis_worker_and_beat_and_ctrl_c_stops_them_all(r, 
         tree = descendants(process.pid)
         assert len(tree) >= 4, tree  # redis-server, worker + its pool child, beat
 
-        process.send_signal(signal.SIGINT)  # Ctrl-C
+        process.send_signal(stop_signal)
         process.wait(60)
     finally:
         if process.poll() is None:  # failed before a clean stop: leak nothing

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -75,6 +76,10 @@ def worker_command(queue: str | None, num_workers: int, burst: bool, loglevel: s
     click.echo("Queues empty and jobs done: quitting")
 
 
+def _stop_everything(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 @click.command("start")
 @click.option("--concurrency", "-c", type=click.IntRange(1), default=2, show_default=True,
               help="Jobs the worker runs at once.")  # fmt: skip
@@ -86,6 +91,11 @@ def start_command(concurrency: int, data_dir: Path) -> None:
     their logs with prefixes; Ctrl-C stops everything, the embedded Redis last.
     """
     os.environ.setdefault("FRAPPE_CELERY_HOOKS", DEFAULT_HOOKS)
+    # Ctrl-C, and a supervisor's SIGTERM, stop everything. Set here because a process started
+    # in the background by a shell without job control inherits SIGINT ignored, and Python's
+    # default for SIGTERM would leave the worker, beat and Redis running without it.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _stop_everything)
     with Stack(data_dir, concurrency=concurrency) as stack:
         click.echo("Running; Ctrl-C stops everything.")
         try:
