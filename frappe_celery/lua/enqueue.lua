@@ -3,9 +3,9 @@
 -- after-commit jobs) is one script call, a single enqueue a batch of one.
 -- ARGV[1] number of jobs   ARGV[2] lists per queue (L)   ARGV[3] max queued jobs (0: no limit)
 -- ARGV[4] record TTL (s)   ARGV[5] kombu's unacked hash   ARGV[6] now
--- ARGV[7] lost-message grace (s)   ARGV[8] doorbell depth   then per job: '1' to deduplicate, the starvation threshold
--- (0: off), the message, the at-front message, the number N of record field/value items, and
--- those N items.
+-- ARGV[7] lost-message grace (s)   ARGV[8] doorbell depth   then per job: '1' to deduplicate,
+-- the starvation threshold (0: off), the message, the at-front message, the number N of record
+-- field/value items, and those N items.
 -- KEYS, per job (4 + L): its record, the broker list for its priority, its queue's at-front
 -- list (used when the queue is starved), its queue's doorbell, then every list of its queue.
 -- Returns, per job, two items: 1, pending (published); 0, status (deduplicated);
