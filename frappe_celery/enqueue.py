@@ -8,7 +8,7 @@ Nothing is written to Redis until every argument passed validation.
 
 from __future__ import annotations
 
-import uuid
+import functools
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -18,6 +18,7 @@ from .config import get_settings
 from .context import get_job_context
 from .errors import InvalidArgumentError, UnserializableArgumentError
 from .execute import run_in_process
+from .ids import random_token, uuid4_text
 from .job import ACTIVE_STATUSES, Job, JobStatus
 from .methods import call_with_accepted_kwargs, import_trusted, normalize_path
 from .publish import Publication, prepare, publish, publish_batch, record_fields
@@ -78,7 +79,7 @@ def create_job_id(job_id: str | None = None) -> str:
     """Frappe's site-namespaced id (a uuid when none is given): Frappe 16's
     ``{site}||{job_id}`` with ':' replaced by '|', or Frappe 15's ``{site}::{job_id}`` in a
     Frappe 15 bench (``job_id_style``)."""
-    full = f"{_site_prefix()}{job_id or uuid.uuid4()}"
+    full = f"{_site_prefix()}{job_id or uuid4_text()}"
     return full if get_settings().job_id_style == "v15" else full.replace(":", "|")
 
 
@@ -159,7 +160,7 @@ def make_payload(
         "is_async": is_async,
         "queue": queue,
         "timeout": float(timeout) if timeout is not None else float(get_settings().queues[queue]),
-        "token": uuid.uuid4().hex,
+        "token": random_token(),
         "on_success": on_success,
         "on_failure": on_failure,
     }
@@ -302,31 +303,35 @@ def enqueue_many(calls: Iterable[Mapping[str, Any] | Sequence[Any]]) -> list[Job
     """
     if isinstance(calls, (str, bytes, Mapping)):
         raise InvalidArgumentError("calls", calls, "expected a list of enqueue calls")
-    publications: list[tuple[Publication, bool]] = []
+    builders: list[tuple[Callable[[], Publication], bool]] = []
     for index, call in enumerate(calls):
         try:
-            publications.append(_prepare_call(call))
+            builders.append(_prepare_call(call))
         except InvalidArgumentError as exc:
             where = ".".join(filter(None, [f"calls[{index}]", exc.argument]))
             raise InvalidArgumentError(where, exc.given, exc.allowed) from None
         except UnserializableArgumentError as exc:
             where = f"calls[{index}].{exc.argument}"
             raise UnserializableArgumentError(where, exc.given) from None
-    now = [publication for publication, after_commit in publications if not after_commit]
-    published = iter(publish_batch(now))
+    # Every call is validated and encoded: nothing left can refuse one. The publications are
+    # built as they are sent, so Redis runs one script call while the next jobs' messages are
+    # being built (a generator to publish_batch), instead of after all of them.
+    published = iter(publish_batch(build() for build, after_commit in builders if not after_commit))
     results: list[Job | None] = []
-    for publication, after_commit in publications:
+    for build, after_commit in builders:
         if after_commit:
-            publish_after_commit(publication)
+            publish_after_commit(build())
             results.append(None)
         else:
             results.append(next(published))
     return results
 
 
-def _prepare_call(call: Mapping[str, Any] | Sequence[Any]) -> tuple[Publication, bool]:
-    """One enqueue_many call, validated and encoded: its publication, and whether it waits for
-    the transaction's commit."""
+def _prepare_call(
+    call: Mapping[str, Any] | Sequence[Any],
+) -> tuple[Callable[[], Publication], bool]:
+    """One enqueue_many call, validated and encoded: what builds its publication, and whether
+    it waits for the transaction's commit."""
     if isinstance(call, Mapping):
         arguments = dict(call)
     elif isinstance(call, (tuple, list)):
@@ -343,10 +348,10 @@ def _prepare_call(call: Mapping[str, Any] | Sequence[Any]) -> tuple[Publication,
     if "method" not in arguments:
         raise InvalidArgumentError("method", None, "every call needs the method to run")
     arguments["is_async"] = arguments.pop("async", arguments.get("is_async", True))
-    return _publication_of(**arguments)
+    return _validated_call(**arguments)
 
 
-def _publication_of(
+def _validated_call(
     method: str | Callable[..., Any],
     queue: str = "default",
     timeout: float | None = None,
@@ -363,8 +368,8 @@ def _publication_of(
     deduplicate: bool = False,
     at_front_when_starved: bool = False,
     **kwargs: Any,
-) -> tuple[Publication, bool]:
-    """enqueue's signature and checks, stopping before the publish."""
+) -> tuple[Callable[[], Publication], bool]:
+    """enqueue's signature and checks, stopping before the publication is built."""
     _validate_options(queue, timeout, job_id, deduplicate, job_name)
     for name, value in (("now", now), ("is_async", not is_async)):
         if value:
@@ -375,11 +380,11 @@ def _publication_of(
     full_id, payload, body_json = _encode_job(
         method, queue, timeout, event, job_name, True, job_id, on_success, on_failure, kwargs
     )
-    publication = prepare(
-        full_id, payload, body_json, at_front=at_front, deduplicate=deduplicate,
+    build = functools.partial(
+        prepare, full_id, payload, body_json, at_front=at_front, deduplicate=deduplicate,
         at_front_when_starved=at_front_when_starved,
     )  # fmt: skip
-    return publication, bool(enqueue_after_commit)
+    return build, bool(enqueue_after_commit)
 
 
 def enqueue_doc(

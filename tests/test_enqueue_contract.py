@@ -149,6 +149,21 @@ def test_job_waits_on_its_own_queue_list_until_a_worker_on_that_queue_starts(
     assert pending(r, "reports") == 0
 
 
+def test_a_job_without_job_id_gets_a_uuid4_id_and_its_own_token_and_delivery_tag(r):
+    """The ids enqueue makes itself (frappe_celery.ids, not uuid.uuid4): the job id ends in a
+    version-4 UUID's text as Frappe's str(uuid4()), the token is 128 bits of hex, the delivery
+    tag is a UUID, and no two jobs share any of them."""
+    made = [frappe.enqueue("tests.jobs.add", queue="short", a=1, b=2) for _ in range(50)]
+    records = [job.refresh() for job in made]
+    ids = [job.id.rsplit("|", 1)[1] for job in made]
+    assert all(str(uuid.UUID(i)) == i and uuid.UUID(i).version == 4 for i in ids)
+    assert all(len(rec["token"]) == 32 and int(rec["token"], 16) >= 0 for rec in records)
+    assert all(uuid.UUID(rec["delivery_tag"]).version == 4 for rec in records)
+    for name, values in (("id", ids), ("token", [rec["token"] for rec in records]),
+                         ("delivery_tag", [rec["delivery_tag"] for rec in records])):  # fmt: skip
+        assert len(set(values)) == len(values), name
+
+
 def test_unknown_queue_is_refused_listing_the_valid_queues_and_writes_nothing(r):
     before = redis_state(r)
 

@@ -122,7 +122,8 @@ def test_a_generator_s_jobs_are_published_a_script_call_at_a_time_as_they_come(r
                 # The first call was sent before this job was asked for: Redis runs it now.
                 wait_for(lambda: waiting_in_batch(r) == SCRIPT_BATCH, 5, interval=0.01)
                 seen_when_asked[i] = waiting_in_batch(r)
-            yield _prepare_call({"method": "tests.jobs.add", "queue": "batch", "a": i, "b": 0})[0]
+            build, _ = _prepare_call({"method": "tests.jobs.add", "queue": "batch", "a": i, "b": 0})
+            yield build()
 
     jobs = publish_batch(publications())
     assert seen_when_asked == {SCRIPT_BATCH: SCRIPT_BATCH}
