@@ -20,7 +20,7 @@ import functools
 import json
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypedDict
 
 from celery.utils.nodenames import anon_nodename
@@ -40,7 +40,7 @@ _ORIGIN = anon_nodename()
 
 # kombu's JSON (its type tags: datetimes, Decimals, UUIDs round-trip), from one encoder:
 # ``kombu.utils.json.dumps`` builds a new encoder per call, a microsecond of every enqueue.
-_json_encode = JSONEncoder().encode
+_json_encode: Callable[[Any], str] = JSONEncoder().encode
 
 
 class JobPayload(TypedDict):
