@@ -40,9 +40,16 @@ logger = logging.getLogger(__name__)
 class Publication:
     job_id: str
     queue: str
-    keys: list[str]
+    # This job's part of enqueue.lua's arguments: its target list's position among its queue's
+    # lists, then everything from the dedup flag on (see the script).
     args: list[Any]
     record: dict[str, str]
+
+
+# Every field record_fields may write, in the order enqueue.lua gets their values (the names go
+# once per script call, not once per job).
+RECORD_FIELDS = ("token", "status", "queue", "method", "site", "timeout", "enqueued_at",
+                 "delivery_tag", "job_name", "user", "event")  # fmt: skip
 
 
 def record_fields(job_id: str, payload: JobPayload) -> dict[str, Any]:
@@ -103,29 +110,20 @@ def prepare(
     normal = message(priority)
     # Only a normal job can be promoted when the queue is starved.
     starved = at_front_when_starved and not at_front
-    fields = record_fields(job_id, payload)
-    fields["delivery_tag"] = delivery_tag
-    # This job's part of enqueue.lua's arguments (the batch's common ones come at publish).
+    record = {name: str(value) for name, value in record_fields(job_id, payload).items()}
+    record["delivery_tag"] = delivery_tag
     args: list[Any] = [
+        PRIORITY_STEPS.index(priority) + 1,
         "1" if deduplicate else "0",
         QUEUE_STARVATION_THRESHOLD if starved else 0,
         normal,
         # Sent only when the script may need it (one message is ~0.7 KB).
         message(AT_FRONT_PRIORITY) if starved else "",
-        2 * len(fields),
-        *itertools.chain.from_iterable(fields.items()),
+        *[record.get(name, "") for name in RECORD_FIELDS],
     ]
-    script_keys = [
-        keys.job(job_id),
-        keys.queue_list(queue, priority),
-        keys.queue_list(queue, AT_FRONT_PRIORITY),
-        keys.doorbell(queue),
-        *keys.queue_lists(queue),
-    ]
-    record = {name: str(value) for name, value in fields.items()}
     if deduplicate:  # as enqueue.lua stores it
         record["message"] = normal
-    return Publication(job_id, queue, script_keys, args, record)
+    return Publication(job_id, queue, args, record)
 
 
 def outcome(publication: Publication, code: Any, info: Any) -> Job | None:
@@ -155,9 +153,12 @@ def _in_chunks(publications: Iterable[Publication], size: int) -> Iterator[list[
 
 
 def _script_call(publications: list[Publication]) -> tuple[list[str], list[Any]]:
-    """enqueue.lua's keys and arguments for these jobs (see the script)."""
+    """enqueue.lua's keys and arguments for these jobs (see the script): each queue's keys
+    once, then the jobs' records."""
     settings = get_settings()
-    script_keys: list[str] = []
+    queue_keys: list[str] = []
+    doorbell_at: dict[str, int] = {}  # queue -> its doorbell's index in KEYS (Lua's, from 1)
+    record_keys: list[str] = []
     args: list[Any] = [
         len(publications),
         len(PRIORITY_STEPS),
@@ -167,11 +168,19 @@ def _script_call(publications: list[Publication]) -> tuple[list[str], list[Any]]
         time.time(),
         settings.lost_message_grace,
         keys.DOORBELL_DEPTH,
+        len(RECORD_FIELDS),
+        *RECORD_FIELDS,
     ]
     for publication in publications:
-        script_keys += publication.keys
+        queue = publication.queue
+        at = doorbell_at.get(queue)
+        if at is None:
+            at = doorbell_at[queue] = len(queue_keys) + 1
+            queue_keys += [keys.doorbell(queue), *keys.queue_lists(queue)]
+        record_keys.append(keys.job(publication.job_id))
+        args.append(at)
         args += publication.args
-    return script_keys, args
+    return queue_keys + record_keys, args
 
 
 def publish(publication: Publication) -> Job | None:

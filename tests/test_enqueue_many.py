@@ -147,3 +147,40 @@ def test_an_empty_batch_writes_nothing(r):
 def waiting_in_batch(r) -> int:
     """Messages waiting in the batch queue (no worker consumes it in these tests)."""
     return sum(int(r.llen(name)) for name in keys.queue_lists("batch"))
+
+
+@pytest.mark.filterwarnings("ignore:enqueue\\(job_name:DeprecationWarning")
+def test_a_batch_job_s_record_and_message_are_those_a_single_enqueue_writes(r):
+    """One script call carries each queue's keys and the record's field names once: every job
+    still gets the record, list and message a single enqueue gives it, across queues,
+    priorities and optional fields."""
+    from frappe_celery.publish import RECORD_FIELDS
+
+    calls = [
+        {"method": "tests.jobs.add", "queue": queue, "a": 1, "b": 2, "at_front": at_front,
+         **({"job_name": "named", "event": "daily"} if at_front else {})}
+        for queue in ("batch", "reports") for at_front in (False, True)
+    ]  # fmt: skip
+    singles = [frappe.enqueue(**call) for call in calls]
+    batch = frappe.enqueue_many(calls)
+    own = {"token", "enqueued_at", "delivery_tag"}  # differ per enqueue
+    for single, many in zip(singles, batch, strict=True):
+        assert many is not None and single is not None
+        records = [
+            {k.decode(): v.decode() for k, v in r.hgetall(keys.job(job.id)).items()}
+            for job in (single, many)
+        ]
+        assert {k: v for k, v in records[0].items() if k not in own} == {
+            k: v for k, v in records[1].items() if k not in own
+        }
+        assert set(records[1]) - {"list"} <= set(RECORD_FIELDS)
+        assert own <= set(records[1])
+        assert many.record == {k: v for k, v in records[1].items() if k != "list"}
+        # The message waits on the list the record names, found by its delivery tag.
+        tags = [
+            json.loads(m)["properties"]["delivery_tag"] for m in r.lrange(records[1]["list"], 0, -1)
+        ]
+        assert records[1]["delivery_tag"] in tags
+    assert {rec_list for rec_list in (r.hget(keys.job(j.id), "list") for j in batch)} == {
+        keys.queue_list(q, p).encode() for q in ("batch", "reports") for p in (NORMAL_PRIORITY, 0)
+    }
