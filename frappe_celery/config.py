@@ -16,6 +16,7 @@ except the ones listed in :data:`OWNED_CELERY_SETTINGS`, which this package must
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
@@ -151,8 +152,14 @@ class Settings:
         A Frappe app's jobs live in the package that holds its hooks.py, so ``myapp.hooks``
         allows ``myapp.*``; a top-level hooks module (``hooks_example``) allows itself.
         """
-        from_hooks = tuple(module.split(".")[0] for module in self.hooks_modules)
-        return tuple(dict.fromkeys(self.allowed_modules + from_hooks))
+        return _effective_allowed(self.allowed_modules, self.hooks_modules)
+
+
+# Asked at every enqueue, of settings that rarely change: remembered.
+@functools.lru_cache(maxsize=64)
+def _effective_allowed(allowed: tuple[str, ...], hooks: tuple[str, ...]) -> tuple[str, ...]:
+    from_hooks = tuple(module.split(".")[0] for module in hooks)
+    return tuple(dict.fromkeys(allowed + from_hooks))
 
 
 def _split_list(value: str) -> tuple[str, ...]:

@@ -75,12 +75,14 @@ def _site_prefix() -> str:
     return f"{current_site()}::" if get_settings().job_id_style == "v15" else f"{current_site()}||"
 
 
-def create_job_id(job_id: str | None = None) -> str:
+def create_job_id(job_id: str | None = None, *, site: str | None = None) -> str:
     """Frappe's site-namespaced id (a uuid when none is given): Frappe 16's
     ``{site}||{job_id}`` with ':' replaced by '|', or Frappe 15's ``{site}::{job_id}`` in a
-    Frappe 15 bench (``job_id_style``)."""
-    full = f"{_site_prefix()}{job_id or uuid4_text()}"
-    return full if get_settings().job_id_style == "v15" else full.replace(":", "|")
+    Frappe 15 bench (``job_id_style``). ``site``: the current site, when the caller has it."""
+    site = current_site() if site is None else site
+    if get_settings().job_id_style == "v15":
+        return f"{site}::{job_id or uuid4_text()}"
+    return f"{site}||{job_id or uuid4_text()}".replace(":", "|")
 
 
 def _namespaced(job_id: str) -> str:
@@ -253,7 +255,8 @@ def _encode_job(
     """The job's full id, its payload and its encoded body; raises for anything a worker would
     refuse, before anything is written."""
     method_path = normalize_path("method", method)
-    full_id = create_job_id(job_id)
+    site = current_site()
+    full_id = create_job_id(job_id, site=site)
     context = get_job_context()
     # A framework's own argument types (Frappe's Documents) become JSON here, so a bad argument
     # is refused before anything is written.
@@ -262,7 +265,7 @@ def _encode_job(
         method_path,
         queue,
         timeout,
-        site=current_site(),
+        site=site,
         user=context.current_user(),
         event=event,
         job_name=job_name,

@@ -96,11 +96,16 @@ def normalize_path(
 
 def refusal_reason(module: str, settings: Settings | None = None) -> str | None:
     """Why a job may not name a function of ``module``, or None if it may."""
+    return _refusal(module, (settings or get_settings()).effective_allowed_modules())
+
+
+# Every enqueue asks about a handful of modules against the same settings: remembered.
+@functools.lru_cache(maxsize=1024)
+def _refusal(module: str, allowed: tuple[str, ...]) -> str | None:
     if module.split(".")[0] in _STDLIB:
         return "standard-library functions can never be run as jobs"
     if module == INTERNAL_JOBS_MODULE:
         return None
-    allowed = (settings or get_settings()).effective_allowed_modules()
     if not _under_any(module, allowed):
         shown = ", ".join(allowed) or "none configured"
         return (
@@ -110,8 +115,6 @@ def refusal_reason(module: str, settings: Settings | None = None) -> str | None:
     return None
 
 
-# Every enqueue asks about a handful of modules against the same settings: remembered.
-@functools.lru_cache(maxsize=1024)
 def _under_any(module: str, prefixes: tuple[str, ...]) -> bool:
     """Whether ``module`` is one of ``prefixes`` or inside one of them."""
     return any(module == prefix or module.startswith(prefix + ".") for prefix in prefixes)

@@ -138,7 +138,7 @@ def outcome(publication: Publication, code: Any, info: Any) -> Job | None:
 
 # Jobs per enqueue.lua call in a batch: Redis runs one script at a time, so a call is kept to a
 # few milliseconds of other clients' waiting.
-SCRIPT_BATCH = 200
+SCRIPT_BATCH = 100
 
 
 def _in_chunks(publications: Iterable[Publication], size: int) -> Iterator[list[Publication]]:
