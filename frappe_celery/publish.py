@@ -136,8 +136,9 @@ def outcome(publication: Publication, code: Any, info: Any) -> Job | None:
     return Job(publication.job_id, dict(publication.record))
 
 
-# Jobs per enqueue.lua call in a batch: Redis runs one script at a time, so a call is kept to a
-# few milliseconds of other clients' waiting.
+# Jobs per enqueue.lua call in a batch: Redis runs one script at a time, so a call is kept to
+# about a millisecond of other clients' waiting; and the caller, once it has sent the last call,
+# waits for Redis to run it (100 against 200: enqueue_many 38,800 -> 41,300 jobs/s).
 SCRIPT_BATCH = 100
 
 
