@@ -10,7 +10,7 @@
 #   bash run.sh failover    # Sentinel failover under load: resume time, lost enqueues, WAIT's
 #                           # cost (figures in RELIABILITY.md)
 #   bash run.sh soak        # mixed load with crashes for SOAK_SECONDS (default 600): nothing lost
-#   bash run.sh bench       # the benchmark suite against raw Celery and RQ (~25 min; rewrites
+#   bash run.sh bench       # the benchmark suite against raw Celery and RQ (~14 min; rewrites
 #                           # BENCHMARKS.md's suite section); `bash run.sh bench --quick`: smoke
 set -euo pipefail
 cd "$(dirname "$0")"
