@@ -7,9 +7,26 @@
 -- the doorbells of those queues (keys.doorbell)
 -- ARGV[1] now (the index score, as kombu writes it)   ARGV[2] the holder (this worker's channel)
 -- ARGV[3] how many of the KEYS are doorbells
--- Returns {list, message, 1} held, {list, message, 0} taken but not held (not a kombu message:
--- the worker's kombu code handles it as it would after BRPOP), or false when every list is empty.
+-- Returns {list, message, 1, more} held, {list, message, 0, more} taken but not held (not a
+-- kombu message: the worker's kombu code handles it as it would after BRPOP), or false when
+-- every list is empty. more: 1 when another message waits in these lists, so the worker takes
+-- it with this script again; 0 sends it straight to its doorbells.
 local last_list = #KEYS - tonumber(ARGV[3])
+-- Nothing waits in these queues: their doorbells' tokens would only wake workers for nothing.
+local function clear_doorbells()
+  for i = last_list + 1, #KEYS do
+    redis.call('DEL', KEYS[i])
+  end
+end
+local function more_after(taken_from)
+  for i = taken_from, last_list do
+    if redis.call('LLEN', KEYS[i]) > 0 then
+      return 1
+    end
+  end
+  clear_doorbells()
+  return 0
+end
 for i = 4, last_list do
   local message = redis.call('RPOP', KEYS[i])
   if message then
@@ -19,7 +36,7 @@ for i = 4, last_list do
     local tag = type(properties) == 'table' and properties['delivery_tag']
     if type(info) ~= 'table' or type(tag) ~= 'string' or type(info['exchange']) ~= 'string'
         or type(info['routing_key']) ~= 'string' then
-      return {KEYS[i], message, 0}
+      return {KEYS[i], message, 0, more_after(i)}
     end
     -- kombu's value: the JSON of [message, exchange, routing_key].
     local held = '[' .. message .. ', ' .. cjson.encode(info['exchange']) .. ', '
@@ -27,11 +44,8 @@ for i = 4, last_list do
     redis.call('ZADD', KEYS[2], ARGV[1], tag)
     redis.call('HSET', KEYS[1], tag, held)
     redis.call('HSET', KEYS[3], tag, ARGV[2])
-    return {KEYS[i], message, 1}
+    return {KEYS[i], message, 1, more_after(i)}
   end
 end
--- Nothing waits in these queues: their doorbells' tokens would only wake workers for nothing.
-for i = last_list + 1, #KEYS do
-  redis.call('DEL', KEYS[i])
-end
+clear_doorbells()
 return false
