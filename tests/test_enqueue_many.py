@@ -184,3 +184,30 @@ def test_a_batch_job_s_record_and_message_are_those_a_single_enqueue_writes(r):
     assert {rec_list for rec_list in (r.hget(keys.job(j.id), "list") for j in batch)} == {
         keys.queue_list(q, p).encode() for q in ("batch", "reports") for p in (NORMAL_PRIORITY, 0)
     }
+
+
+@pytest.mark.parametrize("deduplicate", [False, True], ids=["plain", "deduplicated"])
+def test_an_enqueue_script_call_sent_twice_publishes_its_job_once(r, deduplicate):
+    """redis-py re-sends a command whose reply a broken connection lost (the client's one
+    retry), though Redis may have run it: the second run finds the job's own token in its
+    record and writes nothing, and the caller still gets its job, not a dedup's None."""
+    from frappe_celery.enqueue import _prepare_call
+    from frappe_celery.publish import publish
+
+    call = {"method": "tests.jobs.add", "queue": "batch", "a": 1, "b": 2}
+    if deduplicate:
+        call |= {"job_id": "sent-twice", "deduplicate": True}
+    build, _ = _prepare_call(call)
+    publication = build()
+    first = publish(publication)
+    doorbell = r.llen(keys.doorbell("batch"))
+    record = r.hgetall(keys.job(publication.job_id))
+    again = publish(publication)
+    assert first is not None and again is not None and again.id == first.id
+    assert waiting_in_batch(r) == 1
+    assert r.hgetall(keys.job(publication.job_id)) == record
+    assert r.llen(keys.doorbell("batch")) == doorbell
+    # The same call enqueued again is a new job (its own id and token): published.
+    if not deduplicate:
+        frappe.enqueue_many([call])
+        assert waiting_in_batch(r) == 2

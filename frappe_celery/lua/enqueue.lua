@@ -12,12 +12,20 @@
 -- list) first; then the J jobs' records, in order. A queue's keys come once per call, the record
 -- field names too: a batch sends per job only what is its own.
 -- Returns, per job, two items: 1, pending (published); 0, status (deduplicated);
--- -1, pending (overloaded: not published).
+-- -1, pending (overloaded: not published). A job whose record already holds its token was
+-- published by this very call, sent again (redis-py re-sends a command whose reply a broken
+-- connection lost): 1, 0, and nothing is written twice.
 local jobs, per_queue = tonumber(ARGV[1]), tonumber(ARGV[2])
 local max_queued = tonumber(ARGV[3])
 local ttl, unacked, now, grace = ARGV[4], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])
 local doorbell_depth, field_count = tonumber(ARGV[8]), tonumber(ARGV[9])
 local first_record = #KEYS - jobs
+local token_at
+for i = 0, field_count - 1 do
+  if ARGV[10 + i] == 'token' then
+    token_at = i
+  end
+end
 -- Pending messages per queue (by its doorbell), counted once per call: only this script's own
 -- pushes change them while it runs.
 local pending_of = {}
@@ -44,14 +52,16 @@ for job = 1, jobs do
     lists_of[doorbell_at] = queue_lists
   end
   local code, info = 1, 0
-  if deduplicate == '1' then
+  -- Published already by this very call, sent again (see above): nothing more to write.
+  local resent = redis.call('HGET', record, 'token') == ARGV[values_from + token_at]
+  if not resent and deduplicate == '1' then
     local status = redis.call('HGET', record, 'status')
     if (status == 'queued' or status == 'started')
         and holder_alive(record, queue_lists, unacked, now, grace) then
       code, info = 0, status
     end
   end
-  if code == 1 and (max_queued > 0 or starved > 0) then
+  if not resent and code == 1 and (max_queued > 0 or starved > 0) then
     local pending = pending_of[doorbell]
     if pending == nil then
       pending = 0
@@ -65,7 +75,7 @@ for job = 1, jobs do
       code = -1
     end
   end
-  if code == 1 then
+  if not resent and code == 1 then
     if starved > 0 and info > starved then
       target, message = at_front_list, at_front_message
     end
