@@ -197,8 +197,9 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]  # kombu < 5.7 ships n
             )
         )
 
-    # Whether the next wait starts with reserve.lua (messages may be waiting) or BRPOP (the
-    # last script found every list empty), and which reply the connection awaits.
+    # Whether the next wait is reserve.lua alone (messages may be waiting) or a doorbell's BRPOP
+    # with reserve.lua after it (the last script took the last message or found none), and which
+    # reply the connection awaits.
     _take_by_script = True
     _awaiting = ""
 
@@ -219,61 +220,59 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]  # kombu < 5.7 ships n
             # kombu >= 5.7 times each BRPOP to drop half-open sockets; older kombu has no such
             # attribute and nothing reads it.
             self._brpop_sent_at = monotonic()
-        # Each command is sent like kombu's BRPOP, without waiting: the event loop reads the
-        # reply (_brpop_read).
+        # The commands are sent like kombu's BRPOP, without waiting: the event loop reads the
+        # replies (_brpop_read).
         if self.global_keyprefix:
             # kombu's own wait: our scripts and doorbells do not use kombu's key prefix.
             self._awaiting = "lists"
-            command = self.client._prefix_args(["BRPOP", *lists, timeout or 0])
-        elif self._take_by_script:
-            self._awaiting = "reserve"
+            commands = [self.client._prefix_args(["BRPOP", *lists, timeout or 0])]
+        else:
             doorbells = [keys.doorbell(queue) for queue in queues]
             names = [self.unacked_key, self.unacked_index_key, keys.HOLDERS, *lists, *doorbells]
-            command = ["EVALSHA", RESERVE.sha, len(names), *names, time(), self.holder,
+            reserve = ["EVALSHA", RESERVE.sha, len(names), *names, time(), self.holder,
                        len(doorbells)]  # fmt: skip
-        else:
-            # Idle: wait for a doorbell, never for a message. BRPOP pops what it returns, and a
-            # message popped in the instant Redis died was in no key any more: lost. A token
-            # lost that way costs nothing; the message is then taken by reserve.lua, which
-            # pops and holds it in one step.
-            self._awaiting = "doorbell"
-            command = ["BRPOP", *(keys.doorbell(queue) for queue in queues), timeout or 0]
-        self.client.connection.send_command(*command)
+            if self._take_by_script:
+                self._awaiting = "reserve"
+                commands = [reserve]
+            else:
+                # Idle: wait for a doorbell, never for a message. BRPOP pops what it returns, and
+                # a message popped in the instant Redis died was in no key any more: lost. A
+                # token lost that way costs nothing. Redis runs reserve.lua, sent with it, as
+                # soon as BRPOP returns (a token, or nothing after the timeout): it pops and
+                # holds the message in one step, and a rung doorbell costs no round trip.
+                self._awaiting = "doorbell"
+                commands = [["BRPOP", *doorbells, timeout or 0], reserve]
+        connection = self.client.connection
+        connection.send_packed_command(connection.pack_commands(commands))
 
     def _brpop_read(self, **options: Any) -> bool:
-        """Read the reply of reserve.lua or of BRPOP and deliver its message (kombu's own body
-        for BRPOP, the same in kombu 5.4 to 5.7), except that a message kombu cannot read is
-        logged and dropped: kombu raised, and the worker died of it, so anyone able to push one
-        bad message onto a queue could stop every worker consuming it."""
+        """Read the replies of reserve.lua (after a doorbell's BRPOP, if one was sent) or of
+        BRPOP, and deliver the message (kombu's own body for BRPOP, the same in kombu 5.4 to
+        5.7), except that a message kombu cannot read is logged and dropped: kombu raised, and
+        the worker died of it, so anyone able to push one bad message onto a queue could stop
+        every worker consuming it."""
         awaiting, self._awaiting = self._awaiting, ""
-        by_script = awaiting == "reserve"
-        waiting_again = False
+        by_script = awaiting != "lists"
         try:
             try:
+                connection = self.client.connection
+                if awaiting == "doorbell":
+                    # A token, or None after the timeout: reserve.lua ran after it either way.
+                    self.client.parse_response(connection, "BRPOP", **options)
                 command = "EVALSHA" if by_script else "BRPOP"
-                reply = self.client.parse_response(self.client.connection, command, **options)
+                reply = self.client.parse_response(connection, command, **options)
             except NoScriptError:
-                # Redis lost its scripts (a restart): load it, and wait with BRPOP meanwhile.
+                # Redis lost its scripts (a restart): load it, and take the next message with it.
                 with self.conn_or_acquire() as client:
                     client.script_load(RESERVE.source)
-                self._take_by_script = False
+                self._take_by_script = True
                 raise Empty() from None
             except self.connection_errors:
                 self._connection_lost()
                 raise
-            # After a BRPOP (a doorbell, a message, or its timeout) the script takes the next
-            # message; after the script took the last waiting one or found none, BRPOP waits.
+            # reserve.lua again while it reports more messages waiting; else the doorbell.
             self._take_by_script = not by_script or bool(reply and reply[3])
-            if awaiting == "doorbell" and reply and self._may_wait_again():
-                # A job was published: the script is sent now, not on the event loop's next
-                # turn (a tenth of a millisecond of every idle worker's latency).
-                try:
-                    self._brpop_start()
-                except self.connection_errors:
-                    self._connection_lost()
-                    raise
-                waiting_again = bool(self._awaiting)  # sent (there are queues to wait on)
-            if not reply or awaiting == "doorbell":
+            if not reply:
                 raise Empty()
             dest, item, held = reply[:3] if by_script else (*reply, 0)
             dest = bytes_to_str(dest).rsplit(self.sep, 1)[0]
@@ -290,20 +289,13 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]  # kombu < 5.7 ships n
             self.connection._deliver(payload, dest)
             return True
         finally:
-            if not waiting_again:
-                self._in_poll = None
+            self._in_poll = None
 
     def _connection_lost(self) -> None:
         self.client.connection.disconnect()
         # Celery cancels this channel's jobs on the lost connection, and kombu returns their
         # messages only if it closes the channel, which it does not always do.
         self.qos.orphan_held()
-
-    def _may_wait_again(self) -> bool:
-        """Whether this channel may send its next wait itself, as kombu's poller would on its next
-        turn: not while closing (kombu's close reads the pending reply and then stops reading:
-        a message the script held for it would stay held), and only while it can take more."""
-        return not getattr(self, "_closing", False) and bool(self.qos.can_consume())
 
 
 def ring_doorbell(pipe: Any, queue: str) -> None:
