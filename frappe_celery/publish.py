@@ -52,21 +52,22 @@ RECORD_FIELDS = ("token", "status", "queue", "method", "site", "timeout", "enque
                  "delivery_tag", "job_name", "user", "event")  # fmt: skip
 
 
-def record_fields(job_id: str, payload: JobPayload) -> dict[str, Any]:
-    """The status record a job starts with (see job.py for the fields).
+def record_fields(job_id: str, payload: JobPayload) -> dict[str, str]:
+    """The status record a job starts with (see job.py for the fields), as Redis stores it.
 
     A field at its default is left out (no event or user, a job_name that is the method, no
     retries yet), as is the id (it is in the key): every pending job has a record, and these
     are a tenth of its bytes. Readers take the default for a missing field.
     """
-    fields: dict[str, Any] = {
+    fields = {
         "token": payload["token"],
-        "status": JobStatus.QUEUED,
+        "status": JobStatus.QUEUED.value,
         "queue": payload["queue"],
         "method": payload["method"],
         "site": payload["site"],
-        "timeout": payload["timeout"],
-        "enqueued_at": time.time(),
+        # str(float) is the repr redis-py would write.
+        "timeout": str(payload["timeout"]),
+        "enqueued_at": str(time.time()),
     }
     if payload["job_name"] != payload["method"]:
         fields["job_name"] = payload["job_name"]
@@ -110,7 +111,7 @@ def prepare(
     normal = message(priority)
     # Only a normal job can be promoted when the queue is starved.
     starved = at_front_when_starved and not at_front
-    record = {name: str(value) for name, value in record_fields(job_id, payload).items()}
+    record = record_fields(job_id, payload)
     record["delivery_tag"] = delivery_tag
     args: list[Any] = [
         PRIORITY_STEPS.index(priority) + 1,
@@ -119,7 +120,7 @@ def prepare(
         normal,
         # Sent only when the script may need it (one message is ~0.7 KB).
         message(AT_FRONT_PRIORITY) if starved else "",
-        *[record.get(name, "") for name in RECORD_FIELDS],
+        *map(record.get, RECORD_FIELDS, itertools.repeat("")),
     ]
     if deduplicate:  # as enqueue.lua stores it
         record["message"] = normal
@@ -133,7 +134,7 @@ def outcome(publication: Publication, code: Any, info: Any) -> Job | None:
         return None
     if code == -1:
         raise QueueOverloaded(publication.queue, int(info), get_settings().max_queued_jobs)
-    return Job(publication.job_id, dict(publication.record))
+    return Job(publication.job_id, publication.record)  # the publication is spent
 
 
 # Jobs per enqueue.lua call in a batch: Redis runs one script at a time, so a call is kept to
