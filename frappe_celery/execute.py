@@ -6,6 +6,11 @@ Order of one attempt, as in Frappe's ``execute_job``::
     ─► commit (rollback on error) ─► after_job hooks ─► context.teardown
     ─► record finished / failed (or queued again for a retry) ─► on_success / on_failure
 
+"Record started" is one round trip (start.lua) that the pool child waits for, except for a
+delivery reserve.lua already found startable as the worker took it (:func:`start_checked`): its
+start is sent and the job begins at once; the reply is read when the job ends, before the
+outcome is recorded (:func:`run_while_starting`).
+
 The same path runs in-process for ``enqueue(..., is_async=False)``. Time limits travel with
 each message (soft = the job's timeout, raising SoftTimeLimitExceeded inside the job; hard =
 timeout + grace, killing the pool child); a hard kill and a lost worker are recorded by
@@ -30,7 +35,7 @@ from celery.worker.request import Request
 from . import records
 from .celery_app import app
 from .config import MAX_RETRIES, get_settings
-from .connection import get_redis
+from .connection import checked_out, get_redis
 from .context import JobContext, get_job_context
 from .errors import BrokerUnreachable, RetryBackgroundJobError
 from .hooks import run_hooks
@@ -38,7 +43,7 @@ from .job import Job, _current_job_id
 from .methods import import_trusted, resolve_job_callable
 from .records import StartDecision
 from .transaction import Transaction, enter_scope
-from .wire import TASK_NAME, JobPayload, expand_payload, payload_problem
+from .wire import START_CHECKED, TASK_NAME, JobPayload, expand_payload, payload_problem
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +142,43 @@ def start_or_skip(job_id: str, payload: JobPayload, worker: str) -> StartDecisio
     if decision in (StartDecision.CANCELED, StartDecision.ALREADY_DONE):
         logger.info("job %s: skipped, its record says %s", job_id, decision.name.lower())
     return decision
+
+
+def run_while_starting(job_id: str, payload: JobPayload, worker: str, *, last_attempt: bool) -> Any:
+    """run_attempt for a delivery reserve.lua already checked (``wire.START_CHECKED``): start.lua
+    is sent first and its reply read when the job ends, so the job starts one round trip
+    sooner. start.lua still decides what the record says; reserve.lua's check makes "skip"
+    the rare reply of a job canceled (or ended by a duplicate delivery) in the instant between
+    the two, and such a job has run: that is logged, as RQ logs a job it could not stop.
+
+    The reply is read before anything else is written about the job (the outcome goes through
+    another connection, and must reach Redis after the start)."""
+    failure: BaseException | None = None
+    with checked_out(get_redis()) as connection:
+        started = records.SentStart(connection, job_id, payload, hard_time_limit(payload), worker)
+        try:
+            result = run_attempt(job_id, payload, last_attempt=last_attempt)
+        except BaseException as exc:  # re-raised below, once the connection is clean again
+            failure = exc
+        try:
+            decision = started.decision()
+        except BrokerUnreachable:
+            decision = None
+        if decision is None:
+            logger.warning("job %s: the reply to its start was lost with Redis", job_id)
+        elif decision in (StartDecision.CANCELED, StartDecision.ALREADY_DONE):
+            logger.warning("job %s: its record said %s as it started; it ran",
+                           job_id, decision.name.lower())  # fmt: skip
+    if failure is not None:
+        raise failure
+    return result
+
+
+def start_checked(request: Any) -> bool:
+    """Whether reserve.lua found this delivery startable as it took it. A message with an ETA
+    (a retry's countdown) waited in the worker since, so it is checked again at its start."""
+    properties = getattr(request, "properties", None) or {}
+    return properties.get(START_CHECKED) is True and not getattr(request, "eta", None)
 
 
 def run_in_process(job_id: str, payload: JobPayload) -> Job:
@@ -277,12 +319,18 @@ def execute_job(self: Task, **payload: Any) -> str | None:
     job: JobPayload = carried  # type: ignore[assignment]
     # This run's worker: its end is recorded only while the record still names it (finish.lua).
     worker = self.request.hostname or _HOSTNAME
-    decision = start_or_skip(job_id, job, worker)
-    if decision in (StartDecision.CANCELED, StartDecision.ALREADY_DONE):
-        return None
+    checked = start_checked(self.request)
+    if not checked:
+        decision = start_or_skip(job_id, job, worker)
+        if decision in (StartDecision.CANCELED, StartDecision.ALREADY_DONE):
+            return None
     attempt = self.request.retries
+    last_attempt = attempt >= MAX_RETRIES
     try:
-        result = run_attempt(job_id, job, last_attempt=attempt >= MAX_RETRIES)
+        if checked:
+            result = run_while_starting(job_id, job, worker, last_attempt=last_attempt)
+        else:
+            result = run_attempt(job_id, job, last_attempt=last_attempt)
     except retry_exception_classes() as exc:
         if attempt < MAX_RETRIES:
             countdown = attempt + 1

@@ -10,6 +10,7 @@ import time
 from enum import IntEnum
 from typing import Any
 
+import redis
 from kombu.utils.json import dumps as kombu_dumps
 
 from . import keys, scripts
@@ -43,15 +44,48 @@ def create(job_id: str, token: str, fields: dict[str, Any]) -> None:
 
 def start(job_id: str, payload: JobPayload, hard_limit: float, worker: str) -> StartDecision:
     """Mark the job started by ``worker`` (start.lua); the record keeps its payload from now on."""
-    now, queue = time.time(), payload["queue"]
+    script_keys, args = _start_call(job_id, payload, hard_limit, worker)
     with broker_errors():
-        decision = scripts.START(
-            get_redis(),
-            [keys.job(job_id), keys.started_registry(queue), keys.scheduled_registry(queue)],
-            [payload["token"], now, now + hard_limit, worker, job_id, get_settings().failure_ttl,
-             kombu_dumps(payload)],
-        )  # fmt: skip
-    return StartDecision(int(decision))
+        return StartDecision(int(scripts.START(get_redis(), script_keys, args)))
+
+
+def _start_call(
+    job_id: str, payload: JobPayload, hard_limit: float, worker: str
+) -> tuple[list[str], list[Any]]:
+    now, queue = time.time(), payload["queue"]
+    return (
+        [keys.job(job_id), keys.started_registry(queue), keys.scheduled_registry(queue)],
+        [payload["token"], now, now + hard_limit, worker, job_id, get_settings().failure_ttl,
+         kombu_dumps(payload)],
+    )  # fmt: skip
+
+
+class SentStart:
+    """start.lua sent on ``connection`` without waiting for its reply, which :meth:`decision`
+    reads later: the job runs in between (execute.run_while_starting). The caller holds the
+    connection (no other command may use it) until then."""
+
+    def __init__(
+        self, connection: Any, job_id: str, payload: JobPayload, hard_limit: float, worker: str
+    ) -> None:
+        self._connection = connection
+        self._keys, self._args = _start_call(job_id, payload, hard_limit, worker)
+        # EVAL, not EVALSHA: a NOSCRIPT reply (Redis restarted and lost its scripts) would be
+        # read only once the job ended, leaving it recorded as queued while it runs. Redis
+        # finds the script in its cache by the source's hash: 1.5 KB more on the wire.
+        with broker_errors():
+            connection.send_command(
+                "EVAL", scripts.START.source, len(self._keys), *self._keys, *self._args
+            )
+
+    def decision(self) -> StartDecision | None:
+        """start.lua's decision; None when its reply was lost with the connection (it may or
+        may not have run: the FINISH script records the end either way, see finish.lua)."""
+        try:
+            return StartDecision(int(self._connection.read_response()))
+        except (redis.ConnectionError, redis.TimeoutError):
+            self._connection.disconnect()
+            return None
 
 
 def encode_result(result: Any) -> str:

@@ -16,7 +16,10 @@ left the pool children waiting for their next job a third of the time:
 * every ack was a Redis round trip; a job that finished has already removed its message from
   the unacked hash in its own FINISH script (``lua/finish.lua``), so its ack skips the call;
 * every delivery was two round trips, BRPOP then kombu's write of the message into its unacked
-  hash; while messages wait, one script (``lua/reserve.lua``) pops and holds the next one.
+  hash; while messages wait, one script (``lua/reserve.lua``) pops and holds the next one. It
+  also reads the job's record, and when that lets the job start, says so with the delivery
+  (``wire.START_CHECKED``): the pool child then starts the job without first waiting for a
+  round trip of its own (execute.py).
 
 And one loss: a message BRPOP popped in the instant Redis died, before kombu's write, was in no
 key any more. So an idle worker waits with BRPOP on its queues' doorbells (``keys.doorbell``,
@@ -55,8 +58,12 @@ from redis.exceptions import NoScriptError
 
 from . import keys, recovery
 from .scripts import RESERVE, SETTLE
+from .wire import START_CHECKED
 
 logger = logging.getLogger(__name__)
+
+# reserve.lua's "held" reply when it also found that the job's record lets it start.
+RESERVED_AND_CHECKED = 2
 
 
 class QoS(kombu_redis.QoS):  # type: ignore[misc]  # kombu < 5.7 ships no type hints
@@ -230,7 +237,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]  # kombu < 5.7 ships n
             doorbells = [keys.doorbell(queue) for queue in queues]
             names = [self.unacked_key, self.unacked_index_key, keys.HOLDERS, *lists, *doorbells]
             reserve = ["EVALSHA", RESERVE.sha, len(names), *names, time(), self.holder,
-                       len(doorbells)]  # fmt: skip
+                       len(doorbells), keys.JOB_PREFIX]  # fmt: skip
             if self._take_by_script:
                 self._awaiting = "reserve"
                 commands = [reserve]
@@ -286,6 +293,8 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]  # kombu < 5.7 ships n
                 raise Empty()
             if held:
                 self.qos.mark_held(payload["properties"]["delivery_tag"])
+            # Set on every delivery, so a message never vouches for itself.
+            payload["properties"][START_CHECKED] = held == RESERVED_AND_CHECKED
             self.connection._deliver(payload, dest)
             return True
         finally:

@@ -31,6 +31,12 @@ from .errors import InvalidArgumentError, UnserializableArgumentError
 
 TASK_NAME = "frappe_celery.execute_job"
 
+# A message property the worker's transport sets on every delivery: True when reserve.lua found,
+# as it took the message, that the job's record lets it start, so its pool child need not wait
+# for start.lua's reply before running it (execute.run_while_starting). The transport always
+# overwrites it: a message cannot vouch for itself.
+START_CHECKED = "frappe_celery_start_checked"
+
 # Refused at enqueue, before anything is written: a job message larger than this (Redis keeps it
 # in the queue and a copy in the job record, and every worker reads it whole), and more keyword
 # arguments than this (no Frappe function takes that many; a flood of them is hostile input).

@@ -23,7 +23,7 @@ import redis
 import frappe_celery as frappe
 from frappe_celery import keys
 from frappe_celery.embedded import free_port
-from frappe_celery.wire import MAX_KWARGS, MAX_MESSAGE_BYTES
+from frappe_celery.wire import MAX_KWARGS, MAX_MESSAGE_BYTES, START_CHECKED
 
 from . import jobs
 from .conftest import wait_for
@@ -549,6 +549,32 @@ def test_cancel_takes_a_queued_job_off_its_queue_and_it_never_runs(r, start_work
 
     start_worker("reports", concurrency=1)
     wait_for(lambda: finished(kept), 30)
+    assert recorded(r, key) == ["kept"]
+    assert doomed.get_status() == frappe.JobStatus.CANCELED
+
+
+def test_a_job_whose_record_says_canceled_as_its_message_is_taken_never_runs(r, start_worker):
+    """A message still out when its job was canceled (held by a worker, then returned to its
+    queue) is skipped by whichever worker takes it: reserve.lua does not vouch for it, so the
+    pool child checks the record before running. A message claiming that check for itself
+    (wire.START_CHECKED in its own properties) is not believed."""
+    key = new_key()
+    doomed = frappe.enqueue(
+        "tests.jobs.record", queue="reports", job_id="doomed-out", key=key, value="doomed"
+    )
+    kept = frappe.enqueue("tests.jobs.record", queue="reports", key=key, value="kept")
+    # The record as cancel.lua leaves it, with the message left where it is.
+    r.hset(keys.job(doomed.id), "status", "canceled")
+    for name in keys.queue_lists("reports"):
+        for index, raw in enumerate(r.lrange(name, 0, -1)):
+            message = json.loads(raw)
+            message["properties"][START_CHECKED] = True
+            r.lset(name, index, json.dumps(message))
+
+    start_worker("reports", concurrency=1)
+    wait_for(lambda: finished(kept), 30)
+    doomed_tag = r.hget(keys.job(doomed.id), "delivery_tag")
+    wait_for(lambda: not pending(r, "reports") and not r.hexists("unacked", doomed_tag), 10)
     assert recorded(r, key) == ["kept"]
     assert doomed.get_status() == frappe.JobStatus.CANCELED
 

@@ -17,6 +17,7 @@ from kombu import Connection, Exchange, Queue
 import frappe_celery as frappe
 from frappe_celery import keys, scripts
 from frappe_celery.transport import Channel
+from frappe_celery.wire import START_CHECKED
 
 # More than a few names: a set of them coming out in this order by chance is unlikely.
 QUEUES = ["long", "reports", "short", "batch", "q5", "default", "a", "zz"]
@@ -217,6 +218,48 @@ def test_after_redis_lost_its_scripts_the_worker_waits_with_brpop_and_reloads(re
     assert [e["client_type"] for e in writes] == ["lua", "lua", "lua"], writes
     assert reloaded
     assert not r.hlen("unacked")
+
+
+def test_a_delivery_says_the_start_was_checked_only_when_its_own_record_lets_it_start(
+    redis_server, r
+):
+    """reserve.lua vouches (wire.START_CHECKED) for a message whose job record names its
+    delivery tag and lets it start; not for one whose record is canceled or names another
+    message (a retry's, another enqueue's), nor for one with no record, whatever it says."""
+    queue = "batch"  # a configured queue no session worker consumes
+    for name in keys.queue_lists(queue):
+        r.delete(name)
+    fresh = frappe.enqueue("tests.jobs.add", queue=queue, a=1, b=1)
+    canceled = frappe.enqueue("tests.jobs.add", queue=queue, a=1, b=2)
+    r.hset(keys.job(canceled.id), "status", "canceled")
+    superseded = frappe.enqueue("tests.jobs.add", queue=queue, a=1, b=3)
+    r.hset(keys.job(superseded.id), "delivery_tag", "the-tag-of-a-later-message")
+    declare = [Queue(queue, Exchange(queue), routing_key=queue)]
+    checked: dict[str, Any] = {}
+    with Connection(redis_server.url, transport="frappe_celery.transport:Transport") as conn:
+        channel = conn.channel()
+
+        def on_message(body: Any, message: Any) -> None:
+            name = message.headers.get("id") or body["n"]
+            checked[name] = message.properties.get(START_CHECKED)
+            message.ack()
+
+        try:
+            conn.Producer(channel).publish(
+                {"n": "no-record"}, exchange=queue, routing_key=queue, declare=declare,
+                **{START_CHECKED: True},
+            )  # fmt: skip
+            r.script_load(scripts.RESERVE.source)
+            with conn.Consumer(declare, channel=channel, callbacks=[on_message]):
+                for _ in range(4):
+                    conn.drain_events(timeout=5)
+        finally:
+            for name in keys.queue_lists(queue):
+                r.delete(name)
+            channel.close()
+    assert checked == {
+        fresh.id: True, canceled.id: False, superseded.id: False, "no-record": False
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -6,11 +6,13 @@
 -- KEYS[4..] the lists, in the order to take from (the worker's -Q order, then priority), then
 -- the doorbells of those queues (keys.doorbell)
 -- ARGV[1] now (the index score, as kombu writes it)   ARGV[2] the holder (this worker's channel)
--- ARGV[3] how many of the KEYS are doorbells
--- Returns {list, message, 1, more} held, {list, message, 0, more} taken but not held (not a
--- kombu message: the worker's kombu code handles it as it would after BRPOP), or false when
--- every list is empty. more: 1 when another message waits in these lists, so the worker takes
--- it with this script again; 0 sends it straight to its doorbells.
+-- ARGV[3] how many of the KEYS are doorbells   ARGV[4] job record key prefix
+-- Returns {list, message, held, more}, or false when every list is empty. held: 2 held, and
+-- the job's own record (the one naming this message's delivery tag) lets it start, as
+-- start.lua would decide now; 1 held, start.lua decides when the job starts; 0 taken but not
+-- held (not a kombu message: the worker's kombu code handles it as it would after BRPOP).
+-- more: 1 when another message waits in these lists, so the worker takes it with this script
+-- again; 0 sends it straight to its doorbells.
 local last_list = #KEYS - tonumber(ARGV[3])
 -- Nothing waits in these queues: their doorbells' tokens would only wake workers for nothing.
 local function clear_doorbells()
@@ -44,7 +46,19 @@ for i = 4, last_list do
     redis.call('ZADD', KEYS[2], ARGV[1], tag)
     redis.call('HSET', KEYS[1], tag, held)
     redis.call('HSET', KEYS[3], tag, ARGV[2])
-    return {KEYS[i], message, 1, more_after(i)}
+    -- Checked here, the worker's pool child can start the job without waiting for start.lua's
+    -- reply (execute.py). A retry's message (a tag of its own), a record of another enqueue
+    -- or none, a canceled or ended job: start.lua decides, before the job runs.
+    local held = 1
+    local headers = payload['headers']
+    local id = type(headers) == 'table' and headers['id']
+    if type(id) == 'string' then
+      local record = redis.call('HMGET', ARGV[4] .. id, 'delivery_tag', 'status')
+      if record[1] == tag and start_verdict(record[2]) == 1 then
+        held = 2
+      end
+    end
+    return {KEYS[i], message, held, more_after(i)}
   end
 end
 clear_doorbells()

@@ -10,12 +10,9 @@ local fields = redis.call('HMGET', record, 'token', 'status')
 if fields[1] ~= ARGV[1] then
   return 0
 end
-local status = fields[2]
-if status == 'canceled' then
-  return -1
-end
-if status == 'finished' or status == 'failed' then
-  return -2
+local verdict = start_verdict(fields[2])
+if verdict ~= 1 then
+  return verdict
 end
 redis.call('HSET', record, 'status', 'started', 'started_at', ARGV[2], 'worker', ARGV[4],
   'payload', ARGV[7])
