@@ -149,7 +149,7 @@ def run_while_starting(job_id: str, payload: JobPayload, worker: str, *, last_at
     is sent first and its reply read when the job ends, so the job starts one round trip
     sooner. start.lua still decides what the record says; reserve.lua's check makes "skip"
     the rare reply of a job canceled (or ended by a duplicate delivery) in the instant between
-    the two, and such a job has run: that is logged, as RQ logs a job it could not stop.
+    the two, and such a job has run: that is logged.
 
     The reply is read before anything else is written about the job (the outcome goes through
     another connection, and must reach Redis after the start)."""

@@ -69,13 +69,13 @@ class SentStart:
         self, connection: Any, job_id: str, payload: JobPayload, hard_limit: float, worker: str
     ) -> None:
         self._connection = connection
-        self._keys, self._args = _start_call(job_id, payload, hard_limit, worker)
+        script_keys, args = _start_call(job_id, payload, hard_limit, worker)
         # EVAL, not EVALSHA: a NOSCRIPT reply (Redis restarted and lost its scripts) would be
         # read only once the job ended, leaving it recorded as queued while it runs. Redis
         # finds the script in its cache by the source's hash: 1.5 KB more on the wire.
         with broker_errors():
             connection.send_command(
-                "EVAL", scripts.START.source, len(self._keys), *self._keys, *self._args
+                "EVAL", scripts.START.source, len(script_keys), *script_keys, *args
             )
 
     def decision(self) -> StartDecision | None:
