@@ -56,7 +56,12 @@ def run(label: str, seconds: float, fail: bool = False, retry_failures: int = 0,
 
 
 def tick() -> None:
-    """The scheduled entry (hooks_soak.py)."""
+    """The scheduled entry (hooks_soak.py). Its end line is written in a ``finally``, as
+    ``run``'s is: a tick the worker terminates when Redis dies (acks-late jobs are terminated on
+    connection loss) ended then, and without that line the soak would count it running forever
+    and every later tick as overlapping it."""
     _note("start", "tick")
-    time.sleep(0.2)
-    _note("end", "tick")
+    try:
+        time.sleep(0.2)
+    finally:
+        _note("end", "tick")
