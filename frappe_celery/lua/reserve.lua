@@ -41,10 +41,10 @@ for i = 4, last_list do
       return {KEYS[i], message, 0, more_after(i)}
     end
     -- kombu's value: the JSON of [message, exchange, routing_key].
-    local held = '[' .. message .. ', ' .. cjson.encode(info['exchange']) .. ', '
+    local unacked_value = '[' .. message .. ', ' .. cjson.encode(info['exchange']) .. ', '
       .. cjson.encode(info['routing_key']) .. ']'
     redis.call('ZADD', KEYS[2], ARGV[1], tag)
-    redis.call('HSET', KEYS[1], tag, held)
+    redis.call('HSET', KEYS[1], tag, unacked_value)
     redis.call('HSET', KEYS[3], tag, ARGV[2])
     -- Checked here, the worker's pool child can start the job without waiting for start.lua's
     -- reply (execute.py). A retry's message (a tag of its own), a record of another enqueue
