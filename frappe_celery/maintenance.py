@@ -63,7 +63,6 @@ class Maintenance(threading.Thread):
             try:
                 write_heartbeat(self.node, self.info)
                 recovery.mark_alive()
-                recovery.return_orphans()
                 recovery.recover_dead_holders()
                 if time.monotonic() >= next_reap:
                     next_reap = time.monotonic() + REAP_INTERVAL

@@ -8,9 +8,10 @@ taken waiting that long. So every held message also names its holder, the worker
 kombu's ack), and every worker process keeps a liveness key (``keys.alive``) with a TTL that its
 heartbeat refreshes. A holder whose process's key is gone, and stays gone for
 MISSING_CONFIRMATION seconds, is dead: any live worker then returns its messages to the front of
-their queues, each exactly once (recover.lua), as kombu's own restore would. The messages of a
-channel lost with its connection are returned by its own process once Redis answers again
-(orphan, return_orphans).
+their queues, each exactly once (recover.lua), as kombu's own restore would. A channel lost with
+its connection is dead at once to its own process (holder_lost), which returns what it held
+once Redis answers again: the jobs it delivered (Celery cancelled them) and a message a
+reserve.lua held whose reply the connection lost.
 
 A live worker busy with a long job keeps its key (the heartbeat runs in the main process's
 maintenance thread, not in the pool), so its messages are never taken. The confirmation wait
@@ -42,11 +43,15 @@ ALIVE_TTL = 20
 # heartbeats, so a worker that only lost Redis for a while has written its key again.
 MISSING_CONFIRMATION = 10.0
 
+# How long a lost channel's name is still looked for once it holds nothing: a reserve.lua the
+# lost connection had sent may reach Redis late (a healed network cut), and hold a message then.
+LOST_HOLDER_WATCH = 300.0
+
 _process: tuple[int, str] | None = None
-# Delivery tag -> holder: messages this process still holds but no longer runs (its channel
-# closed on a lost connection and could not return them); returned by return_orphans().
-_orphans: dict[str, str] = {}
-_orphans_lock = threading.Lock()
+# Holder name -> when it was lost: channels of this process whose connection was lost. Nothing
+# of this process runs what they hold any more, so it goes back without the confirmation wait.
+_lost_holders: dict[str, float] = {}
+_lost_holders_lock = threading.Lock()
 
 
 def process_name() -> str:
@@ -82,26 +87,11 @@ def mark_alive() -> None:
         get_redis().set(keys.alive(process_name()), int(time.time()), ex=ALIVE_TTL)
 
 
-def orphan(tags: list[str], holder: str) -> None:
-    """Messages ``holder`` (a channel of this process, lost with its connection) holds but will
-    not run: return_orphans() returns them."""
-    with _orphans_lock:
-        _orphans.update(dict.fromkeys(tags, holder))
-
-
-def return_orphans() -> int:
-    """Return this process's orphaned messages to their queues; how many were returned."""
-    with _orphans_lock:
-        pending = dict(_orphans)
-    client = get_redis()
-    returned = 0
-    for tag, holder in pending.items():
-        returned += _return_message(client, tag, holder)  # raises while Redis is still down
-        with _orphans_lock:
-            _orphans.pop(tag, None)
-    if returned:
-        logger.warning("returned %d message(s) held when the connection was lost", returned)
-    return returned
+def holder_lost(holder: str) -> None:
+    """``holder`` (a channel of this process) lost its connection and holds under a new name from
+    now on: every message still held under this one goes back (recover_dead_holders)."""
+    with _lost_holders_lock:
+        _lost_holders.setdefault(holder, time.time())
 
 
 def restored_message(held: str) -> tuple[str, str, str]:
@@ -135,6 +125,11 @@ def recover_dead_holders(now: float | None = None) -> int:
     for tag, holder in holders.items():
         tags_of[as_text(holder)].append(as_text(tag))
     names = list(tags_of)
+    with _lost_holders_lock:
+        for name, lost_at in list(_lost_holders.items()):
+            if name not in tags_of and now - lost_at > LOST_HOLDER_WATCH:
+                del _lost_holders[name]
+        lost = set(_lost_holders)
     with broker_errors():
         pipe = client.pipeline(transaction=False)
         for name in names:
@@ -144,7 +139,9 @@ def recover_dead_holders(now: float | None = None) -> int:
     with broker_errors():
         pipe = client.pipeline(transaction=False)
         for name in names:
-            if alive[name]:
+            if name in lost:
+                dead.append(name)
+            elif alive[name]:
                 if name in missing_since:
                     pipe.hdel(keys.HOLDERS_MISSING_SINCE, name)
             elif name not in missing_since:
@@ -159,7 +156,11 @@ def recover_dead_holders(now: float | None = None) -> int:
     for name in dead:
         for tag in tags_of[name]:
             returned += _return_message(client, tag, name)
-        logger.warning("worker %s is gone: its messages are back on their queues", name)
+        if name in lost:
+            logger.warning("channel %s lost its connection: the messages it held are back on "
+                           "their queues", name)  # fmt: skip
+        else:
+            logger.warning("worker %s is gone: its messages are back on their queues", name)
     return returned
 
 

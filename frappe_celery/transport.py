@@ -73,7 +73,7 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]  # kombu < 5.7 ships no type h
         self._settled: set[str] = set()
         # Delivery tags that reserve.lua already holds in the unacked hash.
         self._held: set[str] = set()
-        # Delivery tags handed to recovery.py when the connection was lost (orphan_held).
+        # Delivery tags left to recovery.py when the connection was lost (orphan_held).
         self._orphaned: set[str] = set()
 
     def mark_settled(self, delivery_tag: str) -> None:
@@ -110,12 +110,17 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]  # kombu < 5.7 ships no type h
         """Every message this channel holds goes to recovery.py, which returns it to its queue
         once Redis answers: the connection is lost, and with it every job of this channel (Celery
         cancels the running ones, drops the prefetched ones). An ack or reject of one of them
-        that comes later (Celery sends some once it has reconnected) leaves it to recovery."""
+        that comes later (Celery sends some once it has reconnected) leaves it to recovery.
+
+        The channel holds under a new name from now on, and the old name is declared lost, so
+        recovery also returns a message that reserve.lua held but whose reply the connection
+        lost: this channel never knew of it, and kombu would leave it to the visibility timeout.
+        """
         self._flush()  # acked meanwhile: not held any more
-        if self._delivered:
-            recovery.orphan(list(self._delivered), self.channel.holder)
-            self._orphaned.update(self._delivered)
-            self._delivered.clear()
+        lost, self.channel.holder = self.channel.holder, new_channel_holder()
+        recovery.holder_lost(lost)
+        self._orphaned.update(self._delivered)
+        self._delivered.clear()
 
     def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
         """kombu's (the pipeline removing the message from the unacked hash and its index, for
@@ -149,8 +154,13 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]  # kombu < 5.7 ships no type h
             SETTLE(client, names, [delivery_tag, self.channel.holder])
 
 
-# Numbers this process's channels: a reconnect opens a new channel, which holds under a new name.
+# Numbers this process's holder names: a reconnect opens a new channel, which holds under a new
+# name, and a channel that lost its connection takes a new one (QoS.orphan_held).
 _channel_numbers = itertools.count(1)
+
+
+def new_channel_holder() -> str:
+    return recovery.channel_holder(next(_channel_numbers))
 
 
 class Channel(kombu_redis.Channel):  # type: ignore[misc]  # kombu < 5.7 ships no type hints
@@ -160,7 +170,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]  # kombu < 5.7 ships n
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # The name this channel holds messages under (keys.HOLDERS, recovery.channel_holder).
-        self.holder = recovery.channel_holder(next(_channel_numbers))
+        self.holder = new_channel_holder()
 
     def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
         """kombu's publish (Celery's retries, send_task), ringing the queue's doorbell with it."""

@@ -15,9 +15,10 @@ import redis
 from kombu import Connection, Exchange, Queue
 
 import frappe_celery as frappe
-from frappe_celery import keys, scripts
+from frappe_celery import keys, recovery, scripts
 from frappe_celery.transport import Channel
 from frappe_celery.wire import START_CHECKED
+from tests.conftest import wait_for
 
 # More than a few names: a set of them coming out in this order by chance is unlikely.
 QUEUES = ["long", "reports", "short", "batch", "q5", "default", "a", "zz"]
@@ -280,3 +281,51 @@ def test_a_message_from_the_cached_template_is_the_one_celerys_builder_gives(job
             body_b64=base64.b64encode(body_json.encode()).decode("ascii"),
         )  # fmt: skip
         assert cached == fresh
+
+
+def test_a_message_held_by_a_reserve_whose_reply_the_lost_connection_swallowed_goes_back(
+    redis_server, r
+):
+    """reserve.lua held a message, and the connection died before its reply was read: the
+    channel never knew of the message. Once the channel reads the connection error, it holds
+    under a new name, and the next recovery pass returns the message to its queue, not kombu's
+    visibility timeout (half an hour with the long queue)."""
+    queue = "batch"  # a configured queue no session worker consumes
+    for name in keys.queue_lists(queue):
+        r.delete(name)
+    job = frappe.enqueue("tests.jobs.add", queue=queue, a=1, b=1)
+    tag = job.refresh()["delivery_tag"]
+    with Connection(redis_server.url, transport="frappe_celery.transport:Transport") as conn:
+        channel = conn.channel()
+        try:
+            r.script_load(scripts.RESERVE.source)
+            channel.basic_consume(queue, False, lambda message: None, "lost-reply")
+            # What the worker's event loop does: kombu's poller sends reserve.lua on the
+            # channel's own connection, and the channel reads its reply once it is readable.
+            lost = channel.holder
+            conn.transport.cycle._register_BRPOP(channel)
+            wait_for(lambda: r.hget(keys.HOLDERS, tag) == lost.encode(), 5)
+            # The connection dies with the reply unread: Redis closes it, and the reply's bytes
+            # never reach the reader (taken off the socket here).
+            sock = channel.client.connection._sock
+            r.client_kill(f"127.0.0.1:{sock.getsockname()[1]}")
+            sock.settimeout(5)
+            while sock.recv(65536):
+                pass
+            with pytest.raises(channel.connection_errors):
+                channel._brpop_read()
+            assert channel.holder != lost
+            assert r.hexists(keys.KOMBU_UNACKED, tag)  # held, by a channel that is gone
+            assert recovery.recover_dead_holders() == 1
+        finally:
+            channel.close()
+    back = [json.loads(m) for name in keys.queue_lists(queue) for m in r.lrange(name, 0, -1)]
+    try:
+        assert [m["properties"]["delivery_tag"] for m in back] == [tag]
+        assert not r.hexists(keys.KOMBU_UNACKED, tag)
+        assert not r.hexists(keys.HOLDERS, tag)
+        # Returned once: another pass finds nothing of that channel.
+        assert recovery.recover_dead_holders() == 0
+    finally:
+        for name in keys.queue_lists(queue):
+            r.delete(name)
