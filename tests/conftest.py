@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -228,9 +227,12 @@ def start_beat(worker_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[
 
 
 @pytest.fixture(scope="session")
-def shared_worker(worker_env: dict[str, str]) -> Iterator[Worker]:
-    """One worker on short,default,long for the tests that just need jobs to run."""
-    logdir = Path(tempfile.mkdtemp(prefix="frappe-celery-worker-"))
+def shared_worker(
+    worker_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Worker]:
+    """One worker on short,default,long for the tests that just need jobs to run. Its log is
+    under pytest's base temp, which pytest prunes (a mkdtemp of its own was left in /tmp)."""
+    logdir = tmp_path_factory.mktemp("shared-worker")
     worker = Worker("short,default,long", 2, worker_env, logdir)
     yield worker
     worker.stop()
