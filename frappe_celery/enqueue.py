@@ -110,13 +110,36 @@ def is_job_enqueued(job_id: str) -> bool:
 # -- validation ----------------------------------------------------------------------------------
 
 
-def _validate_timeout(timeout: Any) -> None:
+# RQ's parse_timeout units ("1h", "30m", "45s", "2d"): ERPNext passes timeout="3600".
+_TIMEOUT_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+TIMEOUT_RULE = (
+    "expected a positive number of seconds, a string RQ accepts ('3600', '1h', '30m', '45s', "
+    "'2d'), or None (or 0, as in Frappe) for the queue's"
+)
+
+
+def parse_timeout(timeout: Any) -> float | None:
+    """The job's timeout in seconds as RQ reads it, None for the queue's own.
+
+    Frappe treats a falsy timeout as "the queue's"; RQ turns ``"3600"`` and ``"1h"`` into
+    seconds. A negative timeout (RQ's "never") has no Celery equivalent: refused.
+    """
     if timeout is None:
-        return
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
-        raise InvalidArgumentError(
-            "timeout", timeout, "expected a positive number of seconds, or None for the queue's"
-        )
+        return None
+    if isinstance(timeout, str):
+        text = timeout.strip()
+        if text.isdigit():
+            seconds = int(text)
+        elif text[:-1].isdigit() and text[-1:].lower() in _TIMEOUT_UNITS:
+            seconds = int(text[:-1]) * _TIMEOUT_UNITS[text[-1:].lower()]
+        else:
+            raise InvalidArgumentError("timeout", timeout, TIMEOUT_RULE)
+        return float(seconds) or None
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0:
+        raise InvalidArgumentError("timeout", timeout, TIMEOUT_RULE)
+    if timeout != timeout or timeout == float("inf"):  # NaN, infinity
+        raise InvalidArgumentError("timeout", timeout, TIMEOUT_RULE)
+    return float(timeout) or None
 
 
 def _validate_callback(argument: str, callback: Any) -> str | None:
@@ -196,7 +219,7 @@ def enqueue(
     """
     # Frappe still accepts the pre-3.7 spelling.
     is_async = kwargs.pop("async", is_async)
-    _validate_options(queue, timeout, job_id, deduplicate, job_name)
+    timeout = _validate_options(queue, timeout, job_id, deduplicate, job_name)
     if now:
         # Frappe's frappe.call: in-process, keyword arguments the function lacks are dropped.
         func: Callable[..., Any] = (
@@ -227,10 +250,11 @@ def enqueue(
 
 def _validate_options(
     queue: Any, timeout: Any, job_id: Any, deduplicate: bool, job_name: Any
-) -> None:
+) -> float | None:
+    """Checks every option and returns the timeout in seconds (None: the queue's)."""
     _validate_job_id(job_id, deduplicate)
     validate_queue(queue)
-    _validate_timeout(timeout)
+    seconds = parse_timeout(timeout)
     if job_name is not None:
         warnings.warn(
             "enqueue(job_name=...) is deprecated, use job_id=...; job_name is kept as the "
@@ -238,6 +262,7 @@ def _validate_options(
             DeprecationWarning,
             stacklevel=3,
         )
+    return seconds
 
 
 def _encode_job(
@@ -373,7 +398,7 @@ def _validated_call(
     **kwargs: Any,
 ) -> tuple[Callable[[], Publication], bool]:
     """enqueue's signature and checks, stopping before the publication is built."""
-    _validate_options(queue, timeout, job_id, deduplicate, job_name)
+    timeout = _validate_options(queue, timeout, job_id, deduplicate, job_name)
     for name, value in (("now", now), ("is_async", not is_async)):
         if value:
             raise InvalidArgumentError(

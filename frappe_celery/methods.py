@@ -11,7 +11,9 @@ did not allow. :func:`resolve_job_callable` therefore
   importing anything (importing runs module code);
 * refuses every standard-library module, allowed or not (no ``os.system``, ``subprocess.run``,
   ``builtins.eval``);
-* refuses private and dunder names on the way;
+* refuses dunder names (``__globals__``, ``__class__``...) on the way: they lead out of the
+  module into live objects. Single-underscore functions are ordinary job functions in Frappe
+  (``frappe.enqueue(_bulk_action, ...)`` in bulk_update, workflow, print_format) and run;
 * checks that the object found was defined in an allowed module, so a re-export such as
   ``myapp.tasks.system = os.system`` is refused too.
 """
@@ -87,6 +89,11 @@ def normalize_path(
     path = method if isinstance(method, str) else path_of_callable(argument, method)
     if not isinstance(path, str) or not PATH_PATTERN.match(path):
         raise InvalidArgumentError(argument, method, PATH_RULE)
+    dunder = dunder_in(path)
+    if dunder is not None:
+        raise InvalidArgumentError(
+            argument, method, f"dunder names ({dunder}) can never be run as jobs; {PATH_RULE}"
+        )
     module, _ = split_path(path)
     reason = refusal_reason(module, settings)
     if reason:
@@ -120,11 +127,17 @@ def _under_any(module: str, prefixes: tuple[str, ...]) -> bool:
     return any(module == prefix or module.startswith(prefix + ".") for prefix in prefixes)
 
 
+def dunder_in(path: str) -> str | None:
+    """The first dunder (``__x``) part of a dotted path, if any: never resolved."""
+    return next((part for part in re.split(r"[.:]", path) if part.startswith("__")), None)
+
+
 def _walk(module_name: str, qualname: str) -> Any:
+    dunder = dunder_in(f"{module_name}:{qualname}")
+    if dunder is not None:
+        raise AttributeError(f"dunder name {dunder!r} in {module_name}:{qualname}")
     obj: Any = importlib.import_module(module_name)
     for part in qualname.split("."):
-        if part.startswith("_"):
-            raise AttributeError(f"private name {part!r} in {module_name}:{qualname}")
         obj = getattr(obj, part)
     return obj
 

@@ -35,6 +35,11 @@ def add(a: int, b: int) -> int:
     return a + b
 
 
+def _private_add(a: int, b: int) -> int:
+    """A single-underscore job function, as Frappe's bulk_update._bulk_action."""
+    return a + b
+
+
 def record(key: str, value: Any = None) -> str:
     push(key, value)
     return f"recorded {value}"

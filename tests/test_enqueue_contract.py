@@ -121,6 +121,34 @@ def test_unimportable_callable_is_refused_naming_method_and_writes_nothing(r, me
     assert frappe.get_job("refused") is None
 
 
+@pytest.mark.parametrize(
+    "method", [jobs._private_add, "tests.jobs._private_add"], ids=["callable", "dotted_path"]
+)
+def test_a_single_underscore_function_runs_as_frappes_bulk_action_does(r, shared_worker, method):
+    # frappe.enqueue(_bulk_action, ...) in frappe/desk/doctype/bulk_update/bulk_update.py
+    job = frappe.enqueue(method, a=40, b=2)
+
+    assert job.method == "tests.jobs._private_add"
+    wait_for(lambda: finished(job), 20)
+    assert job.return_value() == 42
+
+
+@pytest.mark.parametrize(
+    ("timeout", "seconds"),
+    [("3600", 3600), ("1h", 3600), ("30m", 1800), ("45s", 45), ("2d", 172800), (" 90 ", 90),
+     (600, 600), (2.5, 2.5), (0, 120), ("0", 120), (None, 120)],
+)  # fmt: skip
+def test_timeout_accepts_what_rq_accepts_and_a_falsy_one_means_the_queues(r, timeout, seconds):
+    # ERPNext's payment reconciliation passes timeout="3600"; Frappe maps a falsy one to the
+    # queue's default (reports: 120 s here). Nothing consumes "reports" in this test.
+    job = frappe.enqueue("tests.jobs.add", queue="reports", timeout=timeout, a=1, b=2)
+
+    assert job.timeout == seconds
+    [message] = [m for m in queued_messages(r, "reports") if m["headers"]["id"] == job.id]
+    assert message["headers"]["timelimit"][1] == seconds  # Celery's soft limit
+    job.cancel()
+
+
 # -- 2. queue routing ---------------------------------------------------------------------------
 
 
@@ -682,9 +710,16 @@ def test_queue_overloaded_at_max_queued_jobs_counting_every_priority_list(r):
 
 BAD_INPUT = [
     pytest.param({"queue": "nope"}, "queue", "'nope'", "short, default, long", id="queue"),
-    pytest.param({"timeout": 0}, "timeout", "0", "positive number", id="timeout_0"),
     pytest.param({"timeout": -5}, "timeout", "-5", "positive number", id="timeout_negative"),
-    pytest.param({"timeout": "10"}, "timeout", "'10'", "positive number", id="timeout_str"),
+    pytest.param({"timeout": "10x"}, "timeout", "'10x'", "'1h', '30m'", id="timeout_bad_unit"),
+    pytest.param({"timeout": "1.5h"}, "timeout", "'1.5h'", "'1h', '30m'", id="timeout_frac_str"),
+    pytest.param({"timeout": "-1"}, "timeout", "'-1'", "positive number", id="timeout_neg_str"),
+    pytest.param(
+        {"method": "tests.jobs.__dict__"}, "method", "__dict__", "dunder names", id="dunder"
+    ),
+    pytest.param(
+        {"method": "tests.jobs:Holder.__init__"}, "method", "__init__", "dunder", id="dunder_qual"
+    ),
     pytest.param({"timeout": True}, "timeout", "True", "positive number", id="timeout_bool"),
     pytest.param({"method": "nodots"}, "method", "'nodots'", "dotted path", id="path_nodots"),
     pytest.param({"method": "a..b"}, "method", "'a..b'", "dotted path", id="path_empty_part"),
