@@ -40,6 +40,15 @@ class JobContext:
 
         return run_generic_attempt(self, job_id, payload)
 
+    def encode_call(
+        self, method: Any, kwargs: dict[str, Any], job_name: str | None
+    ) -> tuple[Any, dict[str, Any], str | None]:
+        """The job's method, keyword arguments and display name as they travel. The default
+        encodes the kwargs (:meth:`encode_kwargs`); a framework may turn a method it can carry
+        (Frappe: a Document's bound method) into a function and its arguments.
+        """
+        return method, self.encode_kwargs(kwargs), job_name
+
     def encode_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         """The job's keyword arguments as they travel (JSON types, plus kombu's tagged ones).
 

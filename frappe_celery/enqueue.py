@@ -279,13 +279,13 @@ def _encode_job(
 ) -> tuple[str, JobPayload, str]:
     """The job's full id, its payload and its encoded body; raises for anything a worker would
     refuse, before anything is written."""
+    context = get_job_context()
+    # A framework's own argument types (Frappe's Documents, a Document's bound method) become
+    # JSON here, so a bad argument is refused before anything is written.
+    method, kwargs, job_name = context.encode_call(method, kwargs, job_name)
     method_path = normalize_path("method", method)
     site = current_site()
     full_id = create_job_id(job_id, site=site)
-    context = get_job_context()
-    # A framework's own argument types (Frappe's Documents) become JSON here, so a bad argument
-    # is refused before anything is written.
-    kwargs = context.encode_kwargs(kwargs)
     payload = make_payload(
         method_path,
         queue,

@@ -81,6 +81,10 @@ cp -r "$project/examples/celery_example" "$app"
 "${pip[@]}" -e "$app"
 grep -qx celery_example "$FRAPPE_BENCH/sites/apps.txt" || echo celery_example >> "$FRAPPE_BENCH/sites/apps.txt"
 site_bench() { (cd "$FRAPPE_BENCH" && "$FRAPPE_BENCH_CLI" --site "$FRAPPE_SITE" "$@" < /dev/null); }
+# A bench made without yarn has no built assets: an empty manifest lets Frappe render emails
+# (frappe.sendmail's template looks its CSS bundle up there), as the call-site tests need.
+assets=$FRAPPE_BENCH/sites/assets/assets.json
+[ -f "$assets" ] || { mkdir -p "$(dirname "$assets")"; echo '{}' > "$assets"; }
 # Frappe caches the apps' module map: without this, install-app would not see the new app's
 # modules and would sync none of its DocTypes.
 site_bench clear-cache

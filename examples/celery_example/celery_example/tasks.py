@@ -108,3 +108,47 @@ def sleep_for(label, seconds=60):
 	import time
 
 	time.sleep(seconds)
+
+
+class Mailer:
+	"""A plain object of the app with a bound method enqueued, as Frappe's QueueBuilder
+	(frappe/email/doctype/email_queue/email_queue.py: frappe.enqueue(self.send_emails, ...))."""
+
+	def __init__(self, subject, recipients, sent_at, attachment):
+		self.subject = subject
+		self._recipients = recipients
+		self.sent_at = sent_at
+		self._attachment = attachment
+
+	def queue(self, label):
+		return frappe.enqueue(self.send, label=label, queue="short")
+
+	def send(self, label):
+		state = {
+			"type": type(self).__name__,
+			"subject": self.subject,
+			"recipients": sorted(self._recipients),
+			"recipients_type": type(self._recipients).__name__,
+			"sent_at": isinstance(self.sent_at, datetime.timedelta) and self.sent_at.total_seconds(),
+			"attachment": isinstance(self._attachment, bytes) and self._attachment.hex(),
+		}
+		frappe.cache.set_value(f"celery_example:mailer:{label}", frappe.as_json(state), expires_in_sec=600)
+
+
+def describe_values(label, **values):
+	"""Record each value's type name and repr: they must be exactly what the caller passed."""
+	seen = {name: [type(value).__name__, repr(value)] for name, value in values.items()}
+	frappe.cache.set_value(f"celery_example:values:{label}", frappe.as_json(seen), expires_in_sec=600)
+
+
+def describe_document(label, doc):
+	"""Record a Document argument's child rows and Time values as the job received them."""
+	seen = {
+		"doctype": doc.doctype,
+		"posting_time": [type(doc.posting_time).__name__, str(doc.posting_time)],
+		"items": [
+			[row.doctype, type(row).__name__, row.item, type(row.at_time).__name__, str(row.at_time)]
+			for row in doc.items
+		],
+	}
+	frappe.cache.set_value(f"celery_example:document:{label}", frappe.as_json(seen), expires_in_sec=600)

@@ -29,6 +29,7 @@ from ...publish import Publication, publish
 from ...transaction import register_scope_finder
 from ...wire import JobPayload
 from . import arguments
+from .timeouts import install_job_timeout
 
 
 def _frappe() -> Any:
@@ -59,6 +60,11 @@ class FrappeJobContext(JobContext):
 
     def encode_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         return arguments.encode_kwargs(kwargs)
+
+    def encode_call(
+        self, method: Any, kwargs: dict[str, Any], job_name: str | None
+    ) -> tuple[Any, dict[str, Any], str | None]:
+        return arguments.encode_call(method, kwargs, job_name)
 
     def run(self, job_id: str, payload: Any, *, last_attempt: bool) -> Any:
         """One attempt, as Frappe's ``execute_job(site, method, event, job_name, kwargs, user,
@@ -106,47 +112,61 @@ class FrappeJobContext(JobContext):
         *,
         last_attempt: bool,
     ) -> Any:
-        method_name = job["method"]
+        method_name, hook_kwargs = job["method"], kwargs
+        if method_name == arguments.RUN_BOUND_METHOD:
+            # Frappe's name for a bound method's job (module.Class.method) and its own kwargs.
+            method_name, hook_kwargs = job["job_name"], kwargs["bound_kwargs"]
         frappe.local.job = frappe._dict(
             site=job["site"],
             method=method_name,
             job_name=job["job_name"],
-            kwargs=kwargs,
+            kwargs=hook_kwargs,
             user=job["user"],
             after_job=frappe.utils.CallbackManager(),
         )
-        for before_job_task in frappe.get_hooks("before_job"):
-            frappe.call(before_job_task, method=method_name, kwargs=kwargs, transaction_type="job")
+        install_job_timeout()
         retval = None
+        # The current job (rq.get_current_job, frappe_celery.get_current_job) is known to the
+        # before_job hooks (frappe.monitor.start reads its id and wait time, Sentry's context
+        # its kwargs) and until the after_job hooks have run, as in an RQ worker.
         current = _current_job_id.set(job_id)
         running = running_job.set((job_id, job))
         try:
-            retval = method(**kwargs)
-        except (frappe.db.InternalError, *_retryable_errors(frappe)) as exc:
-            frappe.db.rollback()
-            retry = isinstance(exc, _retryable_errors(frappe)) or (
-                frappe.db.is_deadlocked(exc) or frappe.db.is_timedout(exc)
-            )
-            if not retry or last_attempt:
+            for before_job_task in frappe.get_hooks("before_job"):
+                frappe.call(
+                    before_job_task, method=method_name, kwargs=hook_kwargs,
+                    transaction_type="job",
+                )  # fmt: skip
+            try:
+                retval = method(**kwargs)
+            except (frappe.db.InternalError, *_retryable_errors(frappe)) as exc:
+                frappe.db.rollback()
+                retry = isinstance(exc, _retryable_errors(frappe)) or (
+                    frappe.db.is_deadlocked(exc) or frappe.db.is_timedout(exc)
+                )
+                if not retry or last_attempt:
+                    _record_failure(frappe, method_name, exc)
+                    raise
+                after_job = frappe.local.job.after_job
+                if hasattr(after_job, "reset"):  # Frappe 16 drops the attempt's callbacks
+                    after_job.reset()
+                raise RetryBackgroundJobError(f"{method_name}: {exc!r}") from exc
+            except Exception as exc:
+                frappe.db.rollback()
                 _record_failure(frappe, method_name, exc)
                 raise
-            after_job = frappe.local.job.after_job
-            if hasattr(after_job, "reset"):  # Frappe 16 drops the attempt's callbacks
-                after_job.reset()
-            raise RetryBackgroundJobError(f"{method_name}: {exc!r}") from exc
-        except Exception as exc:
-            frappe.db.rollback()
-            _record_failure(frappe, method_name, exc)
-            raise
-        else:
-            frappe.db.commit()
-            return retval
+            else:
+                frappe.db.commit()
+                return retval
+            finally:
+                for after_job_task in frappe.get_hooks("after_job"):
+                    frappe.call(
+                        after_job_task, method=method_name, kwargs=hook_kwargs, result=retval
+                    )
+                frappe.local.job.after_job.run()
         finally:
             _current_job_id.reset(current)
             running_job.reset(running)
-            for after_job_task in frappe.get_hooks("after_job"):
-                frappe.call(after_job_task, method=method_name, kwargs=kwargs, result=retval)
-            frappe.local.job.after_job.run()
 
 
 def _retryable_errors(frappe: Any) -> tuple[type[BaseException], ...]:
