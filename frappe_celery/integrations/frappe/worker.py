@@ -22,6 +22,7 @@ import logging
 import frappe
 import frappe.model.document
 import frappe.utils.redis_wrapper  # noqa: F401
+from celery import signals
 
 from ...bench import Bench, find_bench
 from .switch import apply
@@ -94,5 +95,17 @@ def preload_modules() -> None:
             logger.log(level, "frappe-celery: could not preload %s: %s", module, exc)
 
 
+def start_sentry(**_: object) -> None:
+    """Frappe's ``_start_sentry()``, which its RQ workers call at start: with
+    ``FRAPPE_SENTRY_DSN`` set, a job's exception reaches Sentry. Called in every pool child
+    (connected to ``worker_process_init``): Sentry's sending thread does not survive a fork."""
+    import frappe.utils.background_jobs as background_jobs
+
+    start = getattr(background_jobs, "_start_sentry", None)
+    if start is not None:
+        start()
+
+
 apply()
 preload_modules()
+signals.worker_process_init.connect(start_sentry, weak=False)
