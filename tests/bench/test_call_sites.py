@@ -301,3 +301,44 @@ def test_every_type_a_document_holds_round_trips_with_its_type_and_value(site):
     expected["as_dict"] = ["_dict", repr(doc_dict)]
     # Small ints hash to themselves: a set of them has the same repr in both processes.
     assert seen == expected
+
+
+# -- 5. RQ's timeout exception --------------------------------------------------------------------
+
+
+def test_a_job_past_its_timeout_sees_rqs_job_timeout_exception_and_celerys(site):
+    name = label()
+
+    job = site.enqueue(
+        "celery_example.tasks.resumable_repost", label=name, timeout=2, queue="short"
+    )
+
+    done = wait_for_status(job.id, ("finished", "failed"))
+    assert done.get_status() == "finished", done.exc_info
+    assert done.return_value() == "will resume"
+    assert cached_json(site, f"celery_example:timeout:{name}") == {"rq": True, "celery": True}
+
+
+# -- 6. the job's context for Frappe's job hooks ------------------------------------------------
+
+
+def test_frappes_monitor_hook_sees_the_current_job_before_it_runs(site, bench):
+    # frappe.monitor.start (a before_job hook) reads rq.get_current_job(): the job's id (Frappe
+    # 16: job_id, 15: uuid) and its wait time go into the monitor's transaction log.
+    from frappe.monitor import MONITOR_REDIS_KEY
+
+    assert bench.run("set-config", "monitor", "1").returncode == 0
+    try:
+        job = site.enqueue("frappe.ping", queue="short")
+        assert wait_for_status(job.id, ("finished", "failed")).get_status() == "finished"
+
+        def logged() -> list[dict[str, Any]]:
+            entries = [json.loads(raw) for raw in site.cache.lrange(MONITOR_REDIS_KEY, 0, -1)]
+            return [e for e in entries if job.id in (e.get("job_id"), e.get("uuid"))]
+
+        [entry] = wait_for(logged, timeout=30)
+        assert entry["transaction_type"] == "job"
+        assert entry["job"]["method"] == "frappe.ping"
+        assert entry["job"]["wait"] >= 0
+    finally:
+        bench.run("set-config", "monitor", "0")

@@ -152,3 +152,21 @@ def describe_document(label, doc):
 		],
 	}
 	frappe.cache.set_value(f"celery_example:document:{label}", frappe.as_json(seen), expires_in_sec=600)
+
+
+def resumable_repost(label, seconds=30):
+	"""ERPNext's erpnext/stock/doctype/repost_item_valuation/repost_item_valuation.py treats
+	RQ's JobTimeoutException as recoverable (the repost resumes next hour); Frappe's
+	data_import.py marks the import "Timed Out" on it."""
+	import time
+
+	from celery.exceptions import SoftTimeLimitExceeded
+	from rq.timeouts import JobTimeoutException
+
+	try:
+		time.sleep(seconds)
+	except JobTimeoutException as exc:
+		seen = {"rq": True, "celery": isinstance(exc, SoftTimeLimitExceeded)}
+		frappe.cache.set_value(f"celery_example:timeout:{label}", frappe.as_json(seen), expires_in_sec=600)
+		return "will resume"
+	return "finished in time"
