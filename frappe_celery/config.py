@@ -380,11 +380,16 @@ def _job_id_style(source: str, style: str | None) -> str:
 def _bench_defaults(bench: Bench, conf: dict[str, Any], source: str) -> dict[str, Any]:
     """What a bench implies: its apps may run as jobs (Frappe's ``frappe.get_attr`` runs any
     installed app's function), jobs run in Frappe's site context, Frappe's own queue limit
-    (``max_queued_jobs`` or 500, plus 50 per site) and Frappe's job-id spelling."""
+    (``max_queued_jobs`` or 500, plus 50 per site; none on Frappe 15 unless configured) and
+    Frappe's job-id spelling."""
     sites = bench.sites()
     base = _positive_int(
         source, "max_queued_jobs", conf.get("max_queued_jobs") or DEFAULT_MAX_QUEUED_JOBS
     )
+    major = bench.frappe_major_version()
+    # Frappe 15's enqueue has no queue limit (16 added _check_queue_size): on 15 there is none
+    # unless the config sets max_queued_jobs itself.
+    limited = major != 15 or bool(conf.get("max_queued_jobs"))
     default_site = conf.get("default_site")
     return {
         "apps": bench.apps(),
@@ -392,8 +397,8 @@ def _bench_defaults(bench: Bench, conf: dict[str, Any], source: str) -> dict[str
         "site": default_site if isinstance(default_site, str) and default_site else None,
         "job_context": FRAPPE_JOB_CONTEXT,
         "document_loader": FRAPPE_DOCUMENT_LOADER,
-        "max_queued_jobs": base + MAX_QUEUED_JOBS_PER_SITE * len(sites),
-        "job_id_style": "v15" if bench.frappe_major_version() == 15 else "v16",
+        "max_queued_jobs": base + MAX_QUEUED_JOBS_PER_SITE * len(sites) if limited else 0,
+        "job_id_style": "v15" if major == 15 else "v16",
     }
 
 

@@ -29,7 +29,6 @@ from ...publish import Publication, publish
 from ...transaction import register_scope_finder
 from ...wire import JobPayload
 from . import arguments
-from .timeouts import install_job_timeout
 
 
 def _frappe() -> Any:
@@ -124,6 +123,10 @@ class FrappeJobContext(JobContext):
             user=job["user"],
             after_job=frappe.utils.CallbackManager(),
         )
+        # Imported here: rq (and Frappe) exist only in a bench, while this package is imported
+        # by the CLI anywhere.
+        from .timeouts import install_job_timeout
+
         install_job_timeout()
         retval = None
         # The current job (rq.get_current_job, frappe_celery.get_current_job) is known to the
