@@ -280,8 +280,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "rq_failed_jobs_limit",
             conf.get("rq_failed_jobs_limit", DEFAULT_FAILED_JOBS_LIMIT),
         ),
-        max_queued_jobs=bench_defaults.get("max_queued_jobs")
-        or _positive_int(
+        max_queued_jobs=bench_defaults["max_queued_jobs"]
+        if "max_queued_jobs" in bench_defaults
+        else _positive_int(
             source,
             "max_queued_jobs",
             conf.get("max_queued_jobs", DEFAULT_MAX_QUEUED_JOBS),

@@ -79,7 +79,8 @@ def test_frappe_15_benches_have_no_queue_limit_unless_their_config_sets_one(tmp_
     # Frappe 15.44's enqueue never raises QueueOverloaded; 16's does (_check_queue_size).
     sites = make_bench(tmp_path, {"redis_queue": "redis://127.0.0.1:11000"}, version="15.44.2")
     assert bench_settings(sites).max_queued_jobs == 0
-    (sites / "common_site_config.json").write_text(json.dumps({"max_queued_jobs": 40}))
+    config = {"redis_queue": "redis://127.0.0.1:11000", "max_queued_jobs": 40}
+    (sites / "common_site_config.json").write_text(json.dumps(config))
     assert bench_settings(sites).max_queued_jobs == 40 + 2 * 50
 
 
