@@ -58,7 +58,8 @@ def cancel_job(job_id: str) -> Job:
 
 
 def stop_job(job_id: str, wait: float = 5.0) -> Job:
-    """Stop a running job, as Frappe's "Stop job": its worker kills it and records it canceled.
+    """Stop a running job, as Frappe's "Stop job" (RQ's send_stop_job_command): its worker
+    kills it and records it stopped (in its queue's failed registry, as RQ keeps it).
 
     Raises UnknownTarget, or InvalidJobOperation if the job is not running.
     """
@@ -107,12 +108,14 @@ def remove_failed_jobs(site: str | None = None) -> int:
 
 
 def retry_job(job_id: str) -> Job:
-    """Enqueue a failed (or canceled) job again with the same arguments, site, user and id."""
+    """Enqueue a failed (or canceled, or stopped) job again with the same arguments, site,
+    user and id."""
     job = find_job(job_id)
-    record = job.refresh()
-    if record.get("status") not in (JobStatus.FAILED, JobStatus.CANCELED):
+    record = job.record
+    if record.get("status") not in (JobStatus.FAILED, JobStatus.CANCELED, JobStatus.STOPPED):
         raise InvalidJobOperation(
-            f"job {job.id!r}: only failed or canceled jobs are retried; it is {record['status']}"
+            f"job {job.id!r}: only failed, canceled or stopped jobs are retried; it is "
+            f"{record.get('status')}"
         )
     old = job.job_kwargs
     if not old:

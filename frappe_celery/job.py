@@ -20,7 +20,8 @@ enqueued_at, started_at, ended_at   epoch seconds
 worker                the worker node that took it
 retries               how many retries happened so far (none yet: absent)
 result                JSON of the return value (finished jobs)
-exc_type, exc_info    exception class and traceback (failed jobs)
+exc_type, exc_info    exception class and traceback (failed jobs), the reason (canceled, stopped)
+meta                  JSON of the job's ``meta`` dict (RQ's), once ``save_meta`` wrote one
 ====================  ==========================================================================
 """
 
@@ -31,15 +32,16 @@ import contextvars
 import json
 import time
 from datetime import UTC, datetime
-from enum import StrEnum
+from enum import Enum, StrEnum
 from typing import Any
 
+from kombu.utils.json import dumps as kombu_dumps
 from kombu.utils.json import loads as kombu_loads
 
 from . import keys, scripts
 from .config import get_settings
 from .connection import as_text, broker_errors, get_redis
-from .errors import InvalidArgumentError, InvalidJobOperation
+from .errors import FrappeCeleryError, InvalidArgumentError, InvalidJobOperation
 from .wire import expand_payload
 
 
@@ -51,16 +53,45 @@ class JobStatus(StrEnum):
     FINISHED = "finished"
     FAILED = "failed"
     CANCELED = "canceled"
+    # A running job its worker was told to kill (RQ's send_stop_job_command, Frappe's "Stop"
+    # button, ``frappe-celery stop``); a queued job taken off its queue is canceled instead.
+    # As in RQ, a stopped job is kept in its queue's failed registry.
+    STOPPED = "stopped"
 
 
 # While a job is queued or started its id is taken (is_job_enqueued, deduplicate).
 ACTIVE_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.STARTED})
+# The statuses a job ends in: its id is free again and its record waits for its TTL.
+ENDED_STATUSES = frozenset(
+    {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELED, JobStatus.STOPPED}
+)
+
+
+class NoSuchJobError(FrappeCeleryError, LookupError):
+    """The job has no record (expired, deleted, or never enqueued): RQ's NoSuchJobError.
+
+    Inside a Frappe bench the switch makes handles raise a subclass that is also the installed
+    ``rq.exceptions.NoSuchJobError`` (integrations/frappe/rq_compat.py)."""
+
+
+def site_job_prefix(site: str) -> str:
+    """How the ids of ``site``'s jobs begin, spelled as the installed Frappe spells them
+    (enqueue.create_job_id): Frappe 16's ``{site}||`` (':' -> '|'), Frappe 15's ``{site}::``."""
+    if get_settings().job_id_style == "v15":
+        return f"{site}::"
+    return f"{site}||".replace(":", "|")
 
 
 def is_site_job(job_id: str, site: str) -> bool:
-    """Whether ``job_id`` is namespaced to ``site`` (Frappe 16's ``{site}||...``, 15's
-    ``{site}::...``, see enqueue.create_job_id)."""
-    return job_id.startswith((f"{site}||", f"{site}::"))
+    """Whether ``job_id`` is namespaced to ``site`` in this bench's job-id style."""
+    return job_id.startswith(site_job_prefix(site))
+
+
+def site_of_job_id(job_id: str) -> str | None:
+    """The site a namespaced job id names (None when it names none), as the id spells it."""
+    separator = "::" if get_settings().job_id_style == "v15" else "||"
+    site, found, _ = job_id.partition(separator)
+    return site if found and site else None
 
 
 # The job running in this context (set by the worker around the method call).
@@ -152,6 +183,48 @@ def record_payload(record: dict[str, str], search_queue: bool = True) -> dict[st
     return decode_message_kwargs(found[1]) if found else {}
 
 
+class Result:
+    """A job's outcome as RQ's ``Job.latest_result()`` gives it: ``type`` (SUCCESSFUL for a
+    finished job, FAILED for a failed or stopped one, as RQ records a stopped job),
+    ``return_value``, ``exc_string`` (the traceback, or why it was stopped) and ``created_at``
+    (when it ended, aware UTC)."""
+
+    class Type(Enum):
+        SUCCESSFUL = 1
+        FAILED = 2
+        STOPPED = 3
+
+    def __init__(
+        self,
+        job_id: str,
+        type: Any,
+        *,
+        id: str,
+        created_at: datetime | None,
+        return_value: Any = None,
+        exc_string: str | None = None,
+    ) -> None:
+        self.job_id = job_id
+        self.type = type
+        self.id = id
+        self.created_at = created_at
+        self.return_value = return_value
+        self.exc_string = exc_string
+
+    def __repr__(self) -> str:
+        return f"Result(id={self.id}, type={self.type.name})"
+
+    def __bool__(self) -> bool:
+        return bool(self.id)
+
+
+# Writes the meta field only while the record exists (a vanished job is not recreated).
+_SAVE_META = scripts.LuaScript("save_meta")
+
+# Every registry a job of a queue may be listed in once it ended (delete() drops it from each).
+_ENDED_REGISTRIES = (keys.finished_registry, keys.failed_registry, keys.canceled_registry)
+
+
 class Job:
     """A handle on one job. Reads go to Redis each time, like RQ's ``get_status(refresh=True)``.
 
@@ -161,6 +234,7 @@ class Job:
     def __init__(self, job_id: str, record: dict[str, str] | None = None) -> None:
         self.id = job_id
         self._record = record
+        self._meta: dict[str, Any] | None = None
 
     def __repr__(self) -> str:
         return f"<Job {self.id}>"
@@ -192,19 +266,35 @@ class Job:
             raw = get_redis().hgetall(keys.job(job_id))
         return {as_text(k): as_text(v) for k, v in raw.items()}
 
-    def refresh(self) -> dict[str, str]:
+    # What refresh() raises for a vanished job (the Frappe switch sets RQ's subclass).
+    missing_error: type[NoSuchJobError] = NoSuchJobError
+
+    def _reload(self) -> dict[str, str]:
+        """Read the record again; empty once it expired."""
         self._record = self._read(self.id)
         return self._record
 
+    def refresh(self) -> dict[str, str]:
+        """Read the record again and return it; :class:`NoSuchJobError` (RQ's, in a bench) once
+        the job is gone (expired, deleted, never enqueued), as RQ's ``Job.refresh``."""
+        record = self._reload()
+        if not record:
+            raise self.missing_error(f"No such job: {self.id}")
+        return record
+
     @property
     def record(self) -> dict[str, str]:
-        """The last read record (read once if never read)."""
+        """The last read record (read once if never read; empty when there is none)."""
         if self._record is None:
-            return self.refresh()
+            return self._reload()
         return self._record
 
+    def get_id(self) -> str:
+        """The job's id (RQ's ``get_id``), site-namespaced."""
+        return self.id
+
     def get_status(self, refresh: bool = True) -> JobStatus | None:
-        """queued, started, finished, failed or canceled; None once the record expired."""
+        """queued, started, finished, failed, canceled or stopped; None once the record expired."""
         if refresh:
             with broker_errors():
                 raw = get_redis().hget(keys.job(self.id), "status")
@@ -235,9 +325,13 @@ class Job:
     def is_canceled(self) -> bool:
         return self.get_status() == JobStatus.CANCELED
 
+    @property
+    def is_stopped(self) -> bool:
+        return self.get_status() == JobStatus.STOPPED
+
     def return_value(self, refresh: bool = True) -> Any:
         """The job's return value once finished, else None."""
-        record = self.refresh() if refresh else self.record
+        record = self._reload() if refresh else self.record
         result = record.get("result")
         return kombu_loads(result) if result is not None else None
 
@@ -247,8 +341,8 @@ class Job:
 
     @property
     def exc_info(self) -> str | None:
-        """The traceback text of a failed job."""
-        return self.refresh().get("exc_info")
+        """The traceback text of a failed job (the reason, for a canceled or stopped one)."""
+        return self._reload().get("exc_info")
 
     @property
     def enqueued_at(self) -> datetime | None:
@@ -256,11 +350,11 @@ class Job:
 
     @property
     def started_at(self) -> datetime | None:
-        return _timestamp(self.refresh().get("started_at"))
+        return _timestamp(self._reload().get("started_at"))
 
     @property
     def ended_at(self) -> datetime | None:
-        return _timestamp(self.refresh().get("ended_at"))
+        return _timestamp(self._reload().get("ended_at"))
 
     @property
     def queue(self) -> str | None:
@@ -293,7 +387,7 @@ class Job:
 
     @property
     def retries(self) -> int:
-        return int(self.refresh().get("retries") or 0)
+        return int(self._reload().get("retries") or 0)
 
     @property
     def job_kwargs(self) -> dict[str, Any]:
@@ -304,7 +398,7 @@ class Job:
             # The handle's record may be older than the job (its message taken, the job started
             # or ended since); and a worker that pops a message with BRPOP holds it a moment
             # later, in between it is in no Redis key, while the record still says queued.
-            record = self.refresh()
+            record = self._reload()
             found = record_payload(record)
             if record.get("status") != JobStatus.QUEUED or time.monotonic() >= deadline:
                 break
@@ -325,7 +419,7 @@ class Job:
     @property
     def progress(self) -> tuple[float, str] | None:
         """(percent, message) last reported by the running job, if any."""
-        record = self.refresh()
+        record = self._reload()
         if not record.get("progress"):
             return None
         return float(record["progress"]), record.get("progress_message", "")
@@ -348,7 +442,7 @@ class Job:
         Counts the messages of higher priority in the same queue plus those ahead in its own
         list; a message the broker rewrote on redelivery is not found (None).
         """
-        record = self.refresh()
+        record = self._reload()
         if record.get("status") != JobStatus.QUEUED:
             return None
         queue, own_list, message = record["queue"], record["list"], record.get("message")
@@ -384,18 +478,112 @@ class Job:
         Raises :class:`InvalidJobOperation` if the job is not queued (a running job is stopped,
         not canceled).
         """
-        record = self.refresh()
+        record = self._reload()
         if not record:
             raise InvalidJobOperation(f"job {self.id!r}: no such job (expired or never enqueued)")
-        settings = get_settings()
+        from .records import site_retention  # records imports this module
+
+        failure_ttl = site_retention(record.get("site")).failure_ttl
         with broker_errors():
             previous = scripts.CANCEL(
                 get_redis(),
                 [keys.job(self.id), record["list"], keys.canceled_registry(record["queue"])],
-                [record["token"], time.time(), settings.failure_ttl, self.id],
+                [record["token"], time.time(), failure_ttl, self.id],
             )
         previous = as_text(previous) if previous else previous
         if previous != JobStatus.QUEUED:
             raise InvalidJobOperation(
                 f"job {self.id!r}: only a queued job can be canceled; its status is {previous!r}"
             )
+
+    def delete(self) -> None:
+        """Remove the job, as RQ's ``Job.delete``: a queued one is taken off its queue, and its
+        record is deleted; afterwards ``refresh`` raises :class:`NoSuchJobError`.
+
+        Raises :class:`InvalidJobOperation` for a running job (stop it first: a worker is
+        running it, and its end would find no record) and :class:`NoSuchJobError` when there is
+        no job.
+        """
+        record = self.refresh()
+        if record.get("status") == JobStatus.QUEUED:
+            self.cancel()
+        queue = record.get("queue") or "default"
+        registries = [registry(queue) for registry in _ENDED_REGISTRIES]
+        with broker_errors():
+            forgotten = scripts.FORGET(get_redis(), registries, [keys.JOB_PREFIX, self.id])
+        if not forgotten:
+            raise InvalidJobOperation(
+                f"job {self.id!r} is {self.get_status()}: a running job is stopped, not deleted"
+            )
+        self._record, self._meta = {}, None
+
+    # -- RQ's job attributes ------------------------------------------------------------------
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """RQ's ``job.meta``: a dict of the caller's own data, kept with the job's record once
+        :meth:`save_meta` wrote it (JSON, as everything frappe-celery stores)."""
+        if self._meta is None:
+            stored = self.record.get("meta")
+            self._meta = dict(kombu_loads(stored)) if stored else {}
+        return self._meta
+
+    @meta.setter
+    def meta(self, value: dict[str, Any]) -> None:
+        self._meta = value
+
+    def save_meta(self) -> None:
+        """Store :attr:`meta` in the job's record; :class:`NoSuchJobError` once it is gone."""
+        try:
+            encoded = kombu_dumps(self.meta)
+        except (TypeError, ValueError) as exc:
+            raise InvalidArgumentError("meta", self.meta, f"expected JSON values ({exc})") from None
+        with broker_errors():
+            saved = _SAVE_META(get_redis(), [keys.job(self.id)], [encoded])
+        if not saved:
+            raise self.missing_error(f"No such job: {self.id}")
+        if self._record:
+            self._record["meta"] = str(encoded)
+
+    @property
+    def failure_ttl(self) -> int:
+        """Seconds a failed, canceled or stopped run of this job is kept: ``rq_job_failure_ttl``
+        of the job's site (site_config.json, else common_site_config.json, else 7 days)."""
+        from .records import site_retention  # records imports this module
+
+        return site_retention(self.record.get("site")).failure_ttl
+
+    @property
+    def result_ttl(self) -> int:
+        """Seconds a finished run of this job is kept: ``rq_results_ttl`` of the job's site
+        (site_config.json, else common_site_config.json, else 600)."""
+        from .records import site_retention  # records imports this module
+
+        return site_retention(self.record.get("site")).results_ttl
+
+    def latest_result(self, timeout: float = 0) -> Result | None:
+        """The outcome of the job's last run (RQ's ``latest_result``), None while it has none
+        (queued, running, canceled) or once its record expired. ``timeout`` is accepted for
+        RQ's signature; nothing waits."""
+        record = self._reload()
+        status = record.get("status")
+        ended = _timestamp(record.get("ended_at"))
+        result_id = f"{record.get('token', '')}-{record.get('ended_at', '')}"
+        if status == JobStatus.FINISHED:
+            result = record.get("result")
+            return Result(
+                self.id,
+                Result.Type.SUCCESSFUL,
+                id=result_id,
+                created_at=ended,
+                return_value=kombu_loads(result) if result is not None else None,
+            )
+        if status in (JobStatus.FAILED, JobStatus.STOPPED):
+            return Result(
+                self.id,
+                Result.Type.FAILED,
+                id=result_id,
+                created_at=ended,
+                exc_string=record.get("exc_info"),
+            )
+        return None

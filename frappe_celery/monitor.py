@@ -21,8 +21,9 @@ from zoneinfo import ZoneInfo
 from . import keys
 from .config import PRIORITY_STEPS, get_settings
 from .connection import as_text, broker_errors, get_redis
-from .job import JobStatus, decode_message_kwargs, is_site_job, record_payload
+from .job import JobStatus, decode_message_kwargs, is_site_job, record_payload, site_job_prefix
 from .maintenance import read_workers
+from .records import retention_horizon
 from .scheduler import state
 from .scheduler.entries import ScheduleEntry, build_entries, load_events
 
@@ -45,6 +46,8 @@ def queue_stats(queues: list[str] | None = None) -> list[QueueStats]:
     settings = get_settings()
     names = queues or list(settings.queues)
     now = time.time()
+    # Ended records live as long as their site keeps them: count what the longest keeps.
+    results_ttl = retention_horizon().results_ttl
     with broker_errors():
         pipe = get_redis().pipeline(transaction=False)
         for name in names:
@@ -53,7 +56,7 @@ def queue_stats(queues: list[str] | None = None) -> list[QueueStats]:
                 pipe.lindex(key, -1)  # the oldest message of this priority list
             pipe.zcard(keys.started_registry(name))
             pipe.zcard(keys.scheduled_registry(name))
-            pipe.zcount(keys.finished_registry(name), now - settings.results_ttl, "+inf")
+            pipe.zcount(keys.finished_registry(name), now - results_ttl, "+inf")
             pipe.zcard(keys.failed_registry(name))
             pipe.zcard(keys.canceled_registry(name))
         replies = iter(pipe.execute())
@@ -196,9 +199,10 @@ def pending_messages(queue: str, scan_limit: int, site: str | None = None) -> li
     """(job id, message) of the pending messages among the next ``scan_limit`` to run (only
     ``site``'s, if given), in the order they will run."""
     found: list[tuple[str, str]] = []
-    # A site's job ids start with "site||": a message without that text is not the site's, and
-    # is skipped without decoding it (most of the cost of a site filter over a long queue).
-    needle = json.dumps(f"{site}||")[:-1] if site is not None else ""
+    # A site's job ids start with "site||" (Frappe 15: "site::"): a message without that text is
+    # not the site's, and is skipped without decoding it (most of the cost of a site filter over
+    # a long queue).
+    needle = json.dumps(site_job_prefix(site))[:-1] if site is not None else ""
     scanned = 0
     client = get_redis()
     for key in keys.queue_lists(queue):  # highest priority first
@@ -224,12 +228,14 @@ def pending_messages(queue: str, scan_limit: int, site: str | None = None) -> li
     return found
 
 
-# Where the ids of a queue's jobs in each final or running state are kept, newest last.
+# Where the ids of a queue's jobs in each final or running state are kept, newest last. As in
+# RQ, the failed registry also holds the stopped jobs.
 STATUS_REGISTRIES: dict[str, Callable[[str], str]] = {
     JobStatus.STARTED: keys.started_registry,
     JobStatus.FINISHED: keys.finished_registry,
     JobStatus.FAILED: keys.failed_registry,
     JobStatus.CANCELED: keys.canceled_registry,
+    JobStatus.STOPPED: keys.failed_registry,
 }
 
 
@@ -237,7 +243,8 @@ def job_ids(queue: str, status: str, scan_limit: int = 10_000) -> list[tuple[str
     """``(id, when)`` of ``queue``'s jobs in ``status``, at most ``scan_limit``, newest first:
     ``when`` is the time the registry holds (ended jobs: their end; running ones: their hard
     deadline), and infinity for queued ones, listed in the order they will run. An unknown
-    status has none. Frappe's RQ Job list reads them this way."""
+    status has none. Frappe's RQ Job list reads them this way. "failed" lists the failed
+    registry as RQ's does (stopped jobs included); "stopped" only its stopped jobs."""
     if status == JobStatus.QUEUED:
         return [(job_id, math.inf) for job_id, _ in pending_messages(queue, scan_limit)]
     registry = STATUS_REGISTRIES.get(status)
@@ -245,7 +252,11 @@ def job_ids(queue: str, status: str, scan_limit: int = 10_000) -> list[tuple[str
         return []
     with broker_errors():
         found = get_redis().zrevrange(registry(queue), 0, scan_limit - 1, withscores=True)
-    return [(as_text(job_id), float(when)) for job_id, when in found]
+    listed = [(as_text(job_id), float(when)) for job_id, when in found]
+    if status == JobStatus.STOPPED:
+        statuses = _fields([job_id for job_id, _ in listed], ["status"])
+        listed = [item for item in listed if statuses[item[0]].get("status") == status]
+    return listed
 
 
 def list_jobs(
@@ -296,16 +307,26 @@ def list_jobs(
     return rows[:limit]
 
 
+# The execute_job arguments Frappe's get_jobs reads by ``key`` (JobRow has each).
+_JOB_KEYS = frozenset({"site", "method", "event", "job_name"})
+
+
 def get_jobs(
     site: str | None = None, queue: str | None = None, key: str = "method"
 ) -> dict[str, list[Any]]:
-    """Frappe's ``get_jobs``: site -> the ``key`` field of its queued and running jobs.
+    """Frappe's ``get_jobs``: site -> the ``key`` of its queued and running jobs; ``key`` one of
+    execute_job's arguments (method, job_name, event, site) or else one of the job's own
+    keyword arguments (a job without it is left out, as in Frappe).
 
     Like Frappe's, a site with no jobs maps to an empty list (callers index by their site).
     """
     jobs: defaultdict[str, list[Any]] = defaultdict(list)
-    for row in list_jobs(queue=queue, site=site, limit=10_000):
-        jobs[row.site].append(asdict(row).get(key))
+    own = key in _JOB_KEYS
+    for row in list_jobs(queue=queue, site=site, limit=10_000, show_args=not own):
+        if own:
+            jobs[row.site].append(asdict(row).get(key))
+        elif row.kwargs and key in row.kwargs:
+            jobs[row.site].append(row.kwargs[key])
     return jobs
 
 

@@ -6,18 +6,134 @@ of the same id is never touched by the older run (see the Lua scripts in ``lua/`
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import threading
 import time
+from dataclasses import dataclass
 from enum import IntEnum
+from pathlib import Path
 from typing import Any
 
 import redis
 from kombu.utils.json import dumps as kombu_dumps
 
 from . import keys, scripts
-from .config import get_settings
+from .config import Settings, get_settings
 from .connection import as_text, broker_errors, get_redis
-from .job import JobStatus
+from .job import JobStatus, site_of_job_id
 from .wire import JobPayload
+
+logger = logging.getLogger(__name__)
+
+
+# -- retention, per site ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long a job's ended record is kept, and how many failed jobs its queue keeps."""
+
+    results_ttl: int
+    failure_ttl: int
+    failed_jobs_limit: int
+
+
+# Frappe's config names of each Retention field.
+RETENTION_KEYS = {
+    "results_ttl": "rq_results_ttl",
+    "failure_ttl": "rq_job_failure_ttl",
+    "failed_jobs_limit": "rq_failed_jobs_limit",
+}
+SITE_CONFIG = "site_config.json"
+
+_site_configs_lock = threading.Lock()
+# site_config.json path -> (its mtime_ns and size, its retention keys): re-read once it changed.
+_site_configs: dict[Path, tuple[tuple[int, int], dict[str, int]]] = {}
+
+
+def _site_overrides(path: Path) -> dict[str, int]:
+    """The retention keys a site_config.json sets (valid positive integers only)."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return {}
+    stamp = (stat.st_mtime_ns, stat.st_size)
+    cached = _site_configs.get(path)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    try:
+        conf = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        logger.warning("%s: unreadable (%s); its retention settings are not applied", path, exc)
+        conf = {}
+    found: dict[str, int] = {}
+    for field_name, key in RETENTION_KEYS.items():
+        value = conf.get(key) if isinstance(conf, dict) else None
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            logger.warning("%s: %s must be a positive integer, got %r; ignored", path, key, value)
+            continue
+        found[field_name] = value
+    with _site_configs_lock:
+        _site_configs[path] = (stamp, found)
+    return found
+
+
+def _bench_retention(settings: Settings) -> Retention:
+    return Retention(settings.results_ttl, settings.failure_ttl, settings.failed_jobs_limit)
+
+
+def site_retention(site: str | None, settings: Settings | None = None) -> Retention:
+    """``rq_results_ttl``, ``rq_job_failure_ttl`` and ``rq_failed_jobs_limit`` as the site sees
+    them, as Frappe's ``frappe.conf`` does: its own site_config.json, else the bench's
+    common_site_config.json (and frappe-celery's settings), else Frappe's defaults. Read from
+    the file whenever it changed, so a ``bench set-config`` applies to the next job's end."""
+    settings = settings or get_settings()
+    base = _bench_retention(settings)
+    if not site or not settings.sites_path or "/" in site or site.startswith("."):
+        return base
+    overrides = _site_overrides(Path(settings.sites_path) / site / SITE_CONFIG)
+    if not overrides and "|" in site:  # Frappe 16 spells a site's ':' as '|' in a job id
+        overrides = _site_overrides(
+            Path(settings.sites_path) / site.replace("|", ":") / SITE_CONFIG
+        )
+    if not overrides:
+        return base
+    return Retention(**{**base.__dict__, **overrides})
+
+
+def job_retention(job_id: str) -> Retention:
+    """The retention of the site a (site-namespaced) job id names."""
+    return site_retention(site_of_job_id(job_id))
+
+
+# How long a computed horizon is used before the sites' files are looked at again.
+HORIZON_REFRESH = 10.0
+_horizon: tuple[float, Settings, Retention] | None = None
+
+
+def retention_horizon() -> Retention:
+    """The longest TTLs any site of the bench keeps (registries drop entries older than these:
+    with per-site TTLs, a registry's entry may outlive a short-lived record, never the reverse).
+    Recomputed at most every HORIZON_REFRESH seconds (one stat per site)."""
+    global _horizon
+    settings = get_settings()
+    now = time.monotonic()
+    cached = _horizon
+    if cached is not None and cached[1] is settings and now - cached[0] < HORIZON_REFRESH:
+        return cached[2]
+    found = [site_retention(site, settings) for site in settings.sites]
+    found.append(_bench_retention(settings))
+    horizon = Retention(
+        max(r.results_ttl for r in found),
+        max(r.failure_ttl for r in found),
+        max(r.failed_jobs_limit for r in found),
+    )
+    _horizon = (now, settings, horizon)
+    return horizon
 
 
 class StartDecision(IntEnum):
@@ -38,7 +154,7 @@ def create(job_id: str, token: str, fields: dict[str, Any]) -> None:
         pipe.delete(key)
         record = {**fields, "token": token, "status": JobStatus.QUEUED}
         pipe.hset(key, items=[part for item in record.items() for part in item])
-        pipe.expire(key, get_settings().failure_ttl)
+        pipe.expire(key, site_retention(fields.get("site")).failure_ttl)
         pipe.execute()
 
 
@@ -55,8 +171,8 @@ def _start_call(
     now, queue = time.time(), payload["queue"]
     return (
         [keys.job(job_id), keys.started_registry(queue), keys.scheduled_registry(queue)],
-        [payload["token"], now, now + hard_limit, worker, job_id, get_settings().failure_ttl,
-         kombu_dumps(payload)],
+        [payload["token"], now, now + hard_limit, worker, job_id,
+         site_retention(payload["site"]).failure_ttl, kombu_dumps(payload)],
     )  # fmt: skip
 
 
@@ -104,23 +220,29 @@ def _end(
     registry: str,
     ttl: int,
     limit: int,
+    horizon: int,
     delivery_tag: str = "",
     run_by: str = "",
+    if_running: tuple[JobStatus, str] | None = None,
     **fields: str,
 ) -> bool:
     """Record a final state (finish.lua): the id is free again. False if the record is stale
     (another enqueue's) or, with ``run_by`` (the worker whose run ends), if another worker has
     started this enqueue again since.
 
+    ``horizon``: the registry drops entries older than this (the longest TTL of any site).
+    ``if_running``: the status and registry recorded instead when the record says started.
     With ``delivery_tag``, the message that ran is settled in the same round trip (removed from
     kombu's unacked hash, as its ack would); see ``transport.QoS``.
     """
+    running_status, running_registry = if_running or ("", registry)
     args: list[Any] = [token, job_id, status, time.time(), ttl, limit, keys.JOB_PREFIX,
-                       delivery_tag, run_by]  # fmt: skip
+                       delivery_tag, run_by, horizon, running_status]  # fmt: skip
     for name, value in fields.items():
         args += [name, value]
     script_keys = [keys.job(job_id), keys.started_registry(queue), registry,
-                   keys.KOMBU_UNACKED, keys.KOMBU_UNACKED_INDEX, keys.HOLDERS]  # fmt: skip
+                   keys.KOMBU_UNACKED, keys.KOMBU_UNACKED_INDEX, keys.HOLDERS,
+                   running_registry]  # fmt: skip
     with broker_errors():
         done = scripts.FINISH(get_redis(), script_keys, args)
     return int(done) == 1
@@ -129,28 +251,35 @@ def _end(
 def finish(
     job_id: str, token: str, queue: str, result: Any, delivery_tag: str = "", run_by: str = ""
 ) -> bool:
-    """Finished: the result is kept for rq_results_ttl."""
-    settings = get_settings()
-    return _end(job_id, token, queue, JobStatus.FINISHED, keys.finished_registry(queue),
-                settings.results_ttl, 0, delivery_tag, run_by,
+    """Finished: the result is kept for the job's site's rq_results_ttl."""
+    ttl = job_retention(job_id).results_ttl
+    return _end(job_id, token, queue, JobStatus.FINISHED, keys.finished_registry(queue), ttl, 0,
+                max(ttl, retention_horizon().results_ttl), delivery_tag, run_by,
                 result=encode_result(result))  # fmt: skip
 
 
 def fail(
     job_id: str, token: str, queue: str, exc_type: str, exc_info: str, run_by: str = ""
 ) -> bool:
-    """Failed: kept with its traceback for rq_job_failure_ttl, newest rq_failed_jobs_limit."""
-    settings = get_settings()
+    """Failed: kept with its traceback for the job's site's rq_job_failure_ttl; its queue keeps
+    the newest rq_failed_jobs_limit (the failing job's site's, as Frappe trims the registry)."""
+    retention = job_retention(job_id)
     return _end(job_id, token, queue, JobStatus.FAILED, keys.failed_registry(queue),
-                settings.failure_ttl, settings.failed_jobs_limit, run_by=run_by,
+                retention.failure_ttl, retention.failed_jobs_limit,
+                max(retention.failure_ttl, retention_horizon().failure_ttl), run_by=run_by,
                 exc_type=exc_type, exc_info=exc_info)  # fmt: skip
 
 
 def cancel(job_id: str, token: str, queue: str, reason: str) -> bool:
-    """Canceled without finishing (revoked, stopped, purged)."""
-    settings = get_settings()
+    """Ended without finishing (revoked, purged, stopped): canceled while it was queued;
+    stopped, in the failed registry as RQ keeps it, when its run was killed (a worker
+    terminating the running job, as ``frappe-celery stop`` and the Desk's Stop ask)."""
+    retention = job_retention(job_id)
     return _end(job_id, token, queue, JobStatus.CANCELED, keys.canceled_registry(queue),
-                settings.failure_ttl, settings.failed_jobs_limit, exc_info=reason)  # fmt: skip
+                retention.failure_ttl, retention.failed_jobs_limit,
+                max(retention.failure_ttl, retention_horizon().failure_ttl),
+                if_running=(JobStatus.STOPPED, keys.failed_registry(queue)),
+                exc_info=reason)  # fmt: skip
 
 
 ABANDONED_REASON = (

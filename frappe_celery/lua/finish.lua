@@ -1,11 +1,17 @@
--- Record a job's final state (finished or failed) and keep its registry bounded.
--- KEYS[1] job record   KEYS[2] started registry   KEYS[3] finished or failed registry
+-- Record a job's final state (finished, failed, canceled or stopped) and keep its registry
+-- bounded.
+-- KEYS[1] job record   KEYS[2] started registry   KEYS[3] the registry of ARGV[3]
 -- KEYS[4] kombu's unacked hash   KEYS[5] kombu's unacked index   KEYS[6] holders hash
+-- KEYS[7] the registry of ARGV[11]
 -- ARGV[1] token   ARGV[2] job id   ARGV[3] status   ARGV[4] now   ARGV[5] record TTL
 -- ARGV[6] registry size limit (0: none)   ARGV[7] job record key prefix
 -- ARGV[8] delivery tag of the message that ran ('' for none)
--- ARGV[9] the worker whose run ends ('' : any)   ARGV[10..] extra field/value pairs (result,
--- exc_info, ...)
+-- ARGV[9] the worker whose run ends ('' : any)
+-- ARGV[10] registry horizon (s): entries older than this are dropped (the longest record TTL
+-- any site keeps; this record's own TTL may be shorter)
+-- ARGV[11] the status recorded instead when the record says started ('' : ARGV[3]); a
+-- canceled run that was running is stopped, as RQ records it
+-- ARGV[12..] extra field/value pairs (result, exc_info, ...)
 -- Returns 1 recorded, 0 the record belongs to another enqueue of this id (left alone), -1 this
 -- run is stale: another worker has started the same enqueue since (left alone).
 --
@@ -33,13 +39,23 @@ end
 if current[1] ~= ARGV[1] then
   return 0
 end
-redis.call('HSET', record, 'status', ARGV[3], 'ended_at', ARGV[4], unpack(ARGV, 10))
+local status = ARGV[3]
+local registry = KEYS[3]
+if ARGV[11] ~= '' and current[2] == 'started' then
+  status = ARGV[11]
+  registry = KEYS[7]
+end
+redis.call('HSET', record, 'status', status, 'ended_at', ARGV[4], unpack(ARGV, 12))
 redis.call('EXPIRE', record, ARGV[5])
 redis.call('ZREM', KEYS[2], ARGV[2])
-local registry = KEYS[3]
 redis.call('ZADD', registry, ARGV[4], ARGV[2])
--- Entries older than the record TTL point at expired records.
-redis.call('ZREMRANGEBYSCORE', registry, '-inf', tonumber(ARGV[4]) - tonumber(ARGV[5]))
+-- Entries older than the longest record TTL point at expired records.
+redis.call('ZREMRANGEBYSCORE', registry, '-inf', tonumber(ARGV[4]) - tonumber(ARGV[10]))
+-- The statuses a registry holds: the failed registry keeps failed and stopped jobs.
+local kept = {[status] = true}
+if status == 'failed' or status == 'stopped' then
+  kept = {failed = true, stopped = true}
+end
 local limit = tonumber(ARGV[6])
 if limit > 0 then
   local excess = redis.call('ZCARD', registry) - limit
@@ -47,7 +63,7 @@ if limit > 0 then
     for _, id in ipairs(redis.call('ZRANGE', registry, 0, excess - 1)) do
       local key = ARGV[7] .. id
       -- The id may have been enqueued again since: only drop the old final record.
-      if redis.call('HGET', key, 'status') == ARGV[3] then
+      if kept[redis.call('HGET', key, 'status')] then
         redis.call('DEL', key)
       end
     end

@@ -8,9 +8,10 @@ local fields = redis.call('HMGET', KEYS[1], 'token', 'status')
 if fields[1] ~= ARGV[1] then
   return 0
 end
--- A worker lost after its job was recorded finished, failed or canceled: nothing runs again.
+-- A worker lost after its job was recorded finished, failed, canceled or stopped: nothing runs
+-- again.
 local status = fields[2]
-if status == 'finished' or status == 'failed' or status == 'canceled' then
+if status == 'finished' or status == 'failed' or status == 'canceled' or status == 'stopped' then
   return 0
 end
 redis.call('HSET', KEYS[1], 'status', 'queued', unpack(ARGV, 4))

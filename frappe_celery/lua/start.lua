@@ -4,7 +4,7 @@
 -- ARGV[6] record TTL   ARGV[7] JSON of the job's payload (its arguments; kept for the record's
 -- readers and for a retry, since the message leaves Redis once the job ends)
 -- Returns 1 run it, 0 the record belongs to another enqueue of this id (run, don't record),
--- -1 canceled (skip), -2 already finished or failed (a redelivered duplicate: skip).
+-- -1 canceled or stopped (skip), -2 already finished or failed (a redelivered duplicate: skip).
 local record = KEYS[1]
 local fields = redis.call('HMGET', record, 'token', 'status')
 if fields[1] ~= ARGV[1] then

@@ -8,8 +8,9 @@ module's whitelisted ``stop_job`` / ``remove_failed_jobs`` with ours, as an app'
 ``override_doctype_class`` would, but for every site of the bench at once. What the Desk shows
 and does then: each job of the current site with its queue, status, method, times, arguments
 and traceback (``frappe.get_doc("RQ Job", id)``, ``frappe.get_all("RQ Job", filters)``); stop
-a running job; delete a queued (canceled) or ended job; remove the site's failed jobs; the
-online Celery workers with their queues, pid, state and current job.
+a running job (recorded ``stopped``, as RQ records it); delete a queued or ended job (its
+record too, as RQ's delete); remove the site's failed jobs; the online Celery workers with
+their queues, pid, state and current job.
 """
 
 from __future__ import annotations
@@ -160,15 +161,12 @@ def _rq_job_class(frappe_class: type) -> type:
                 raise frappe.PermissionError
 
         def delete(self) -> None:
-            """A queued job is canceled; an ended one is forgotten; a running one stays."""
+            """As RQ's Job.delete: a queued job is taken off its queue and, like an ended one,
+            its record deleted (a refresh then raises NoSuchJobError); a running one stays."""
             self._check()
-            status = self.job.get_status()
-            if status == JobStatus.STARTED:
+            if self.job.get_status() == JobStatus.STARTED:
                 _frappe().throw("The job is running: stop it first.")
-            if status == JobStatus.QUEUED:
-                self.job.cancel()
-            else:
-                admin.forget_job(self.job.id)
+            self.job.delete()
 
         def stop_job(self) -> None:
             frappe = _frappe()
@@ -199,7 +197,7 @@ def serialize_worker(worker: Any) -> Any:
     frappe = _frappe()
     info = worker.info
     current = worker.get_current_job_id()
-    if current and not current.startswith(frappe.local.site):
+    if current and not is_site_job(current, frappe.local.site):
         current = None
     return frappe._dict(
         name=worker.name,

@@ -2,7 +2,8 @@
 
 :func:`apply` replaces, in ``frappe.utils.background_jobs``, every name Frappe's call sites use
 (``enqueue``, ``enqueue_doc``, ``is_job_enqueued``, ``get_job``, ``get_job_status``,
-``get_jobs``, ``get_workers``, ``get_queue``, ``get_queue_list``, ``get_queues_timeout``,
+``get_jobs``, ``get_workers``, ``get_queue``, ``get_queues``, ``get_queue_list``,
+``get_queues_timeout``,
 ``create_job_id``, ``validate_queue``) and ``rq.get_current_job``; and it rebinds the modules
 that imported one of those names before (``from frappe.utils.background_jobs import enqueue``
 at import time, ``frappe.enqueue`` itself). ``Document.queue_action`` imports ``enqueue`` when
@@ -32,13 +33,13 @@ from ...enqueue import (
     create_job_id,
     enqueue,
     enqueue_doc,
-    get_job,
     get_job_status,
     get_queue_list,
     get_queues_timeout,
     is_job_enqueued,
     validate_queue,
 )
+from ...job import Job, NoSuchJobError
 from . import rq_compat
 
 BACKGROUND_JOBS = "frappe.utils.background_jobs"
@@ -48,11 +49,12 @@ REPLACEMENTS: dict[str, Callable[..., Any]] = {
     "enqueue": enqueue,
     "enqueue_doc": enqueue_doc,
     "is_job_enqueued": is_job_enqueued,
-    "get_job": get_job,
+    "get_job": rq_compat.get_job,  # with RQ's Job API (get_id, meta, latest_result...)
     "get_job_status": get_job_status,
     "get_jobs": monitor.get_jobs,
     "get_workers": rq_compat.get_workers,
     "get_queue": rq_compat.get_queue,
+    "get_queues": rq_compat.get_queues,
     "get_queue_list": get_queue_list,
     "get_queues_timeout": get_queues_timeout,
     "create_job_id": create_job_id,
@@ -104,6 +106,8 @@ def apply() -> bool:
             if module is not None and hasattr(module, "get_current_job"):
                 _originals[(module_name, "get_current_job")] = module.get_current_job
                 module.get_current_job = current_job  # type: ignore[attr-defined]
+        # Every handle (frappe.enqueue's too) raises RQ's NoSuchJobError once its job is gone.
+        Job.missing_error = rq_compat.no_such_job_error()
         swaps = {id(original): REPLACEMENTS[name] for (_, name), original in _frappe_items()}
         swaps[id(original_current_job)] = current_job
         _rebind_everywhere(swaps)
@@ -122,6 +126,7 @@ def revert() -> bool:
                 swaps[id(getattr(module, name))] = original
                 setattr(module, name, original)
         _originals.clear()
+        Job.missing_error = NoSuchJobError
         _rebind_everywhere(swaps)
     return True
 
