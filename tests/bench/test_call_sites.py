@@ -342,3 +342,81 @@ def test_frappes_monitor_hook_sees_the_current_job_before_it_runs(site, bench):
         assert entry["job"]["wait"] >= 0
     finally:
         bench.run("set-config", "monitor", "0")
+
+
+# -- 9. Frappe's errors and fallbacks -------------------------------------------------------------
+
+
+def test_a_refused_enqueue_is_a_frappe_validation_error_that_names_the_argument(site):
+    client = frappe_celery.connection.get_redis()
+    keys_before = client.dbsize()
+
+    with pytest.raises(site.ValidationError) as raised:
+        site.enqueue("celery_example.tasks.record", queue="no-such-queue", label=label())
+
+    assert isinstance(raised.value, InvalidArgumentError)
+    assert raised.value.argument == "queue"
+    assert "Queue should be one of short, default, long" in str(raised.value)
+    assert client.dbsize() == keys_before
+
+
+def test_a_full_queue_raises_frappes_queue_overloaded_with_its_message(site, bench):
+    # Frappe 16's _check_queue_size: max_queued_jobs (here 1) plus 50 per site.
+    name = label()
+    assert bench.run("set-config", "-g", "max_queued_jobs", "1").returncode == 0
+    limit = 1 + 50 * len(frappe_celery.get_settings().sites)
+    waiting = []
+    try:
+        frappe_celery.reload_settings()
+        # Two long jobs hold the worker's two slots; the rest wait on the queue.
+        waiting = [site.enqueue("celery_example.tasks.resumable_repost", label=f"{name}-{i}",
+                                seconds=5, queue="long") for i in range(limit + 2)]  # fmt: skip
+        with pytest.raises(site.QueueOverloaded) as raised:
+            site.enqueue("celery_example.tasks.record", queue="long", label=name)
+        assert raised.value.http_status_code == 503
+        assert str(raised.value) == (
+            f"Too many queued background jobs ({limit}). Please retry after some time."
+        )
+        assert isinstance(raised.value, frappe_celery.QueueOverloaded)
+    finally:
+        bench.run("set-config", "-g", "max_queued_jobs", "0")
+        frappe_celery.reload_settings()
+        for job in waiting:
+            if job.get_status() == "queued":
+                job.cancel()
+
+
+def test_is_async_false_outside_tests_is_frappe_call_without_commit_or_hooks(site):
+    name = label()
+    site.flags.celery_example_before_job = None
+
+    todo_name = site.enqueue("celery_example.tasks.insert_todo", label=name, is_async=False)
+
+    # The method's own value, in this transaction, with no before_job hook around it.
+    description = site.db.get_value("ToDo", todo_name, "description")
+    assert description == f"{name}|user=Administrator|before_job=None"
+    site.db.rollback()  # nothing was committed
+    assert not site.db.exists("ToDo", todo_name)
+
+
+def test_a_job_enqueued_during_migrate_with_redis_down_runs_inline(site, monkeypatch):
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    name = label()
+    monkeypatch.setenv("FRAPPE_CELERY_BROKER_URL", f"redis://127.0.0.1:{closed}/0")
+    frappe_celery.reload_settings()
+    try:
+        with pytest.raises(frappe_celery.BrokerUnreachable):
+            site.enqueue("celery_example.tasks.insert_todo", label=f"{name}-outside")
+        site.local.flags.in_migrate = True  # as bench migrate sets it
+
+        todo_name = site.enqueue("celery_example.tasks.insert_todo", label=name)
+
+        assert site.db.get_value("ToDo", todo_name, "description").startswith(f"{name}|")
+    finally:
+        site.local.flags.in_migrate = False
+        monkeypatch.delenv("FRAPPE_CELERY_BROKER_URL")
+        frappe_celery.reload_settings()

@@ -71,11 +71,11 @@ def test_revert_gives_frappe_its_own_functions_back_and_apply_again_is_idempoten
     try:
         for name in SWITCHED:
             assert getattr(background_jobs, name).__module__ == "frappe.utils.background_jobs"
-        assert frappe.enqueue is not frappe_celery.enqueue
+        assert frappe.enqueue is not switch.REPLACEMENTS["enqueue"]
     finally:
         assert switch.apply() is True
     assert switch.apply() is False
-    assert background_jobs.enqueue is frappe_celery.enqueue
+    assert background_jobs.enqueue is switch.REPLACEMENTS["enqueue"]
 
 
 @pytest.mark.usefixtures("celery_worker")

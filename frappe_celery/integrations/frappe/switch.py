@@ -31,8 +31,6 @@ from typing import Any
 from ... import monitor
 from ...enqueue import (
     create_job_id,
-    enqueue,
-    enqueue_doc,
     get_job_status,
     get_queue_list,
     get_queues_timeout,
@@ -40,14 +38,16 @@ from ...enqueue import (
     validate_queue,
 )
 from ...job import Job, NoSuchJobError
+from . import enqueue as frappe_enqueue
 from . import rq_compat
 
 BACKGROUND_JOBS = "frappe.utils.background_jobs"
 
 # The functions Frappe code calls, and frappe-celery's version of each.
 REPLACEMENTS: dict[str, Callable[..., Any]] = {
-    "enqueue": enqueue,
-    "enqueue_doc": enqueue_doc,
+    # frappe-celery's, with Frappe's errors (ValidationError, QueueOverloaded) and fallbacks.
+    "enqueue": frappe_enqueue.enqueue,
+    "enqueue_doc": frappe_enqueue.enqueue_doc,
     "is_job_enqueued": is_job_enqueued,
     "get_job": rq_compat.get_job,  # with RQ's Job API (get_id, meta, latest_result...)
     "get_job_status": get_job_status,

@@ -1,0 +1,121 @@
+"""``frappe.enqueue`` on a switched bench: frappe-celery's enqueue with Frappe's own errors and
+fallbacks around it.
+
+* A refused call raises a ``frappe.ValidationError`` subclass (a full queue:
+  ``frappe.QueueOverloaded``, HTTP 503, with Frappe's message and title), which is also the
+  frappe-celery exception it was (:class:`InvalidArgumentError`, :class:`QueueOverloaded`...),
+  and shows in the Desk as Frappe's ``frappe.throw`` does.
+* ``is_async=False`` outside tests is Frappe's ``frappe.call``: the method runs here, with no
+  commit and no job hooks, and its value is returned (Frappe deprecates it for ``now=True``).
+  In tests (``frappe.flags.in_test``) it runs the whole job path in this process, as RQ's
+  synchronous queue does.
+* During ``bench migrate`` with the queue's Redis unreachable, the job runs inline, as Frappe does.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from ...enqueue import enqueue as core_enqueue
+from ...enqueue import enqueue_doc as core_enqueue_doc
+from ...errors import (
+    BrokerUnreachable,
+    FrappeCeleryError,
+    InvalidArgumentError,
+    QueueOverloaded,
+    UnserializableArgumentError,
+)
+
+_ENQUEUE = inspect.signature(core_enqueue)
+_REFUSALS = (InvalidArgumentError, UnserializableArgumentError, QueueOverloaded)
+
+
+def _frappe() -> Any:
+    import frappe
+
+    return frappe
+
+
+def enqueue(*args: Any, **kwargs: Any) -> Any:
+    """``frappe.enqueue`` (the signature of :func:`frappe_celery.enqueue`), as Frappe behaves."""
+    frappe = _frappe()
+    arguments = _ENQUEUE.bind(*args, **kwargs).arguments
+    method = arguments["method"]
+    job_kwargs = {k: v for k, v in arguments.get("kwargs", {}).items() if k != "async"}
+    is_async = arguments.get("kwargs", {}).get("async", arguments.get("is_async", True))
+    if not arguments.get("now") and not is_async and not frappe.flags.in_test:
+        return frappe.call(method, **job_kwargs)
+    try:
+        return core_enqueue(*args, **kwargs)
+    except BrokerUnreachable:
+        if frappe.local.flags.in_migrate:
+            print(f"Redis queue is unreachable: Executing {_name(method)} synchronously")
+            return frappe.call(method, **job_kwargs)
+        raise
+    except _REFUSALS as exc:
+        raise_as_frappe_error(exc)
+        raise  # not reached: raise_as_frappe_error raises
+
+
+def enqueue_doc(*args: Any, **kwargs: Any) -> Any:
+    """``frappe.enqueue_doc``, refusing with Frappe's errors as :func:`enqueue` does."""
+    try:
+        return core_enqueue_doc(*args, **kwargs)
+    except _REFUSALS as exc:
+        raise_as_frappe_error(exc)
+        raise
+
+
+def _name(method: Any) -> str:
+    return method if isinstance(method, str) else f"{method.__module__}.{method.__qualname__}"
+
+
+_flavoured: dict[tuple[type, type], type[Exception]] = {}
+
+
+def _frappe_flavoured(ours: type[FrappeCeleryError], theirs: type[Exception]) -> type[Exception]:
+    """``ours`` that is also Frappe's ``theirs`` (its HTTP status included), made once."""
+    key = (ours, theirs)
+    if key not in _flavoured:
+        _flavoured[key] = type(ours.__name__, (ours, theirs), {"__module__": __name__})
+    return _flavoured[key]
+
+
+def raise_as_frappe_error(exc: FrappeCeleryError) -> None:
+    """Raise ``exc`` again as an instance of its own class and of Frappe's (ValidationError,
+    or QueueOverloaded), through ``frappe.msgprint`` as ``frappe.throw`` does, so the Desk shows
+    it. A full queue gets Frappe's own message, title and System Health Report action."""
+    frappe = _frappe()
+    theirs = frappe.QueueOverloaded if isinstance(exc, QueueOverloaded) else frappe.ValidationError
+    cls = _frappe_flavoured(type(exc), theirs)
+    error = cls.__new__(cls)
+    error.__dict__.update(exc.__dict__)
+    error.args = exc.args
+    if isinstance(exc, QueueOverloaded):
+        _ = frappe._
+        message = _("Too many queued background jobs ({0}). Please retry after some time.")
+        action = {
+            "label": "Monitor System Health",
+            "client_action": "frappe.set_route",
+            "args": ["Form", "System Health Report"],
+        }
+        frappe.msgprint(
+            message.format(exc.limit),
+            title=_("Queue Overloaded"),
+            raise_exception=error,
+            primary_action=action if _can_see_system_health(frappe) else None,
+        )
+    else:
+        frappe.msgprint(str(exc), raise_exception=error)
+    raise error  # msgprint raised it already; this keeps the contract plain
+
+
+def _can_see_system_health(frappe: Any) -> bool:
+    """Frappe offers the System Health Report to those who may read it (Frappe 16 has it)."""
+    if getattr(frappe.local, "db", None) is None:
+        return False
+    return bool(
+        frappe.db.exists("DocType", "System Health Report")
+        and frappe.has_permission("System Health Report")
+    )
