@@ -171,6 +171,24 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]  # kombu < 5.7 ships n
         super().__init__(*args, **kwargs)
         # The name this channel holds messages under (keys.HOLDERS, recovery.channel_holder).
         self.holder = new_channel_holder()
+        # Consumer tag -> queue, for consumers that never ack (Celery's control replies).
+        self._no_ack_consumers: dict[str, str] = {}
+
+    def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
+        consumer_tag = kwargs.get("consumer_tag", args[1] if len(args) > 1 else None)
+        if no_ack and consumer_tag is not None:
+            self._no_ack_consumers[consumer_tag] = queue
+        return super().basic_consume(queue, no_ack, *args, **kwargs)
+
+    def basic_cancel(self, consumer_tag: str) -> Any:
+        self._no_ack_consumers.pop(consumer_tag, None)
+        return super().basic_cancel(consumer_tag)
+
+    def _never_acked(self, queue: str) -> bool:
+        """Whether ``queue`` is consumed without acks: kombu then never acks what it delivers, so
+        a message reserve.lua held would stay in the unacked hash until the visibility timeout
+        put it back on its queue (every ``celery control`` reply did)."""
+        return queue in self._no_ack_consumers.values()
 
     def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
         """kombu's publish (Celery's retries, send_task), ringing the queue's doorbell with it."""
@@ -301,7 +319,9 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]  # kombu < 5.7 ships n
                 if held:  # reserve.lua held it: it must not come back after the visibility timeout
                     self.qos._settle(loads(bytes_to_str(item))["properties"]["delivery_tag"])
                 raise Empty()
-            if held:
+            if held and self._never_acked(dest):
+                self.qos._settle(payload["properties"]["delivery_tag"])
+            elif held:
                 self.qos.mark_held(payload["properties"]["delivery_tag"])
             # Set on every delivery, so a message never vouches for itself.
             payload["properties"][START_CHECKED] = held == RESERVED_AND_CHECKED

@@ -329,3 +329,22 @@ def test_a_message_held_by_a_reserve_whose_reply_the_lost_connection_swallowed_g
     finally:
         for name in keys.queue_lists(queue):
             r.delete(name)
+
+
+def test_a_control_reply_is_not_left_held_for_the_visibility_timeout(
+    redis_server, r, shared_worker
+):
+    """Celery consumes control replies (ping, the stop command's) without acks: kombu never acks
+    them, so a reply reserve.lua held stayed in the unacked hash until the visibility timeout
+    put it back on a reply queue nobody reads."""
+    from frappe_celery.celery_app import app
+
+    def held_replies() -> set[bytes]:
+        return {tag for tag, held in r.hgetall("unacked").items() if b"reply.celery.pidbox" in held}
+
+    before = held_replies()
+    replies = app.control.ping(timeout=2.0)
+
+    node = shared_worker.name.split("@")[0]
+    assert any(name.startswith(node) for reply in replies for name in reply), replies
+    assert held_replies() - before == set()
