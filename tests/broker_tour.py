@@ -82,7 +82,7 @@ def tour(
         running = frappe.enqueue("tests.jobs.sleep_then_record", queue="short", key=key, seconds=60)
         wait_for(lambda: running.get_status() == "started", 30)
         cli("stop", running.id)
-        assert running.get_status() == "canceled"
+        assert running.get_status() == "stopped"
 
         drained = frappe.enqueue("tests.jobs.add", queue=IDLE_QUEUE, a=20, b=22)
         cli("worker", "--queue", IDLE_QUEUE, "--burst", timeout=120)

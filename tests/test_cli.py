@@ -49,7 +49,7 @@ OTHER_SITE = "other.site"
 SCHED_HOOKS = "tests.hooks_for_tests,tests.hooks_beat,tests.jobs_cli"
 TICK = "tests.jobs_sched.tick"
 SCHEDULED_FAIL = "tests.jobs_cli.scheduled_fail"
-FINAL = ("finished", "failed", "canceled")
+FINAL = ("finished", "failed", "canceled", "stopped")
 
 
 def console_script() -> str:
@@ -744,13 +744,13 @@ def test_stop_stops_a_running_job_which_never_completes_its_work(r, shared_worke
     assert job.get_status() == "started"
 
     result = ok("stop", job.id)  # the site-namespaced id
-    assert result.output.strip() == f"Stopped {job.id}; its status is now canceled"
-    assert job.get_status() == "canceled"
+    assert result.output.strip() == f"Stopped {job.id}; its status is now stopped"
+    assert job.get_status() == "stopped"  # RQ's status for a stopped running job
     # Were it still running (or run again), it would record "released" now.
     r.set(release, 1)
     time.sleep(1.5)
     assert [json.loads(v) for v in r.lrange(key, 0, -1)] == ["started"]
-    assert job.get_status() == "canceled"
+    assert job.get_status() == "stopped"
     assert r.zscore(keys.started_registry("short"), job.id) is None
 
 
@@ -758,7 +758,7 @@ def test_retry_runs_a_stopped_job_again(r, shared_worker, blocking):
     job, key, release = blocking("stop-then-retry")
     wait_for(lambda: started(r, key) and job.get_status() == "started", 30)
     ok("stop", "stop-then-retry")  # the caller's id
-    assert job.get_status() == "canceled"
+    assert job.get_status() == "stopped"
     r.set(release, 1)
 
     assert ok("retry", "stop-then-retry").output.strip() == f"Enqueued {job.id} again on short"

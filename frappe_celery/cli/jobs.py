@@ -154,7 +154,7 @@ def purge_jobs_command(queue: str, event: str | None, site: str | None) -> None:
 @click.argument("job_id")
 @needs_broker
 def stop_command(job_id: str) -> None:
-    """Stop a running job (its worker kills it; it is recorded canceled)."""
+    """Stop a running job (its worker kills it; it is recorded stopped, as RQ does)."""
     job = admin.stop_job(job_id)
     status = job.get_status()
     if status == JobStatus.STARTED:

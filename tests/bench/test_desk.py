@@ -54,7 +54,7 @@ def test_stop_from_the_desk_stops_the_running_celery_job(site):
     job = site.enqueue("celery_example.tasks.sleep_for", queue="default", label=name, seconds=60)
     wait_for(lambda: frappe_celery.get_job_status(job.id) == "started", 30)
     site.get_doc("RQ Job", job.id).stop_job()
-    assert wait_for_status(job.id, ("canceled",), timeout=30).get_status() == "canceled"
+    assert wait_for_status(job.id, ("stopped",), timeout=30).get_status() == "stopped"
 
 
 def test_remove_failed_jobs_deletes_this_sites_failed_celery_jobs(site):
