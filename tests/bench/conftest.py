@@ -11,12 +11,15 @@ a bench every test here is skipped with the reason.
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -163,13 +166,56 @@ class Worker:
                 self.process.wait(timeout=10)
 
 
-def start_celery_worker(bench: Bench, log: Path, queues: str = "short,default,long") -> Worker:
+class HttpSink:
+    """An HTTP endpoint on 127.0.0.1 that keeps every POST it is sent (path, body)."""
+
+    def __init__(self) -> None:
+        self.posts: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        posts = self.posts
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                posts.put((self.path, self.rfile.read(length)))
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="session")
+def sentry_sink() -> Iterator[HttpSink]:
+    """Where the session's worker sends Sentry events (its FRAPPE_SENTRY_DSN): nothing leaves
+    the host."""
+    sink = HttpSink()
+    yield sink
+    sink.close()
+
+
+def start_celery_worker(
+    bench: Bench,
+    log: Path,
+    queues: str = "short,default,long",
+    extra_env: dict[str, str] | None = None,
+) -> Worker:
     """``celery -A frappe_celery worker`` started from the bench's sites/, as bench starts
     workers: it reads the bench from there (no FRAPPE_CELERY_* settings in its environment)."""
     from frappe_celery.monitor import get_workers
 
     node = f"bench-tests-{uuid.uuid4().hex[:8]}@%h"
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAPPE_CELERY_")}
+    env.update(extra_env or {})
     handle = log.open("wb")
     process = subprocess.Popen(
         [
@@ -212,8 +258,14 @@ def start_celery_worker(bench: Bench, log: Path, queues: str = "short,default,lo
 
 
 @pytest.fixture(scope="session")
-def celery_worker(bench: Bench, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
-    worker = start_celery_worker(bench, tmp_path_factory.mktemp("worker") / "worker.log")
+def celery_worker(
+    bench: Bench, tmp_path_factory: pytest.TempPathFactory, sentry_sink: HttpSink
+) -> Iterator[Worker]:
+    # Sentry as a bench operator sets it up (Frappe sends only when a site enables telemetry).
+    dsn = {"FRAPPE_SENTRY_DSN": sentry_sink.url.replace("http://", "http://public@") + "/1"}
+    worker = start_celery_worker(
+        bench, tmp_path_factory.mktemp("worker") / "worker.log", extra_env=dsn
+    )
     yield worker
     worker.stop()
 

@@ -8,12 +8,12 @@ database or on what the job produced.
 from __future__ import annotations
 
 import datetime
+import gzip
 import json
 import queue
 import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -21,7 +21,7 @@ import pytest
 import frappe_celery
 from frappe_celery.errors import InvalidArgumentError
 
-from .conftest import fresh, wait_for, wait_for_status
+from .conftest import HttpSink, fresh, wait_for, wait_for_status
 
 pytestmark = pytest.mark.usefixtures("celery_worker")
 
@@ -175,37 +175,9 @@ def test_a_bound_method_whose_object_cannot_travel_is_refused_naming_it(site):
 # -- 3. Time values and every type a Document holds -----------------------------------------------
 
 
-class _Sink:
-    """An HTTP endpoint on 127.0.0.1 that keeps every request body it is sent."""
-
-    def __init__(self) -> None:
-        self.bodies: queue.Queue[tuple[str, bytes]] = queue.Queue()
-        bodies = self.bodies
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                bodies.put((self.path, self.rfile.read(length)))
-                self.send_response(200)
-                self.end_headers()
-                self.wfile.write(b"{}")
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
-def sink() -> Iterator[_Sink]:
-    server = _Sink()
+def sink() -> Iterator[HttpSink]:
+    server = HttpSink()
     yield server
     server.close()
 
@@ -243,7 +215,7 @@ def test_a_webhook_on_a_document_with_time_fields_posts_after_the_commit(site, s
         site.db.commit()  # the webhook is enqueued here, with the document
 
         assert after_commit_ran == [True]  # the enqueue raised nothing: later callbacks ran
-        path, body = sink.bodies.get(timeout=60)
+        path, body = sink.posts.get(timeout=60)
         assert path == f"/{name}"
         assert json.loads(body) == {
             "title": name, "posting_time": "9:15:00", "items": "10:00:00,23:59:59",
@@ -342,6 +314,35 @@ def test_frappes_monitor_hook_sees_the_current_job_before_it_runs(site, bench):
         assert entry["job"]["wait"] >= 0
     finally:
         bench.run("set-config", "monitor", "0")
+
+
+def test_a_failing_jobs_exception_reaches_sentry_when_the_site_enables_telemetry(site, sentry_sink):
+    # RQ workers call Frappe's _start_sentry(); the session's worker runs with
+    # FRAPPE_SENTRY_DSN pointing at sentry_sink, and frappe.log_error sends the exception.
+    name = label()
+    site.db.set_single_value("System Settings", "enable_telemetry", 1)
+    site.db.commit()
+    site.clear_document_cache("System Settings", "System Settings")
+    try:
+        job = site.enqueue("celery_example.tasks.fail_after_write", label=name)
+        assert wait_for_status(job.id, ("finished", "failed")).get_status() == "failed"
+
+        def reported() -> bool:
+            while True:
+                try:
+                    path, body = sentry_sink.posts.get(timeout=1)
+                except queue.Empty:
+                    return False
+                if body[:2] == b"\x1f\x8b":  # the Sentry SDK gzips its events
+                    body = gzip.decompress(body)
+                if "/api/1/" in path and f"{name}: failing on purpose".encode() in body:
+                    return True
+
+        wait_for(reported, timeout=30)
+    finally:
+        site.db.set_single_value("System Settings", "enable_telemetry", 0)
+        site.db.commit()
+        site.clear_document_cache("System Settings", "System Settings")
 
 
 # -- 9. Frappe's errors and fallbacks -------------------------------------------------------------
