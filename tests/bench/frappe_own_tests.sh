@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Frappe's own background-job and scheduler tests, run against a switched site with a Celery
-# worker consuming the bench's queues (as Frappe's CI runs them with `bench worker`). Not part of
-# CI: some of them read RQ's own objects and fail by design (see MIGRATING.md, "Frappe's own
-# tests"). Prints each module's counts.
+# Frappe's own background-job, scheduler, Submission Queue and Prepared Report tests, run against
+# a switched site with a Celery worker consuming the bench's queues (as Frappe's CI runs them
+# with `bench worker`). Prints each module's counts, and fails when a test fails that is not in
+# EXPECTED_FAILURES (each one listed with its reason in MIGRATING.md, "Frappe's own tests").
+# .ci/run runs it after the bench tier, on both Frappe lines.
 #
 #   FRAPPE_BENCH_ENV=/tmp/frappe-celery-bench-v16/bench.env bash tests/bench/frappe_own_tests.sh
 #
@@ -22,6 +23,18 @@ MODULES=(
     frappe.core.doctype.rq_worker.test_rq_worker
     frappe.tests.test_scheduler
     frappe.core.doctype.scheduled_job_type.test_scheduled_job_type
+    frappe.core.doctype.submission_queue.test_submission_queue
+    frappe.core.doctype.prepared_report.test_prepared_report
+)
+# Tests that cannot pass on a switched site (MIGRATING.md says why, one by one). The
+# burst-worker ones run `bench worker --burst`, RQ's worker on a switched bench until issue 21;
+# test_enqueue_at_front races a Celery worker (it passes when the worker is slower).
+EXPECTED_FAILURES=(
+    test_configurable_ttl
+    test_enqueue_at_front
+    test_memory_usage
+    test_multi_queue_burst_consumption
+    test_multi_queue_burst_consumption_worker_pool
 )
 cd "$FRAPPE_BENCH"
 site_bench() { "$FRAPPE_BENCH_CLI" --site "$FRAPPE_SITE" "$@" < /dev/null; }
@@ -35,12 +48,38 @@ worker=$!
 trap 'kill -TERM -- -"$worker" 2> /dev/null || kill -TERM "$worker" 2> /dev/null || true; wait "$worker" 2> /dev/null || true' EXIT
 sleep 5
 
+passed_total=0
+failed_total=0
+unexpected=()
 for module in "${MODULES[@]}"; do
     timeout 600 "$FRAPPE_BENCH_CLI" --site "$FRAPPE_SITE" run-tests --module "$module" \
         < /dev/null > "$log/$module.log" 2>&1 || true
     ran=$(grep -Eo '^Ran [0-9]+ tests?' "$log/$module.log" | grep -Eo '[0-9]+' || echo 0)
-    verdict=$(grep -E '^(OK|FAILED)' "$log/$module.log" | tail -n 1 || echo "no result")
-    echo "$module: ran $ran, $verdict"
-    grep -E '^ ?(ERROR|FAIL):? ' "$log/$module.log" | sed -E 's/^ ?/    /' || true
+    failing=$(grep -Eo '^ ?(ERROR|FAIL):? +test[A-Za-z0-9_]*' "$log/$module.log" \
+        | awk '{print $NF}' | sort -u || true)
+    failed=$(printf '%s' "$failing" | grep -c . || true)
+    if [ "$ran" -eq 0 ]; then
+        # No count: the module did not run at all (an import error, a timeout).
+        unexpected+=("$module (ran no test)")
+        tail -n 30 "$log/$module.log" | sed 's/^/    | /'
+    fi
+    echo "$module: $((ran - failed)) of $ran passed"
+    for test in $failing; do
+        reason="expected: see MIGRATING.md, Frappe's own tests"
+        if ! printf '%s\n' "${EXPECTED_FAILURES[@]}" | grep -qx "$test"; then
+            reason="UNEXPECTED"
+            unexpected+=("$module.$test")
+        fi
+        echo "    failed: $test ($reason)"
+    done
+    passed_total=$((passed_total + ran - failed))
+    failed_total=$((failed_total + failed))
 done
-echo "logs: $log"
+echo "Frappe's own tests: $passed_total of $((passed_total + failed_total)) passed (logs: $log)"
+if [ "${#unexpected[@]}" -gt 0 ]; then
+    echo "unexpected failures: ${unexpected[*]}" >&2
+    for module in "${MODULES[@]}"; do
+        grep -A 25 -E '^ ?(ERROR|FAIL):? ' "$log/$module.log" | head -n 80 || true
+    done
+    exit 1
+fi

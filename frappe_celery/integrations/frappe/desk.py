@@ -24,7 +24,7 @@ from ... import admin, monitor
 from ...config import get_settings
 from ...errors import InvalidJobOperation
 from ...job import Job, JobStatus, is_site_job
-from . import _frappe
+from . import _frappe, rq_compat
 
 RQ_JOB = "frappe.core.doctype.rq_job.rq_job"
 RQ_WORKER = "frappe.core.doctype.rq_worker.rq_worker"
@@ -161,12 +161,13 @@ def _rq_job_class(frappe_class: type) -> type:
                 raise frappe.PermissionError
 
         def delete(self) -> None:
-            """As RQ's Job.delete: a queued job is taken off its queue and, like an ended one,
-            its record deleted (a refresh then raises NoSuchJobError); a running one stays."""
+            """As RQ's Job.delete: the job is gone (a refresh then raises NoSuchJobError); a
+            running one is stopped first (rq_compat.delete_like_rq)."""
             self._check()
-            if self.job.get_status() == JobStatus.STARTED:
-                _frappe().throw("The job is running: stop it first.")
-            self.job.delete()
+            try:
+                rq_compat.delete_like_rq(self.job)
+            except InvalidJobOperation as exc:
+                _frappe().throw(str(exc))
 
         def stop_job(self) -> None:
             frappe = _frappe()

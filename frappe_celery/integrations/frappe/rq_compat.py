@@ -29,7 +29,7 @@ from ... import admin, monitor
 from ...config import get_settings
 from ...connection import as_text, broker_errors, get_redis
 from ...enqueue import _namespaced, create_job_id, current_site, enqueue, validate_queue
-from ...errors import InvalidArgumentError
+from ...errors import InvalidArgumentError, InvalidJobOperation
 from ...job import Job, JobStatus, Result, is_site_job, site_job_prefix
 from ...job import NoSuchJobError as CoreNoSuchJobError
 from ...keys import (
@@ -70,6 +70,21 @@ def __getattr__(name: str) -> Any:
 def _naive_utc(value: datetime | None) -> datetime | None:
     """RQ's datetimes are naive UTC (Frappe's convert_utc_to_system_timezone expects that)."""
     return value.replace(tzinfo=None) if value is not None else None
+
+
+def delete_like_rq(job: Job) -> None:
+    """RQ's ``Job.delete``: the job is gone, whatever its state, and a refresh raises
+    NoSuchJobError. RQ lets a running work horse go on unrecorded, its id free for a second run
+    at once; here a running job (or one that started between the read and the cancel) is
+    stopped first, so a deleted id never runs twice.
+
+    Raises :class:`InvalidJobOperation` when a running job did not stop in time.
+    """
+    try:
+        Job.delete(job)
+    except InvalidJobOperation:
+        admin.stop_job(job.id)
+        Job.delete(job)
 
 
 class RQJob(Job):
@@ -159,6 +174,9 @@ class RQJob(Job):
     @property
     def last_heartbeat(self) -> datetime | None:
         return None
+
+    def delete(self) -> None:
+        delete_like_rq(self)
 
     def latest_result(self, timeout: float = 0) -> Any:
         """RQ's ``latest_result``: ``type`` is RQ's own ``Result.Type``."""
