@@ -421,3 +421,24 @@ def test_a_job_enqueued_during_migrate_with_redis_down_runs_inline(site, monkeyp
         site.local.flags.in_migrate = False
         monkeypatch.delenv("FRAPPE_CELERY_BROKER_URL")
         frappe_celery.reload_settings()
+
+
+# -- 7. RQ's Job API: delete ----------------------------------------------------------------------
+
+
+def test_deleting_a_running_job_from_the_desk_stops_it_and_forgets_it(site):
+    # Frappe's test_delete_doc enqueues and deletes at once: a Celery worker has often started
+    # the job by then. RQ deletes it anyway; here it is stopped first, so it never runs twice.
+    import rq.exceptions
+
+    name = label()
+    job = site.enqueue("celery_example.tasks.sleep_for", label=name, seconds=60, queue="short")
+    wait_for(lambda: frappe_celery.get_job_status(job.id) == "started", 30)
+    handle = site.utils.background_jobs.get_job(job.id)
+
+    site.get_doc("RQ Job", job.id).delete()
+
+    assert frappe_celery.get_job_status(job.id) is None
+    assert site.utils.background_jobs.get_job(job.id) is None
+    with pytest.raises(rq.exceptions.NoSuchJobError):
+        handle.refresh()
