@@ -75,40 +75,46 @@ _flavoured: dict[tuple[type, type], type[Exception]] = {}
 
 
 def _frappe_flavoured(ours: type[FrappeCeleryError], theirs: type[Exception]) -> type[Exception]:
-    """``ours`` that is also Frappe's ``theirs`` (its HTTP status included), made once."""
+    """``ours`` that is also Frappe's ``theirs`` (its HTTP status included), made once. It is
+    built from the message alone, as ``frappe.msgprint(raise_exception=cls)`` builds it; the
+    original's attributes (argument, given, allowed...) are copied on afterwards."""
     key = (ours, theirs)
     if key not in _flavoured:
-        _flavoured[key] = type(ours.__name__, (ours, theirs), {"__module__": __name__})
+        namespace = {"__module__": __name__, "__init__": Exception.__init__}
+        _flavoured[key] = type(ours.__name__, (ours, theirs), namespace)
     return _flavoured[key]
 
 
 def raise_as_frappe_error(exc: FrappeCeleryError) -> None:
-    """Raise ``exc`` again as an instance of its own class and of Frappe's (ValidationError,
-    or QueueOverloaded), through ``frappe.msgprint`` as ``frappe.throw`` does, so the Desk shows
-    it. A full queue gets Frappe's own message, title and System Health Report action."""
+    """Raise ``exc`` again as an instance of its own class and of Frappe's (ValidationError, or
+    QueueOverloaded on the Frappe lines that have it), through ``frappe.msgprint`` as
+    ``frappe.throw`` does, so the Desk shows it. A full queue gets Frappe's own message, title
+    and System Health Report action."""
     frappe = _frappe()
-    theirs = frappe.QueueOverloaded if isinstance(exc, QueueOverloaded) else frappe.ValidationError
-    cls = _frappe_flavoured(type(exc), theirs)
-    error = cls.__new__(cls)
-    error.__dict__.update(exc.__dict__)
-    error.args = exc.args
+    overloaded = isinstance(exc, QueueOverloaded)
+    theirs = getattr(frappe, "QueueOverloaded", None) if overloaded else None
+    cls = _frappe_flavoured(type(exc), theirs or frappe.ValidationError)
+    options: dict[str, Any] = {}
+    message = str(exc)
     if isinstance(exc, QueueOverloaded):
         _ = frappe._
         message = _("Too many queued background jobs ({0}). Please retry after some time.")
+        message = message.format(exc.limit)
         action = {
             "label": "Monitor System Health",
             "client_action": "frappe.set_route",
             "args": ["Form", "System Health Report"],
         }
-        frappe.msgprint(
-            message.format(exc.limit),
-            title=_("Queue Overloaded"),
-            raise_exception=error,
-            primary_action=action if _can_see_system_health(frappe) else None,
-        )
-    else:
-        frappe.msgprint(str(exc), raise_exception=error)
-    raise error  # msgprint raised it already; this keeps the contract plain
+        options = {
+            "title": _("Queue Overloaded"),
+            "primary_action": action if _can_see_system_health(frappe) else None,
+        }
+    try:
+        frappe.msgprint(message, raise_exception=cls, **options)
+    except cls as raised:
+        raised.__dict__.update(exc.__dict__)
+        raise raised from None
+    raise cls(message)  # msgprint always raises with raise_exception; kept plain for readers
 
 
 def _can_see_system_health(frappe: Any) -> bool:
