@@ -11,7 +11,8 @@
 # the example app (examples/celery_example, copied to BENCH/apps and installed on the site),
 # checks that every Frappe pin is still satisfied (pip check), enables the switch (before the
 # app's install, whose scheduler_events need it), then runs tests/bench with the bench's own
-# Python. Extra arguments go to pytest.
+# Python. Extra arguments go to pytest. FRAPPE_OWN_TESTS=1 then runs Frappe's own
+# background-job tests on the site too (tests/bench/frappe_own_tests.sh).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 project=$PWD
@@ -96,3 +97,13 @@ site_bench execute frappe.core.doctype.scheduled_job_type.scheduled_job_type.syn
 
 echo "== tests/bench with $venv/bin/python ($(cd "$FRAPPE_BENCH" && "$venv/bin/python" -c 'import frappe; print("Frappe", frappe.__version__)'))"
 FRAPPE_CELERY_BENCH_REQUIRED=1 "$venv/bin/python" -m pytest tests/bench -p no:cacheprovider "$@"
+
+if [ "${FRAPPE_OWN_TESTS:-}" = 1 ]; then
+    # Frappe's own background-job tests on this switched site (CI sets it): per-module counts,
+    # and a failure unless every failing test is one MIGRATING.md lists.
+    echo "== Frappe's own background-job tests on $FRAPPE_SITE"
+    FRAPPE_BENCH_ENV=$(mktemp) && export FRAPPE_BENCH_ENV
+    printf 'FRAPPE_BENCH=%s\nFRAPPE_SITE=%s\nFRAPPE_BENCH_CLI=%s\n' \
+        "$FRAPPE_BENCH" "$FRAPPE_SITE" "$FRAPPE_BENCH_CLI" > "$FRAPPE_BENCH_ENV"
+    bash tests/bench/frappe_own_tests.sh
+fi

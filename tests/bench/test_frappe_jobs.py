@@ -291,6 +291,28 @@ def test_only_functions_of_the_benchs_apps_may_run(site, tmp_path):
             "celery_example.tasks.record",
             {"label": label(), "hook": {TAG: "callable", "path": "os.system"}},
         ),
+        # A bound method's object is rebuilt only from a class of the bench's apps...
+        publish_unvalidated(
+            "frappe_celery.jobs.run_bound_method",
+            {
+                "bound_self": {
+                    TAG: "object",
+                    "class": "subprocess.Popen",
+                    "state": {"args": f"touch {marker}"},
+                },
+                "bound_method": "wait",
+                "bound_kwargs": {},
+            },
+        ),
+        # ... and never to call a dunder of it.
+        publish_unvalidated(
+            "frappe_celery.jobs.run_bound_method",
+            {
+                "bound_self": {TAG: "object", "class": "celery_example.tasks.Mailer", "state": {}},
+                "bound_method": "__reduce__",
+                "bound_kwargs": {},
+            },
+        ),
     ]
     for job in forged:
         wait_for(lambda job=job: job.get_status() in ("finished", "failed"), timeout=60)
