@@ -319,6 +319,9 @@ def test_only_functions_of_the_benchs_apps_may_run(site, tmp_path):
         assert job.get_status() == "failed"
         assert job.refresh()["exc_type"] == "MethodNotAllowed", job.exc_info
     assert not marker.exists()
+    # Refused in the worker, it is in Frappe's Error Log as any failed job is.
+    logged = fresh(site).get_all("Error Log", filters={"method": "os.system"}, pluck="error")
+    assert any("MethodNotAllowed" in error for error in logged)
     after = site.enqueue("frappe.ping")  # the worker goes on
     assert wait_for_status(after.id, ("finished", "failed")).return_value() == "pong"
 

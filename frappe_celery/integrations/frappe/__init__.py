@@ -94,8 +94,13 @@ class FrappeJobContext(JobContext):
                     frappe.set_user(user)
             # Resolved under frappe-celery's allowlist (the bench's apps), never frappe.get_attr:
             # the method comes from a message.
-            method = resolve_job_callable(method_name)
-            kwargs = arguments.decode_kwargs(job["kwargs"])
+            try:
+                method = resolve_job_callable(method_name)
+                kwargs = arguments.decode_kwargs(job["kwargs"])
+            except Exception as exc:
+                if is_async:  # a refused or missing method leaves Frappe's Error Log too
+                    _record_failure(frappe, method_name, exc)
+                raise
             return self._call(frappe, job_id, job, method, kwargs, last_attempt=last_attempt)
         finally:
             if is_async:
