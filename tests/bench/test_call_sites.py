@@ -275,6 +275,21 @@ def test_every_type_a_document_holds_round_trips_with_its_type_and_value(site):
     assert seen == expected
 
 
+# -- 4. string timeouts ---------------------------------------------------------------------------
+
+
+def test_a_string_timeout_as_erpnexts_payment_reconciliation_passes_it_runs_with_that_limit(site):
+    # erpnext/accounts/doctype/payment_reconciliation passes timeout="3600"; RQ parses it.
+    name = label()
+
+    job = site.enqueue("celery_example.tasks.insert_todo", label=name, timeout="3600",
+                       queue="long")  # fmt: skip
+
+    assert job.timeout == 3600
+    assert wait_for_status(job.id, ("finished", "failed")).get_status() == "finished"
+    assert fresh(site).exists("ToDo", {"description": ["like", f"{name}|%"]})
+
+
 # -- 5. RQ's timeout exception --------------------------------------------------------------------
 
 
