@@ -22,6 +22,8 @@ retries               how many retries happened so far (none yet: absent)
 result                JSON of the return value (finished jobs)
 exc_type, exc_info    exception class and traceback (failed jobs), the reason (canceled, stopped)
 meta                  JSON of the job's ``meta`` dict (RQ's), once ``save_meta`` wrote one
+results_ttl,          the job's own retention (s), when the enqueuing process's config differed
+failure_ttl           from its site's files (Frappe passes ``frappe.conf``'s to RQ per job)
 ====================  ==========================================================================
 """
 
@@ -218,8 +220,9 @@ class Result:
         return bool(self.id)
 
 
-# Writes the meta field only while the record exists (a vanished job is not recreated).
-_SAVE_META = scripts.LuaScript("save_meta")
+# Write fields only while the record exists (a vanished job is not recreated).
+_UPDATE_RECORD = scripts.LuaScript("update_record")
+_KEEP_FOR = scripts.LuaScript("keep_for")
 
 # Every registry a job of a queue may be listed in once it ended (delete() drops it from each).
 _ENDED_REGISTRIES = (keys.finished_registry, keys.failed_registry, keys.canceled_registry)
@@ -483,7 +486,9 @@ class Job:
             raise InvalidJobOperation(f"job {self.id!r}: no such job (expired or never enqueued)")
         from .records import site_retention  # records imports this module
 
-        failure_ttl = site_retention(record.get("site")).failure_ttl
+        failure_ttl = int(
+            record.get("failure_ttl") or site_retention(record.get("site")).failure_ttl
+        )
         with broker_errors():
             previous = scripts.CANCEL(
                 get_redis(),
@@ -539,7 +544,7 @@ class Job:
         except (TypeError, ValueError) as exc:
             raise InvalidArgumentError("meta", self.meta, f"expected JSON values ({exc})") from None
         with broker_errors():
-            saved = _SAVE_META(get_redis(), [keys.job(self.id)], [encoded])
+            saved = _UPDATE_RECORD(get_redis(), [keys.job(self.id)], ["meta", encoded])
         if not saved:
             raise self.missing_error(f"No such job: {self.id}")
         if self._record:
@@ -547,19 +552,40 @@ class Job:
 
     @property
     def failure_ttl(self) -> int:
-        """Seconds a failed, canceled or stopped run of this job is kept: ``rq_job_failure_ttl``
-        of the job's site (site_config.json, else common_site_config.json, else 7 days)."""
+        """Seconds a failed, canceled or stopped run of this job is kept: its own (see
+        :meth:`keep_for`), else ``rq_job_failure_ttl`` of the job's site (site_config.json, else
+        common_site_config.json, else 7 days)."""
         from .records import site_retention  # records imports this module
 
-        return site_retention(self.record.get("site")).failure_ttl
+        own = self.record.get("failure_ttl")
+        return int(own) if own else site_retention(self.record.get("site")).failure_ttl
 
     @property
     def result_ttl(self) -> int:
-        """Seconds a finished run of this job is kept: ``rq_results_ttl`` of the job's site
-        (site_config.json, else common_site_config.json, else 600)."""
+        """Seconds a finished run of this job is kept: its own (see :meth:`keep_for`), else
+        ``rq_results_ttl`` of the job's site (site_config.json, else common_site_config.json,
+        else 600)."""
         from .records import site_retention  # records imports this module
 
-        return site_retention(self.record.get("site")).results_ttl
+        own = self.record.get("results_ttl")
+        return int(own) if own else site_retention(self.record.get("site")).results_ttl
+
+    def keep_for(self, *, results_ttl: int | None = None, failure_ttl: int | None = None) -> bool:
+        """Give this job its own retention, used when it ends instead of its site's (RQ's
+        per-job ``result_ttl`` / ``failure_ttl``); a job that has ended already gets it at once.
+        False when the job has no record any more."""
+        fields: list[Any] = []
+        for name, value in (("results_ttl", results_ttl), ("failure_ttl", failure_ttl)):
+            if value is not None:
+                if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                    raise InvalidArgumentError(name, value, "expected a positive number of seconds")
+                fields += [name, value]
+        if not fields:
+            return True
+        with broker_errors():
+            saved = _KEEP_FOR(get_redis(), [keys.job(self.id)], fields)
+        self._record = None
+        return bool(saved)
 
     def latest_result(self, timeout: float = 0) -> Result | None:
         """The outcome of the job's last run (RQ's ``latest_result``), None while it has none

@@ -78,3 +78,38 @@ def test_max_queued_jobs_zero_disables_the_check(r, config_with):
     for i in range(600):
         frappe.enqueue("tests.jobs.add", queue="batch", a=i, b=i)
     assert sum(r.llen(key) for key in keys.queue_lists("batch")) == 600
+
+
+def test_a_job_given_its_own_retention_keeps_it_when_it_ends(r, shared_worker):
+    # RQ's per-job result_ttl / failure_ttl (Frappe passes frappe.conf's with every job).
+    key, release = "test:retention:own", "test:retention:own:release"
+    r.delete(key, release)
+    held = frappe.enqueue("tests.jobs.wait_for_release", queue="short", key=key,
+                          release_key=release)  # fmt: skip
+    failing = frappe.enqueue("tests.jobs.fail", queue="reports", message="never runs")
+
+    assert held.keep_for(results_ttl=4321) and failing.keep_for(failure_ttl=777)
+    assert (held.result_ttl, failing.failure_ttl) == (4321, 777)
+    r.set(release, 1)
+    wait_for(lambda: held.is_finished, 30)
+    failing.cancel()  # a canceled job keeps its failure TTL too
+
+    assert 4300 < r.ttl(keys.job(held.id)) <= 4321
+    assert 700 < r.ttl(keys.job(failing.id)) <= 777
+    # A job that ended before it was given its own retention gets it then.
+    late = frappe.enqueue("tests.jobs.add", queue="short", a=1, b=1)
+    wait_for(lambda: late.is_finished, 30)
+    assert late.keep_for(results_ttl=999)
+    assert 990 < r.ttl(keys.job(late.id)) <= 999
+    # A vanished job is not brought back by it.
+    r.delete(keys.job(held.id))
+    assert held.keep_for(results_ttl=5) is False and not r.exists(keys.job(held.id))
+
+
+@pytest.mark.parametrize("value", [0, -1, True, "60"])
+def test_own_retention_must_be_a_positive_number_of_seconds(r, value):
+    job = frappe.enqueue("tests.jobs.add", queue="reports", a=1, b=1)
+    with pytest.raises(frappe.InvalidArgumentError) as raised:
+        job.keep_for(results_ttl=value)
+    assert raised.value.argument == "results_ttl"
+    job.cancel()

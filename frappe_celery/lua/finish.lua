@@ -3,7 +3,8 @@
 -- KEYS[1] job record   KEYS[2] started registry   KEYS[3] the registry of ARGV[3]
 -- KEYS[4] kombu's unacked hash   KEYS[5] kombu's unacked index   KEYS[6] holders hash
 -- KEYS[7] the registry of ARGV[11]
--- ARGV[1] token   ARGV[2] job id   ARGV[3] status   ARGV[4] now   ARGV[5] record TTL
+-- ARGV[1] token   ARGV[2] job id   ARGV[3] status   ARGV[4] now   ARGV[5] record TTL (unless
+-- the record has its own: results_ttl, failure_ttl)
 -- ARGV[6] registry size limit (0: none)   ARGV[7] job record key prefix
 -- ARGV[8] delivery tag of the message that ran ('' for none)
 -- ARGV[9] the worker whose run ends ('' : any)
@@ -21,7 +22,8 @@
 -- running re-run (the id would look free to a deduplicated enqueue) nor settle the message the
 -- re-run holds now.
 local record = KEYS[1]
-local current = redis.call('HMGET', record, 'token', 'status', 'worker')
+local current = redis.call('HMGET', record, 'token', 'status', 'worker', 'results_ttl',
+  'failure_ttl')
 if ARGV[9] ~= '' and current[1] == ARGV[1] and current[2] == 'started'
     and current[3] ~= ARGV[9] then
   return -1
@@ -46,7 +48,12 @@ if ARGV[11] ~= '' and current[2] == 'started' then
   registry = KEYS[7]
 end
 redis.call('HSET', record, 'status', status, 'ended_at', ARGV[4], unpack(ARGV, 12))
-redis.call('EXPIRE', record, ARGV[5])
+-- A job given its own retention at enqueue (Job.keep_for) keeps it; else ARGV[5], its site's.
+local own_ttl = current[5]
+if status == 'finished' then
+  own_ttl = current[4]
+end
+redis.call('EXPIRE', record, own_ttl or ARGV[5])
 redis.call('ZREM', KEYS[2], ARGV[2])
 redis.call('ZADD', registry, ARGV[4], ARGV[2])
 -- Entries older than the longest record TTL point at expired records.

@@ -30,7 +30,6 @@ MODULES=(
 # burst-worker ones run `bench worker --burst`, RQ's worker on a switched bench until issue 21;
 # test_enqueue_at_front races a Celery worker (it passes when the worker is slower).
 EXPECTED_FAILURES=(
-    test_configurable_ttl
     test_enqueue_at_front
     test_memory_usage
     test_multi_queue_burst_consumption

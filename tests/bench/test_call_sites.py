@@ -459,3 +459,22 @@ def test_deleting_a_running_job_from_the_desk_stops_it_and_forgets_it(site):
     assert site.utils.background_jobs.get_job(job.id) is None
     with pytest.raises(rq.exceptions.NoSuchJobError):
         handle.refresh()
+
+
+# -- 8. retention as Frappe hands it to RQ --------------------------------------------------------
+
+
+def test_the_enqueuing_processs_frappe_conf_ttls_go_with_the_job(site):
+    # Frappe passes frappe.conf's rq_job_failure_ttl / rq_results_ttl with every job (Frappe's
+    # own test_configurable_ttl sets one in memory only).
+    site.conf.rq_job_failure_ttl = 600
+    site.conf.rq_results_ttl = 90
+    try:
+        job = site.enqueue("frappe.ping", queue="short")
+
+        assert (job.failure_ttl, job.result_ttl) == (600, 90)
+        assert wait_for_status(job.id, ("finished", "failed")).get_status() == "finished"
+        client = frappe_celery.connection.get_redis()
+        assert 60 < client.ttl(frappe_celery.keys.job(job.id)) <= 90
+    finally:
+        del site.conf["rq_job_failure_ttl"], site.conf["rq_results_ttl"]

@@ -26,6 +26,8 @@ from ...errors import (
     QueueOverloaded,
     UnserializableArgumentError,
 )
+from ...job import Job
+from ...records import site_retention
 
 _ENQUEUE = inspect.signature(core_enqueue)
 _REFUSALS = (InvalidArgumentError, UnserializableArgumentError, QueueOverloaded)
@@ -47,7 +49,7 @@ def enqueue(*args: Any, **kwargs: Any) -> Any:
     if not arguments.get("now") and not is_async and not frappe.flags.in_test:
         return frappe.call(method, **job_kwargs)
     try:
-        return core_enqueue(*args, **kwargs)
+        job = core_enqueue(*args, **kwargs)
     except BrokerUnreachable:
         if frappe.local.flags.in_migrate:
             print(f"Redis queue is unreachable: Executing {_name(method)} synchronously")
@@ -56,15 +58,40 @@ def enqueue(*args: Any, **kwargs: Any) -> Any:
     except _REFUSALS as exc:
         raise_as_frappe_error(exc)
         raise  # not reached: raise_as_frappe_error raises
+    if isinstance(job, Job):
+        keep_as_frappe_conf_says(frappe, job)
+    return job
+
+
+def keep_as_frappe_conf_says(frappe: Any, job: Job) -> None:
+    """Frappe hands RQ ``frappe.conf``'s ``rq_results_ttl`` / ``rq_job_failure_ttl`` with each
+    job. They are the site's files' (what a job's end reads anyway) unless this process changed
+    them in memory: then the job keeps its own (``Job.keep_for``, right after the publish; a
+    job that has ended by then gets it then)."""
+    conf = frappe.conf or {}
+    site = site_retention(getattr(frappe.local, "site", None))
+    own = {
+        name: value
+        for name, key, default in (
+            ("results_ttl", "rq_results_ttl", site.results_ttl),
+            ("failure_ttl", "rq_job_failure_ttl", site.failure_ttl),
+        )
+        if type(value := conf.get(key)) is int and value > 0 and value != default
+    }
+    if own:
+        job.keep_for(**own)
 
 
 def enqueue_doc(*args: Any, **kwargs: Any) -> Any:
     """``frappe.enqueue_doc``, refusing with Frappe's errors as :func:`enqueue` does."""
     try:
-        return core_enqueue_doc(*args, **kwargs)
+        job = core_enqueue_doc(*args, **kwargs)
     except _REFUSALS as exc:
         raise_as_frappe_error(exc)
         raise
+    if isinstance(job, Job):
+        keep_as_frappe_conf_says(_frappe(), job)
+    return job
 
 
 def _name(method: Any) -> str:
