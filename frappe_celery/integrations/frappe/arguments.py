@@ -105,7 +105,7 @@ def _encode(name: str, value: Any, dict_class: type, document_class: type) -> An
         return {TAG: "document", "data": _encode(name, data, dict, document_class)}
     if isinstance(value, timedelta):
         return {TAG: "timedelta", "items": [value.days, value.seconds, value.microseconds]}
-    if isinstance(value, bytes | bytearray):
+    if isinstance(value, bytes):
         return {TAG: "bytes", "items": base64.b64encode(value).decode("ascii")}
     if isinstance(value, dict):
         for key in value:
@@ -123,9 +123,11 @@ def _encode(name: str, value: Any, dict_class: type, document_class: type) -> An
     if isinstance(value, list):
         return [_encode(name, item, dict_class, document_class) for item in value]
     if isinstance(value, tuple | set | frozenset):
-        kind = type(value).__name__ if type(value) in (tuple, set, frozenset) else None
-        if kind is None:  # a namedtuple or a set subclass: its class would be lost
-            raise UnserializableArgumentError(name, value)
+        # A subclass (a namedtuple) arrives as its base type, as it always has.
+        kind = (
+            "tuple" if isinstance(value, tuple) else
+            "frozenset" if isinstance(value, frozenset) else "set"
+        )  # fmt: skip
         return {
             TAG: kind,
             "items": [_encode(name, item, dict_class, document_class) for item in value],
