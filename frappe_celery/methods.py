@@ -129,6 +129,8 @@ def _under_any(module: str, prefixes: tuple[str, ...]) -> bool:
 
 def dunder_in(path: str) -> str | None:
     """The first dunder (``__x``) part of a dotted path, if any: never resolved."""
+    if "__" not in path:  # every enqueue asks: the usual answer without a split
+        return None
     return next((part for part in re.split(r"[.:]", path) if part.startswith("__")), None)
 
 

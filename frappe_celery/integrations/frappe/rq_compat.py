@@ -54,7 +54,7 @@ def no_such_job_error() -> type[CoreNoSuchJobError]:
     apps' ``except NoSuchJobError`` catch it (switch.apply makes every handle raise it)."""
     import rq.exceptions
 
-    class NoSuchJobError(CoreNoSuchJobError, rq.exceptions.NoSuchJobError):  # type: ignore[misc]
+    class NoSuchJobError(CoreNoSuchJobError, rq.exceptions.NoSuchJobError):  # type: ignore[misc,unused-ignore]
         """No such job (expired, deleted, or never enqueued)."""
 
     NoSuchJobError.__module__ = __name__

@@ -20,7 +20,7 @@ from billiard.exceptions import SoftTimeLimitExceeded
 from rq.timeouts import JobTimeoutException as RQJobTimeoutException
 
 
-class JobTimeoutException(SoftTimeLimitExceeded, RQJobTimeoutException):  # type: ignore[misc]
+class JobTimeoutException(SoftTimeLimitExceeded, RQJobTimeoutException):  # type: ignore[misc,unused-ignore]
     """A job ran past its timeout: both Celery's SoftTimeLimitExceeded and RQ's
     JobTimeoutException, so either ``except`` catches it."""
 
