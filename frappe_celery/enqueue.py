@@ -135,9 +135,12 @@ def parse_timeout(timeout: Any) -> float | None:
         else:
             raise InvalidArgumentError("timeout", timeout, TIMEOUT_RULE)
         return float(seconds) or None
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0:
-        raise InvalidArgumentError("timeout", timeout, TIMEOUT_RULE)
-    if timeout != timeout or timeout == float("inf"):  # NaN, infinity
+    # NaN fails the range check too.
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not (0 <= timeout < float("inf"))
+    ):
         raise InvalidArgumentError("timeout", timeout, TIMEOUT_RULE)
     return float(timeout) or None
 
