@@ -21,6 +21,7 @@ from .config import (
 )
 from .connection import is_sentinel_url, tls_options
 from .errors import ConfigError
+from .worker_options import install as install_worker_options
 
 # Imported by a worker that runs in a bench (see integrations/frappe/worker.py).
 FRAPPE_WORKER_MODULE = "frappe_celery.integrations.frappe.worker"
@@ -211,6 +212,7 @@ class PromptPoolRefill(bootsteps.StartStopStep):  # type: ignore[misc]
 app = Celery("frappe_celery")
 app.Worker = app.subclass_with_self(Worker)
 app.steps["worker"].add(PromptPoolRefill)
+install_worker_options(app)
 apply_settings(app, get_settings())
 
 

@@ -4,7 +4,8 @@
 (``enqueue``, ``enqueue_doc``, ``is_job_enqueued``, ``get_job``, ``get_job_status``,
 ``get_jobs``, ``get_workers``, ``get_queue``, ``get_queues``, ``get_queue_list``,
 ``get_queues_timeout``,
-``create_job_id``, ``validate_queue``) and ``rq.get_current_job``; and it rebinds the modules
+``create_job_id``, ``validate_queue``, and ``start_worker`` / ``start_worker_pool``: ``bench
+worker`` and ``bench worker-pool``) and ``rq.get_current_job``; and it rebinds the modules
 that imported one of those names before (``from frappe.utils.background_jobs import enqueue``
 at import time, ``frappe.enqueue`` itself). ``Document.queue_action`` imports ``enqueue`` when
 called, so it follows. :func:`revert` puts Frappe's own functions back.
@@ -38,8 +39,8 @@ from ...enqueue import (
     validate_queue,
 )
 from ...job import Job, NoSuchJobError
+from . import bench_worker, rq_compat
 from . import enqueue as frappe_enqueue
-from . import rq_compat
 
 BACKGROUND_JOBS = "frappe.utils.background_jobs"
 
@@ -59,6 +60,10 @@ REPLACEMENTS: dict[str, Callable[..., Any]] = {
     "get_queues_timeout": get_queues_timeout,
     "create_job_id": create_job_id,
     "validate_queue": validate_queue,
+    # `bench worker` / `bench worker-pool` (and the Procfile and supervisor lines bench writes)
+    # start Celery workers.
+    "start_worker": bench_worker.start_worker,
+    "start_worker_pool": bench_worker.start_worker_pool,
 }
 
 _lock = threading.Lock()
