@@ -7,8 +7,9 @@ own tools): it only registers an import hook, and imports frappe-celery when, an
 module can import a name from it, the hook applies the switch
 (``frappe_celery.integrations.frappe.switch.apply``); likewise, right after Frappe's Scheduled
 Job Type module runs, its sync and queue choice learn ``cron_long`` and the ``*_short`` keys
-(``frappe_celery.integrations.frappe.scheduled_jobs.install``), and the Desk's RQ Job and RQ
-Worker controllers read Celery's jobs and workers (``...frappe.desk``).
+(``frappe_celery.integrations.frappe.scheduled_jobs.install``), the Desk's RQ Job and RQ
+Worker controllers read Celery's jobs and workers (``...frappe.desk``), and ``bench doctor``
+and the System Health Report count Celery's workers and beat (``...frappe.diagnostics``).
 ``FRAPPE_CELERY_SWITCH=off`` in a process's environment leaves that one process on RQ.
 """
 
@@ -26,6 +27,8 @@ TARGET = "frappe.utils.background_jobs"
 SCHEDULED_JOB_TYPE = "frappe.core.doctype.scheduled_job_type.scheduled_job_type"
 RQ_JOB = "frappe.core.doctype.rq_job.rq_job"
 RQ_WORKER = "frappe.core.doctype.rq_worker.rq_worker"
+DOCTOR = "frappe.utils.doctor"
+SCHEDULER = "frappe.utils.scheduler"
 
 
 def _switch(module: ModuleType) -> None:
@@ -52,12 +55,26 @@ def _rq_worker(module: ModuleType) -> None:
     install_rq_worker(module)
 
 
+def _doctor(module: ModuleType) -> None:
+    from frappe_celery.integrations.frappe.diagnostics import install_doctor
+
+    install_doctor(module)
+
+
+def _scheduler(module: ModuleType) -> None:
+    from frappe_celery.integrations.frappe.diagnostics import install_scheduler
+
+    install_scheduler(module)
+
+
 # Module -> what to do right after it has run.
 AFTER_IMPORT = {
     TARGET: _switch,
     SCHEDULED_JOB_TYPE: _scheduled_jobs,
     RQ_JOB: _rq_job,
     RQ_WORKER: _rq_worker,
+    DOCTOR: _doctor,
+    SCHEDULER: _scheduler,
 }
 
 

@@ -7,8 +7,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from . import keys, records, scripts
+from .bench import Bench, EnvState, find_bench
 from .celery_app import app
 from .config import get_settings
 from .connection import as_text, broker_errors, get_redis
@@ -22,6 +24,7 @@ from .publish import prepare, publish
 from .scheduler import state
 from .scheduler.beat import scheduled_publication
 from .scheduler.entries import ScheduleEntry, build_entries, known_event_keys, load_events
+from .version import installed_version
 from .wire import encode_body
 
 Progress = Callable[[int], None]
@@ -279,13 +282,23 @@ def doctor() -> list[Problem]:
                     f"start one: frappe-celery worker --queue {queue}",
                 )
             )
-    if state.current_leader() is None and scheduler_entries():
+    bench = find_bench()
+    leader = state.leader_info()
+    bench_schedule = bench is not None and bench.scheduler_lock_held()
+    if leader is None and not bench_schedule and scheduler_entries():
         problems.append(
             Problem(
                 "no scheduler is running: scheduler_events do not fire",
-                "start one: celery -A frappe_celery beat (any number may run)",
+                "start one: celery -A frappe_celery beat (any number may run)"
+                + (", or bench schedule" if bench is not None else ""),
             )
         )
+    expected = installed_version()
+    if bench is not None:
+        env = bench.probe_env()
+        problems += switch_problems(bench, env)
+        expected = env.version or expected
+    problems += version_problems(expected, workers, leader)
     online = {worker["node"] for worker in workers}
     for row in list_jobs(status=JobStatus.STARTED, limit=10_000):
         gone = row.worker and row.worker not in online
@@ -307,6 +320,57 @@ def doctor() -> list[Problem]:
             )
         )
     return problems
+
+
+def switch_problems(bench: Bench, env: EnvState) -> list[Problem]:
+    """Is the bench's virtualenv still switched to frappe-celery (``bench enable``'s .pth and an
+    installed frappe-celery behind it)? A ``bench setup env`` rebuilds it without either."""
+    restart = "then restart the bench's processes (bench restart, or supervisorctl restart all)"
+    pip = f"{bench.path}/env/bin/pip install frappe-celery"
+    enable = f"{bench.path}/env/bin/frappe-celery bench enable"
+    if env.error is not None:
+        what = f"cannot ask the bench's Python ({env.python}): {env.error}"
+        return [Problem(what, "check that the bench's virtualenv exists (bench setup env)")]
+    if env.version is None and env.pth_present:
+        what = (
+            f"the switch is orphaned: {env.pth} is there but frappe-celery is not installed in "
+            "the bench's virtualenv; its processes run RQ"
+        )
+        return [Problem(what, f"{pip}; {restart}")]
+    if env.version is None:
+        what = (
+            "frappe-celery is not installed in the bench's virtualenv (rebuilt by bench setup "
+            "env?): its processes run RQ"
+        )
+        return [Problem(what, f"{pip}; {enable}; {restart}")]
+    if not env.pth_present:
+        what = f"the switch is off: web, bench worker and bench schedule run RQ (no {env.pth})"
+        return [Problem(what, f"{enable}; {restart}")]
+    if not env.switch_importable:
+        what = (
+            f"the switch is broken: {env.pth} imports frappe_celery_switch, which the bench's "
+            "Python cannot find"
+        )
+        return [Problem(what, f"{pip} --force-reinstall; {restart}")]
+    return []
+
+
+def version_problems(
+    expected: str, workers: list[dict[str, Any]], leader: tuple[str, str | None] | None
+) -> list[Problem]:
+    """Workers and the leading beat run the frappe-celery the bench (or this process) has."""
+    running = [(worker["node"], worker.get("version")) for worker in workers]
+    if leader is not None:
+        running.append(leader)
+    return [
+        Problem(
+            f"{node} runs frappe-celery {version or 'older than 0.1'}, the bench's processes "
+            f"{expected}: it was not restarted after an upgrade",
+            "restart it (bench restart, or supervisorctl restart all)",
+        )
+        for node, version in running
+        if version != expected
+    ]
 
 
 __all__ = [

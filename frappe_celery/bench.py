@@ -9,8 +9,11 @@ in a bench; ``FRAPPE_CELERY_SITES_PATH`` names the folder explicitly.
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import re
+import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,12 +84,71 @@ class Bench:
         except ValueError:
             return None
 
+    @property
+    def python(self) -> Path:
+        """The bench's own Python (its virtualenv's), which every bench process runs."""
+        return self.path / "env" / "bin" / "python"
+
+    def scheduler_lock_held(self) -> bool:
+        """Whether a ``bench schedule`` runs on this host: Frappe's scheduler holds an flock on
+        ``config/scheduler_process`` for as long as it runs (``frappe.utils.scheduler``)."""
+        path = self.path / "config" / "scheduler_process"
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # closing releases the lock if this took it
+        return False
+
+    def probe_env(self, timeout: float = 30) -> EnvState:
+        """What the bench's virtualenv holds of frappe-celery, asked of its own Python."""
+        env = {**os.environ, "FRAPPE_CELERY_SWITCH": "off"}  # the probe changes nothing
+        try:
+            done = subprocess.run([str(self.python), "-c", _PROBE], capture_output=True,
+                                  text=True, timeout=timeout, env=env, check=True)  # fmt: skip
+            found = json.loads(done.stdout.strip().splitlines()[-1])
+        except (OSError, subprocess.SubprocessError, ValueError, IndexError) as exc:
+            return EnvState(python=str(self.python), error=str(exc) or type(exc).__name__)
+        return EnvState(python=str(self.python), **found)
+
     def bench_id(self, conf: dict[str, Any]) -> str:
         """Frappe's ``get_bench_id()``: ``bench_id`` from config, else the bench path with '-'."""
         configured = conf.get("bench_id")
         if configured:
             return str(configured)
         return str(self.path.resolve()).strip("/").replace("/", "-")
+
+
+# Run by the bench's Python: is frappe-celery installed there (its version), is the switch's
+# .pth file there, can the module it imports be found.
+_PROBE = """
+import importlib.metadata, importlib.util, json, pathlib, sysconfig
+pth = pathlib.Path(sysconfig.get_paths()["purelib"]) / "frappe_celery_switch.pth"
+try:
+    version = importlib.metadata.version("frappe-celery")
+except importlib.metadata.PackageNotFoundError:
+    version = None
+switch = importlib.util.find_spec("frappe_celery_switch") is not None
+print(json.dumps({"version": version, "pth": str(pth), "pth_present": pth.is_file(),
+                  "switch_importable": switch}))
+"""
+
+
+@dataclass(frozen=True)
+class EnvState:
+    """frappe-celery in a bench's virtualenv, as its own Python sees it."""
+
+    python: str
+    version: str | None = None  # None: not installed there
+    pth: str = ""
+    pth_present: bool = False
+    switch_importable: bool = False
+    error: str | None = None  # the probe itself failed (no such Python, a timeout)
 
 
 def find_bench(environ: Mapping[str, str] | None = None) -> Bench | None:

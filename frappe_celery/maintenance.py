@@ -23,6 +23,7 @@ from celery import signals
 from . import keys, records, recovery
 from .config import get_settings
 from .connection import broker_errors, get_redis
+from .version import installed_version
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +120,7 @@ def start_maintenance(sender: Any = None, **_: Any) -> None:
         "queues": list(sender.app.amqp.queues.consume_from) if sender is not None else [],
         "concurrency": getattr(controller, "concurrency", None),
         "started_at": time.time(),
+        "version": installed_version(),
     }
     thread = Maintenance(node, info)
     _running.append(thread)

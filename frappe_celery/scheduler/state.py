@@ -11,6 +11,7 @@ from collections.abc import Iterable
 
 from .. import keys, scripts
 from ..connection import as_text, broker_errors, get_redis
+from ..version import installed_version
 
 # A leader renews its lock every tick (at most 1 s apart); if it dies, the lock expires and a
 # standby takes over at its next tick: within LEADER_TTL + 1 s.
@@ -25,7 +26,8 @@ class LeaderLock:
 
     def __init__(self, node: str) -> None:
         self.node = node
-        self.token = f"{node}|{uuid.uuid4().hex}"
+        # node|version|nonce: the version tells doctor which frappe-celery the leader runs.
+        self.token = f"{node}|{installed_version()}|{uuid.uuid4().hex}"
         self.held = False
 
     def refresh(self) -> bool:
@@ -50,9 +52,19 @@ class LeaderLock:
 
 def current_leader() -> str | None:
     """The node name of the beat holding the leader lock, if any."""
+    info = leader_info()
+    return info[0] if info else None
+
+
+def leader_info() -> tuple[str, str | None] | None:
+    """The leading beat's node name and frappe-celery version (None: a beat before versions
+    were in the token), or None when no beat leads."""
     with broker_errors():
         token = get_redis().get(keys.SCHEDULER_LEADER)
-    return as_text(token).rsplit("|", 1)[0] if token else None
+    if not token:
+        return None
+    parts = as_text(token).split("|")
+    return parts[0], parts[1] if len(parts) >= 3 else None
 
 
 def last_run_field(site: str, entry_name: str) -> str:

@@ -100,7 +100,7 @@ def test_enable_twice_is_a_no_op_and_says_so(bench):
     first = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert first.returncode == 0, first.stderr
     assert "already enabled" in first.stdout
-    assert switch.pth_path().read_text() == switch.PTH_LINE
+    assert switch.pth_path().read_text() == switch.pth_line(switch.pth_path())
 
 
 @pytest.mark.usefixtures("celery_worker")

@@ -211,7 +211,7 @@ def serialize_worker(worker: Any) -> Any:
         last_heartbeat=_system_time(info.get("last_heartbeat")),
         birth_date=_system_time(info.get("started_at")),
         successful_job_count=0,  # not counted by frappe-celery
-        failed_job_count=0,
+        failed_job_count=worker.failed_job_count,
         total_working_time=0,
         _comment_count=0,
         modified=_system_time(info.get("last_heartbeat")),

@@ -21,6 +21,7 @@ import functools
 import inspect
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -493,14 +494,23 @@ def get_queues(connection: Any = None) -> list[QueueView]:
     return [QueueView(name) for name in get_settings().queues]
 
 
-class WorkerView:
-    """A Celery worker as ``rq.Worker`` shows it to Frappe (from its heartbeat)."""
+# At most this many failed jobs are read to count each worker's (Desk, System Health Report).
+FAILED_COUNT_SCAN = 10_000
 
-    def __init__(self, info: dict[str, Any]) -> None:
+
+class WorkerView:
+    """A Celery worker as ``rq.Worker`` shows it to Frappe (from its heartbeat).
+
+    ``failed_job_count`` counts the failed jobs this worker ran that are still kept (RQ counts
+    every failure in the worker's life); the successful count and working time are not kept.
+    """
+
+    def __init__(self, info: dict[str, Any], failed_job_count: int = 0) -> None:
         self.info = info
         self.name: str = info["node"]
         self.pid: int | None = info.get("pid")
         self.hostname: str = info.get("hostname", "")
+        self.failed_job_count = failed_job_count
 
     def queue_names(self) -> list[str]:
         return list(self.info.get("queues") or [])
@@ -519,7 +529,8 @@ class WorkerView:
 
 def get_workers(queue: str | None = None) -> list[WorkerView]:
     """Frappe's ``get_workers``: the online workers, those consuming ``queue`` if given."""
-    workers = [WorkerView(info) for info in monitor.get_workers()]
+    failed = Counter(row.worker for row in monitor.list_failed(limit=FAILED_COUNT_SCAN))
+    workers = [WorkerView(info, failed[info["node"]]) for info in monitor.get_workers()]
     return [w for w in workers if queue is None or queue in w.queue_names()]
 
 

@@ -160,7 +160,33 @@ def _rebind_everywhere(swaps: dict[int, Any]) -> None:
 # -- the bench-wide switch: a .pth file in the bench's virtualenv --------------------------------
 
 PTH_NAME = "frappe_celery_switch.pth"
-PTH_LINE = "import frappe_celery_switch\n"
+ORPHAN_LOG = "frappe-celery-switch.log"
+# Run by every Python process of the bench (site.py executes a .pth line that starts with
+# "import"). Once frappe-celery is uninstalled with the switch still on, the import fails:
+# instead of a traceback at the start of every process (site.py prints one and goes on), the
+# process stays on RQ and says so once, in BENCH/logs/frappe-celery-switch.log.
+_GUARD = """
+try:
+    import frappe_celery_switch
+except ImportError:
+    import os, time
+    _say = ("frappe-celery switch orphaned: frappe-celery is not installed in this bench's "
+            "virtualenv, but its switch file is, so this bench's processes run RQ. Reinstall "
+            "frappe-celery (BENCH/env/bin/pip install frappe-celery), or delete %s")
+    try:
+        _path = os.path.join(os.path.dirname(sys.prefix), "logs", %r)
+        with open(_path, "a+") as _log:
+            _log.seek(0)
+            if "switch orphaned" not in _log.read():
+                _log.write(time.strftime("%%Y-%%m-%%d %%H:%%M:%%S ") + _say + "\\n")
+    except OSError:
+        pass
+"""
+
+
+def pth_line(path: Path) -> str:
+    """The .pth file's one line: import the switch, or note once that it is orphaned."""
+    return f"import sys; exec({_GUARD % (path, ORPHAN_LOG)!r})\n"
 
 
 def pth_path() -> Path:
@@ -186,9 +212,10 @@ def enable() -> bool:
             "not a bench's Python. Run the bench's own: BENCH/env/bin/frappe-celery bench enable"
         )
     path = pth_path()
-    if path.is_file() and path.read_text(encoding="utf-8") == PTH_LINE:
+    line = pth_line(path)
+    if path.is_file() and path.read_text(encoding="utf-8") == line:
         return False
-    path.write_text(PTH_LINE, encoding="utf-8")
+    path.write_text(line, encoding="utf-8")
     return True
 
 
