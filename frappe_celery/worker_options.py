@@ -4,8 +4,9 @@
   (RQ's burst mode: Frappe's CI and its own tests run ``bench worker --burst``). The check runs
   on the worker's event loop every :data:`BURST_CHECK_INTERVAL`: nothing received and not
   finished (``reserved_requests`` holds every message taken, running or waiting for a pool
-  slot), and every priority list of every consumed queue empty, on two checks in a row. A message
-  another worker holds is that worker's: as with RQ, only the waiting ones keep a burst worker.
+  slot), every priority list of every consumed queue empty and no retry of theirs waiting for
+  its countdown, on two checks in a row. A running job another worker holds is that worker's:
+  as with RQ, only the waiting ones keep a burst worker.
 * ``--queue-order``: how the worker picks the next queue among those it consumes (RQ's
   ``--strategy``): ``priority`` (RQ's default and ours: strictly in ``-Q`` order),
   ``round_robin`` (the queue just served goes last), ``random`` (a new order every wait).
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from typing import Any
 
 import click
@@ -33,6 +35,9 @@ BURST_CHECK_INTERVAL = 0.5
 # Consecutive empty checks before a burst worker leaves: one check can fall between a message
 # leaving its list and the worker receiving it.
 BURST_EMPTY_CHECKS = 2
+# A retry's countdown is at most a few seconds (execute.py); one due longer ago than this is
+# not waiting for anything.
+RETRY_OVERDUE = 60
 
 
 class RandomCycle:
@@ -112,12 +117,18 @@ class Burst(bootsteps.StartStopStep):  # type: ignore[misc]
 
 
 def pending(queues: list[str]) -> int:
-    """How many messages wait in ``queues`` (every priority list), in one round trip."""
+    """How many jobs of ``queues`` wait, in one round trip: messages in every priority list,
+    and retries waiting for their countdown (a worker holds such a message without reserving
+    it until it is due, so neither a list nor ``reserved_requests`` shows it). A retry overdue
+    by more than RETRY_OVERDUE is a record left behind, not a job: it does not keep a burst
+    worker."""
+    since = time.time() - RETRY_OVERDUE
     with broker_errors():
         pipe = get_redis().pipeline(transaction=False)
         for queue in queues:
             for key in keys.queue_lists(queue):
                 pipe.llen(key)
+            pipe.zcount(keys.scheduled_registry(queue), since, "+inf")
         return sum(int(n) for n in pipe.execute())
 
 

@@ -900,8 +900,7 @@ def test_worker_burst_runs_the_pending_jobs_then_quits(r):
     ]
     done = run_cli("worker", "--queue", "batch", "--burst", timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.strip().endswith("Queues empty and jobs done: quitting")
-    assert "[worker]" in done.stderr and " ready." in done.stderr
+    assert "done, quitting" in done.stderr and " ready." in done.stderr
     assert [job.get_status() for job in jobs] == ["finished"] * 4
     assert jobs[0].return_value() == 5
     assert jobs[3].return_value() == "succeeded on attempt 2"
@@ -910,9 +909,9 @@ def test_worker_burst_runs_the_pending_jobs_then_quits(r):
 
 
 def test_worker_burst_on_empty_queues_quits_at_once(r):
-    result = ok("worker", "--queue", "reports,batch", "--burst")
-    assert result.output.strip().endswith("Queues empty and jobs done: quitting")
-    assert "[worker]" in result.output
+    result = run_cli("worker", "--queue", "reports,batch", "--burst", timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "queues reports,batch are empty and no job runs here: done, quitting" in result.stderr
 
 
 def test_worker_num_workers_sets_the_pool_size(r, tmp_path):

@@ -1,26 +1,19 @@
-"""`worker` (a thin wrapper over celery worker, with Frappe's --burst) and `start` (bench start)."""
+"""`worker` (a thin wrapper over celery worker, --burst included) and `start` (bench start)."""
 
 from __future__ import annotations
 
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 import click
 
 from .. import admin
 from ..config import get_settings
-from ..connection import broker_errors, get_redis
-from ..keys import scheduled_registry, started_registry
 from .common import needs_broker
 from .stack import DEFAULT_HOOKS, Stack, data_dir_option
-from .supervise import ManagedProcess, celery_command, child_env
-
-# Burst mode quits after its queues were seen empty this many polls in a row.
-EMPTY_POLLS_TO_QUIT = 2
-POLL_SECONDS = 0.5
+from .supervise import celery_command, child_env
 
 
 def _queues(value: str | None) -> list[str]:
@@ -32,48 +25,19 @@ def _queues(value: str | None) -> list[str]:
     return names
 
 
-def _remaining(queues: list[str]) -> int:
-    """Jobs a burst worker still has to do: pending, running, or waiting for a retry."""
-    with broker_errors():
-        pipe = get_redis().pipeline(transaction=False)
-        for queue in queues:
-            pipe.zcard(started_registry(queue))
-            pipe.zcard(scheduled_registry(queue))
-        busy = sum(int(n) for n in pipe.execute())
-    return busy + sum(admin.pending_count(queue) for queue in queues)
-
-
 @click.command("worker")
 @click.option("--queue", "-q", help="Comma-separated queues, taken in this order (default: all).")
 @click.option("--num-workers", "-n", type=click.IntRange(1), default=1, show_default=True,
               help="Pool size: jobs run at once (bench worker's --num-workers).")  # fmt: skip
-@click.option("--burst", is_flag=True, help="Quit when the queues are empty and their jobs done.")
+@click.option("--burst", is_flag=True, help="Quit when the queues are empty and nothing runs.")
 @click.option("--loglevel", default="INFO", show_default=True, help="Celery log level.")
 @needs_broker
 def worker_command(queue: str | None, num_workers: int, burst: bool, loglevel: str) -> None:
     """Run a Celery worker on frappe-celery's queues (celery -A frappe_celery worker)."""
     queues = _queues(queue)
     argv = celery_command("worker", "-Q", ",".join(queues), "-c", str(num_workers),
-                          "--loglevel", loglevel)  # fmt: skip
-    if not burst:
-        os.execve(sys.executable, argv, child_env({}))
-    worker = ManagedProcess("worker", argv, child_env({}), err=True)
-    try:
-        if not worker.wait_for_line(lambda line: " ready." in line, 60):
-            raise click.ClickException("the Celery worker did not start; see its output above")
-        total = _remaining(queues)
-        empty_polls = 0
-        with click.progressbar(length=max(total, 1), label="Draining") as bar:
-            while empty_polls < EMPTY_POLLS_TO_QUIT:
-                if worker.process.poll() is not None:
-                    raise click.ClickException(f"the worker exited ({worker.process.returncode})")
-                left = _remaining(queues)
-                bar.update(max(0, total - left - bar.pos))
-                empty_polls = empty_polls + 1 if left == 0 else 0
-                time.sleep(POLL_SECONDS)
-    finally:
-        worker.stop()
-    click.echo("Queues empty and jobs done: quitting")
+                          "--loglevel", loglevel, *(["--burst"] if burst else []))  # fmt: skip
+    os.execve(sys.executable, argv, child_env({}))
 
 
 def _stop_everything(signum: int, frame: object) -> None:
