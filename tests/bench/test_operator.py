@@ -30,6 +30,7 @@ pytestmark = pytest.mark.usefixtures("celery_worker")
 
 # A queue only the workers a test starts consume (the session's worker does not).
 QUEUE = "celery-tests-operator"
+SECOND_QUEUE = "celery-tests-operator-2"
 PROJECT = Path(__file__).resolve().parents[2]
 
 
@@ -38,13 +39,14 @@ def own_queue(bench: Bench) -> Iterator[str]:
     common = bench.sites / "common_site_config.json"
     before = common.read_text()
     config = json.loads(before)
-    config.setdefault("workers", {})[QUEUE] = {"timeout": 60}
+    config.setdefault("workers", {}).update({QUEUE: {"timeout": 60}, SECOND_QUEUE: {"timeout": 60}})
     common.write_text(json.dumps(config, indent=1))
     frappe_celery.reload_settings()
     try:
         yield QUEUE
     finally:
         admin.purge_jobs(QUEUE)
+        admin.purge_jobs(SECOND_QUEUE)
         common.write_text(before)
         frappe_celery.reload_settings()
 
@@ -87,6 +89,27 @@ def test_bench_worker_burst_runs_every_waiting_job_on_celery_then_quits(
     # Each ran on the Celery worker this command started: named <queues>.<pid>@<host>.
     workers = {job.refresh()["worker"] for job in jobs}
     assert len(workers) == 1 and workers.pop().startswith(f"{own_queue}.")
+
+
+@pytest.mark.parametrize(
+    ("strategy", "expected"),
+    [
+        ((), [QUEUE, QUEUE, SECOND_QUEUE, SECOND_QUEUE]),  # RQ's default: strictly in order
+        (("--strategy", "round_robin"), [QUEUE, SECOND_QUEUE, QUEUE, SECOND_QUEUE]),
+    ],
+    ids=["default", "round_robin"],
+)
+def test_bench_worker_strategy_decides_which_queue_serves_next(
+    bench, site, own_queue, strategy, expected
+):
+    jobs = [*enqueue_records(site, SECOND_QUEUE, 2), *enqueue_records(site, own_queue, 2)]
+    result = bench_cli(bench, "worker", "--queue", f"{own_queue},{SECOND_QUEUE}", "--burst",
+                       *strategy)  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    records = sorted(
+        (job.refresh() for job in jobs), key=lambda record: float(record["started_at"])
+    )
+    assert [record["queue"] for record in records] == expected
 
 
 def test_bench_worker_refuses_a_queue_the_bench_does_not_have(bench):
