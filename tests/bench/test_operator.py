@@ -216,14 +216,24 @@ def health_report(site: Any) -> Any:
     return site.get_doc("System Health Report")
 
 
-def test_the_system_health_report_shows_celerys_workers_and_queues(bench, site, own_queue):
+def test_the_system_health_report_shows_celerys_workers_and_queues(
+    bench, site, own_queue, celery_worker
+):
     enqueue_records(site, own_queue, 3)
+    failing = site.enqueue("celery_example.tasks.fail_after_write", queue="default",
+                           label=f"health-{uuid.uuid4().hex[:6]}")  # fmt: skip
+    wait_for(lambda: failing.get_status() == "failed", 60)
     report = health_report(site)
     assert report.background_jobs_check in ("queued", "finished")
     assert report.total_background_workers == len(get_workers()) >= 1
     assert sum(row.count for row in report.background_workers) == report.total_background_workers
     pending = {row.queue: row.pending_jobs for row in report.queue_status}
     assert pending[own_queue] == 3
+    # The failed job counts for the group of workers of the one that ran it.
+    ran_by = failing.refresh()["worker"]
+    group = next(w["queues"] for w in get_workers() if w["node"] == ran_by)
+    row = next(row for row in report.background_workers if row.queues == ",".join(group))
+    assert row.failed_jobs >= 1
 
 
 def test_the_health_reports_scheduler_is_found_when_a_celery_beat_leads(
