@@ -1,5 +1,8 @@
 """``celery -A frappe_celery worker --burst`` and ``--queue-order``: RQ's burst mode and dequeue
-strategies, on a real worker and a real redis-server."""
+strategies, on a real worker and a real redis-server.
+
+Only the test config's custom queues (``reports``, ``batch``) are used: the session's shared
+worker consumes short, default and long, and would take the jobs."""
 
 from __future__ import annotations
 
@@ -37,13 +40,12 @@ def run_worker(
 def test_burst_runs_every_waiting_job_of_its_queues_then_exits_zero(worker_env, r):
     key = f"test:burst:{uuid.uuid4().hex[:8]}"
     queued = [
-        frappe.enqueue(jobs.sleep_then_record, queue=queue, key=key, seconds=0.3)
-        for _ in range(3)
-        for queue in ("default", "short")
+        frappe.enqueue(jobs.sleep_then_record, queue="batch", key=key, seconds=0.3)
+        for _ in range(6)
     ]
-    other = frappe.enqueue(jobs.record, queue="long", key=f"{key}:long")
+    other = frappe.enqueue(jobs.record, queue="reports", key=f"{key}:other")
 
-    result = run_worker(worker_env, "-Q", "short,default", "-c", "2", "--burst")
+    result = run_worker(worker_env, "-Q", "batch", "-c", "2", "--burst")
 
     assert result.returncode == 0, result.stderr[-3000:]
     assert "done, quitting" in result.stderr
@@ -54,7 +56,7 @@ def test_burst_runs_every_waiting_job_of_its_queues_then_exits_zero(worker_env, 
 
 
 def test_burst_on_empty_queues_exits_at_once(worker_env, r):
-    result = run_worker(worker_env, "-Q", "short", "-c", "1", "--burst")
+    result = run_worker(worker_env, "-Q", "batch", "-c", "1", "--burst")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "done, quitting" in result.stderr
 
@@ -62,19 +64,19 @@ def test_burst_on_empty_queues_exits_at_once(worker_env, r):
 @pytest.mark.parametrize(
     ("order", "expected"),
     [
-        # RQ's default: strictly in -Q order, every short job before any default one.
-        ("priority", ["short"] * 3 + ["default"] * 3),
+        # RQ's default: strictly in -Q order, every reports job before any batch one.
+        ("priority", ["reports"] * 3 + ["batch"] * 3),
         # The queue just served goes last: they alternate.
-        ("round_robin", ["short", "default"] * 3),
+        ("round_robin", ["reports", "batch"] * 3),
     ],
 )
 def test_queue_order_decides_which_queue_serves_next(worker_env, r, order, expected):
     key = f"test:order:{uuid.uuid4().hex[:8]}"
     for _ in range(3):
-        for queue in ("default", "short"):
+        for queue in ("batch", "reports"):
             frappe.enqueue(jobs.push, queue=queue, key=key, value=queue)
     result = run_worker(
-        worker_env, "-Q", "short,default", "-c", "1", "--burst", "--queue-order", order
+        worker_env, "-Q", "reports,batch", "-c", "1", "--burst", "--queue-order", order
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert [json.loads(v) for v in r.lrange(key, 0, -1)] == expected
@@ -82,16 +84,16 @@ def test_queue_order_decides_which_queue_serves_next(worker_env, r, order, expec
 
 def test_random_queue_order_serves_every_queue(worker_env, r):
     key = f"test:order:{uuid.uuid4().hex[:8]}"
-    for queue in ("default", "short", "long"):
+    for queue in ("batch", "reports", "batch", "reports"):
         frappe.enqueue(jobs.push, queue=queue, key=key, value=queue)
     result = run_worker(
-        worker_env, "-Q", "short,default,long", "-c", "1", "--burst", "--queue-order", "random"
+        worker_env, "-Q", "reports,batch", "-c", "1", "--burst", "--queue-order", "random"
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert sorted(json.loads(v) for v in r.lrange(key, 0, -1)) == ["default", "long", "short"]
+    assert sorted(json.loads(v) for v in r.lrange(key, 0, -1)) == ["batch"] * 2 + ["reports"] * 2
 
 
 def test_an_unknown_queue_order_is_refused_naming_the_choices(worker_env):
-    result = run_worker(worker_env, "-Q", "short", "--burst", "--queue-order", "fifo")
+    result = run_worker(worker_env, "-Q", "batch", "--burst", "--queue-order", "fifo")
     assert result.returncode != 0
     assert "--queue-order" in result.stderr and "round_robin" in result.stderr
