@@ -714,6 +714,8 @@ BAD_INPUT = [
     pytest.param({"timeout": "10x"}, "timeout", "'10x'", "'1h', '30m'", id="timeout_bad_unit"),
     pytest.param({"timeout": "1.5h"}, "timeout", "'1.5h'", "'1h', '30m'", id="timeout_frac_str"),
     pytest.param({"timeout": "-1"}, "timeout", "'-1'", "positive number", id="timeout_neg_str"),
+    # A digit int() cannot read: refused as the others, not a bare ValueError from int().
+    pytest.param({"timeout": "2²"}, "timeout", "'2²'", "'1h', '30m'", id="timeout_superscript"),
     pytest.param(
         {"method": "tests.jobs.__dict__"}, "method", "__dict__", "dunder names", id="dunder"
     ),
