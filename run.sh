@@ -40,21 +40,36 @@ case "$task" in
     test-range)
         # Each end in its own virtualenv, installed under its constraints (the Frappe 15 and
         # Frappe 16 pins, see the files), with hiredis as a bench has it. Extra args go to pytest.
-        # RANGE="oldest" (or "newest") runs one end only.
+        # RANGE="oldest" (or "newest") runs one end only. The oldest end runs on the oldest
+        # supported Python, 3.10 (Frappe 15's floor): PYTHON_OLDEST, else one found by
+        # tests/find-python.sh (python3.10 on PATH, else pyenv's); the newest on $PYTHON.
         for name in ${RANGE:-oldest newest}; do
             venv=".venv-$name"
+            if [ "$name" = oldest ]; then
+                venv_python=${PYTHON_OLDEST:-$(bash tests/find-python.sh 3.10 PYTHON_OLDEST)}
+            else
+                venv_python=$python
+            fi
+            # A venv left by another Python (the oldest end ran on 3.11 before) is made anew.
+            version_of() { "$1" -c 'import sys; print(*sys.version_info[:2], sep=".")'; }
+            if [ -x "$venv/bin/python" ] \
+                && [ "$(version_of "$venv/bin/python")" != "$(version_of "$venv_python")" ]; then
+                rm -rf "$venv"
+            fi
             if [ ! -x "$venv/bin/python" ]; then
-                "$python" -m venv "$venv"
+                "$venv_python" -m venv "$venv"
             fi
             "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
             "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
                 -e ".[test,hiredis]" -c "constraints/$name.txt"
             "$venv/bin/python" - "$name" <<'PY'
+import platform
 import sys
 from importlib.metadata import version
 
 names = ("celery", "kombu", "billiard", "redis", "hiredis", "click")
-print(f"== {sys.argv[1]}: " + ", ".join(f"{n} {version(n)}" for n in names), flush=True)
+versions = [f"Python {platform.python_version()}"] + [f"{n} {version(n)}" for n in names]
+print(f"== {sys.argv[1]}: " + ", ".join(versions), flush=True)
 PY
             start=$SECONDS
             # The workers the tests start are found on PATH: put this venv's first.

@@ -680,7 +680,7 @@ def versions(admin: redis.Redis) -> dict[str, str]:
     except OSError:
         pass
     return {
-        "date (UTC)": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M"),
+        "date (UTC)": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M"),
         "machine": f"{os.cpu_count()} cores, {cpu}, {platform.system()} {platform.release()}",
         "python": platform.python_version(),
         "frappe-celery": f"{v('frappe-celery')} (git {commit or '?'}, working tree as run)",

@@ -533,7 +533,7 @@ class Store:
                 if value is None:
                     return None
                 if value.tzinfo is None:
-                    value = value.replace(tzinfo=dt.UTC)
+                    value = value.replace(tzinfo=dt.timezone.utc)
                 return value.timestamp()
 
             for start in range(0, len(ids), 100):
@@ -813,7 +813,7 @@ def versions(bench: BenchEnv, load_before: float, wall: float) -> dict[str, str]
         match = re.search(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
         cpu = match.group(1).strip() if match else "?"
     return {
-        "date (UTC)": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M"),
+        "date (UTC)": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M"),
         "machine": f"{os.cpu_count()} vCPUs, {cpu}, {platform.system()} {platform.release()}",
         "Frappe": f"{bench.frappe_version} ({bench.bench}, site {bench.site})",
         "python": platform.python_version(),

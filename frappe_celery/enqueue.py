@@ -128,9 +128,10 @@ def parse_timeout(timeout: Any) -> float | None:
         return None
     if isinstance(timeout, str):
         text = timeout.strip()
-        if text.isdigit():
+        # isdecimal, not isdigit: int() takes no superscript digits ("²" is a digit).
+        if text.isdecimal():
             seconds = int(text)
-        elif text[:-1].isdigit() and text[-1:].lower() in _TIMEOUT_UNITS:
+        elif text[:-1].isdecimal() and text[-1:].lower() in _TIMEOUT_UNITS:
             seconds = int(text[:-1]) * _TIMEOUT_UNITS[text[-1:].lower()]
         else:
             raise InvalidArgumentError("timeout", timeout, TIMEOUT_RULE)

@@ -33,8 +33,8 @@ import base64
 import contextvars
 import json
 import time
-from datetime import UTC, datetime
-from enum import Enum, StrEnum
+from datetime import datetime, timezone
+from enum import Enum
 from typing import Any
 
 from kombu.utils.json import dumps as kombu_dumps
@@ -47,8 +47,10 @@ from .errors import FrappeCeleryError, InvalidArgumentError, InvalidJobOperation
 from .wire import expand_payload
 
 
-class JobStatus(StrEnum):
-    """RQ's status names, as Frappe's get_job_status returns them."""
+class JobStatus(str, Enum):
+    """RQ's status names, as Frappe's get_job_status returns them.
+
+    A str whose str() and format() are its value, as Python 3.11's StrEnum (which 3.10 lacks)."""
 
     QUEUED = "queued"
     STARTED = "started"
@@ -59,6 +61,12 @@ class JobStatus(StrEnum):
     # button, ``frappe-celery stop``); a queued job taken off its queue is canceled instead.
     # As in RQ, a stopped job is kept in its queue's failed registry.
     STOPPED = "stopped"
+
+    def __str__(self) -> str:
+        return str.__str__(self)
+
+    def __format__(self, format_spec: str) -> str:
+        return str.__format__(self, format_spec)
 
 
 # While a job is queued or started its id is taken (is_job_enqueued, deduplicate).
@@ -125,7 +133,7 @@ def publish_progress(
 
 
 def _timestamp(value: str | None) -> datetime | None:
-    return datetime.fromtimestamp(float(value), tz=UTC) if value else None
+    return datetime.fromtimestamp(float(value), tz=timezone.utc) if value else None
 
 
 def decode_message_kwargs(message: str | dict[str, Any]) -> dict[str, Any]:

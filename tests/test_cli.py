@@ -22,7 +22,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -404,7 +404,7 @@ def test_status_shows_the_scheduler_switches_next_due_most_overdue_and_failing_e
     assert scheduler["leader"] is None
     assert scheduler["sites"] == {SITE: ["paused"]}
     assert scheduler["entries"] == 2
-    midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    midnight = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
     assert [e["method"] for e in scheduler["next"]] == [TICK, SCHEDULED_FAIL]
     # Every 2 s after its last run; the daily one at the next midnight (UTC).
     assert last < scheduler["next"][0]["next_run"] <= last + 2

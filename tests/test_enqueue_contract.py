@@ -13,7 +13,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -329,7 +329,7 @@ def test_datetime_date_decimal_uuid_kwargs_arrive_in_the_worker_with_their_types
     key = new_key()
     values = {
         "aware": datetime(2024, 3, 1, 9, 30, 15, 123456, tzinfo=timezone(timedelta(hours=5.5))),
-        "aware_utc": datetime(2024, 3, 1, 4, 0, tzinfo=UTC),
+        "aware_utc": datetime(2024, 3, 1, 4, 0, tzinfo=timezone.utc),
         "naive": datetime(2024, 3, 1, 9, 30, 15),
         "day": date(2024, 2, 29),
         "amount": Decimal("1234.50"),
@@ -714,6 +714,8 @@ BAD_INPUT = [
     pytest.param({"timeout": "10x"}, "timeout", "'10x'", "'1h', '30m'", id="timeout_bad_unit"),
     pytest.param({"timeout": "1.5h"}, "timeout", "'1.5h'", "'1h', '30m'", id="timeout_frac_str"),
     pytest.param({"timeout": "-1"}, "timeout", "'-1'", "positive number", id="timeout_neg_str"),
+    # A digit int() cannot read: refused as the others, not a bare ValueError from int().
+    pytest.param({"timeout": "2²"}, "timeout", "'2²'", "'1h', '30m'", id="timeout_superscript"),
     pytest.param(
         {"method": "tests.jobs.__dict__"}, "method", "__dict__", "dunder names", id="dunder"
     ),

@@ -5,6 +5,7 @@ accepted; every invalid one raises a documented exception naming the field, and 
 from __future__ import annotations
 
 import math
+import re
 import uuid
 import warnings
 from typing import Any
@@ -94,8 +95,10 @@ def test_every_valid_enqueue_is_accepted(r, spec):
 # One invalid field at a time: (field, strategy of values enqueue must refuse).
 INVALID = {
     "queue": st.text(max_size=12).filter(lambda q: q not in QUEUES) | st.integers() | st.none(),
-    "timeout": st.integers(max_value=0) | st.floats(max_value=0) | st.booleans()
-    | st.just(math.nan) | st.text(max_size=5) | st.lists(st.integers(), max_size=2),
+    # 0 (and 0.0, -0.0, "0") is valid: "the queue's", as in Frappe (README); so are "12", "1h".
+    "timeout": st.integers(max_value=-1) | st.floats(max_value=0).filter(bool) | st.booleans()
+    | st.just(math.nan) | st.lists(st.integers(), max_size=2)
+    | st.text(max_size=5).filter(lambda t: not re.fullmatch(r"\d+[smhd]?", t.strip(), re.I)),
     "job_id": st.just("") | st.text(" \t", min_size=1, max_size=3) | st.integers()
     | st.lists(st.text(), max_size=2),
     "event": st.integers() | st.lists(st.text(), max_size=2) | st.booleans(),

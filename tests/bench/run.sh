@@ -7,6 +7,12 @@
 #   FRAPPE_BENCH_ENV=/path/bench.env               one described by make-bench.sh's bench.env
 #   neither: ../shared/frappe/make-bench.sh builds or reuses one (FRAPPE_VERSION=15|16, default 16)
 #
+# BENCH_PYTHON: the Python the bench runs on. For a bench make-bench.sh builds, the Python it
+# makes the bench's virtualenv with (its PYTHON; default python3), at its own ROOT
+# (/tmp/frappe-celery-bench-vVERSION-pyX.Y) so that a bench of another Python is not reused. A
+# version ("3.10", "python3.10") is looked up by tests/find-python.sh (PATH, then pyenv); a path
+# is taken as it is. Whichever bench, the tests stop unless its Python is that version.
+#
 # What it does to that bench: installs frappe-celery (editable, from this checkout), pytest and
 # the example app (examples/celery_example, copied to BENCH/apps and installed on the site),
 # checks that every Frappe pin is still satisfied (pip check), enables the switch (before the
@@ -16,6 +22,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 project=$PWD
+version_of() { "$1" -c 'import sys; print(*sys.version_info[:2], sep=".")'; }
+if [[ "${BENCH_PYTHON:-}" =~ ^(python)?([0-9]+\.[0-9]+)$ ]]; then
+    BENCH_PYTHON=$(bash tests/find-python.sh "${BASH_REMATCH[2]}" BENCH_PYTHON)
+fi
+if [ -n "${BENCH_PYTHON:-}" ]; then
+    bench_python_version=$(version_of "$BENCH_PYTHON") \
+        || { echo "bench-test: BENCH_PYTHON=$BENCH_PYTHON does not run" >&2; exit 2; }
+fi
 
 if [ -z "${FRAPPE_BENCH:-}" ] && [ -z "${FRAPPE_BENCH_ENV:-}" ]; then
     make_bench=../shared/frappe/make-bench.sh
@@ -24,10 +38,15 @@ if [ -z "${FRAPPE_BENCH:-}" ] && [ -z "${FRAPPE_BENCH_ENV:-}" ]; then
         exit 2
     fi
     version=${FRAPPE_VERSION:-16}
+    suffix=""
+    if [ -n "${BENCH_PYTHON:-}" ]; then
+        suffix=-py$bench_python_version
+        export PYTHON=$BENCH_PYTHON  # make-bench.sh's name for it
+    fi
     if [ "${CI:-}" = true ] && [ -z "${FRAPPE_BENCH_ROOT:-}" ]; then
         # CI: a bench of this run's own, on free ports, removed at exit, so that nothing a
         # previous or concurrent run left behind (a half-made site, a taken port) is reused.
-        root=$(mktemp -d "/tmp/frappe-celery-bench-v$version.XXXXXX")
+        root=$(mktemp -d "/tmp/frappe-celery-bench-v$version$suffix.XXXXXX")
         chmod 755 "$root"  # MariaDB runs as mysql and must reach its datadir inside
         read -r DB_PORT REDIS_QUEUE_PORT REDIS_CACHE_PORT < <(python3 -c '
 import socket
@@ -39,9 +58,9 @@ print(*(s.getsockname()[1] for s in socks))')
         cleanup() { bash "$(dirname "$make_bench")/stop-bench.sh" "$root" --purge > /dev/null 2>&1 || true; rm -rf "$root"; }
         trap cleanup EXIT
     else
-        root=${FRAPPE_BENCH_ROOT:-/tmp/frappe-celery-bench-v$version}
+        root=${FRAPPE_BENCH_ROOT:-/tmp/frappe-celery-bench-v$version$suffix}
     fi
-    echo "== building or reusing a Frappe $version bench at $root"
+    echo "== building or reusing a Frappe $version bench at $root${PYTHON:+ with $PYTHON}"
     log=$(mktemp)
     if ! FRAPPE_VERSION=$version bash "$make_bench" "$root" > "$log" 2>&1; then
         # Everything make-bench said (its steps, the failing command's log tail, its reason).
@@ -64,6 +83,11 @@ fi
 export FRAPPE_BENCH FRAPPE_SITE FRAPPE_BENCH_CLI
 venv=$FRAPPE_BENCH/env
 pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
+if [ -n "${BENCH_PYTHON:-}" ] && [ "$(version_of "$venv/bin/python")" != "$bench_python_version" ]; then
+    # Your own bench, or one an earlier run made with another Python at FRAPPE_BENCH_ROOT.
+    echo "bench-test: the bench at $FRAPPE_BENCH runs Python $(version_of "$venv/bin/python"), not $bench_python_version (BENCH_PYTHON=$BENCH_PYTHON): use another FRAPPE_BENCH_ROOT, or remove that one (stop-bench.sh ROOT --purge)" >&2
+    exit 1
+fi
 
 echo "== installing frappe-celery into $venv"
 "${pip[@]}" -e "$project" "pytest>=8" "pytest-timeout>=2.3"
@@ -95,7 +119,7 @@ site_bench execute frappe.model.sync.sync_for --args '["celery_example"]' --kwar
 # Its scheduler_events as this checkout has them, as `bench migrate` syncs them.
 site_bench execute frappe.core.doctype.scheduled_job_type.scheduled_job_type.sync_jobs > /dev/null
 
-echo "== tests/bench with $venv/bin/python ($(cd "$FRAPPE_BENCH" && "$venv/bin/python" -c 'import frappe; print("Frappe", frappe.__version__)'))"
+echo "== tests/bench with $venv/bin/python ($(cd "$FRAPPE_BENCH" && "$venv/bin/python" -c 'import platform, frappe; print("Python", platform.python_version() + ", Frappe", frappe.__version__)'))"
 FRAPPE_CELERY_BENCH_REQUIRED=1 "$venv/bin/python" -m pytest tests/bench -p no:cacheprovider "$@"
 
 if [ "${FRAPPE_OWN_TESTS:-}" = 1 ]; then

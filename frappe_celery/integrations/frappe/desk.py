@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from ... import admin, monitor
@@ -38,7 +38,7 @@ def _system_time(timestamp: float | None) -> Any:
         return ""
     from frappe.utils import convert_utc_to_system_timezone
 
-    return convert_utc_to_system_timezone(datetime.fromtimestamp(timestamp, UTC))
+    return convert_utc_to_system_timezone(datetime.fromtimestamp(timestamp, timezone.utc))
 
 
 def _timestamp(value: datetime | None) -> float | None:
