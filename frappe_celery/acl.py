@@ -69,6 +69,9 @@ class Report:
     user: str
     server_version: str
     missing: list[Missing] = field(default_factory=list)
+    # Whether the user may use every channel (allchannels: Redis 6.2's default for a new user,
+    # and every user before 6.2); then it takes no channel rule ("&x" after it is an error).
+    all_channels: bool = False
 
     @property
     def ok(self) -> bool:
@@ -163,7 +166,7 @@ def required(
     for probe in _command_probes(control, settings.enqueue_wait_replicas > 0):
         name = str(probe[0]).lower() + ("|" + str(probe[1]).lower() if probe[0] == "SCRIPT" else "")
         needs.append(Need("command", "+" + name, probe, USED_BY))
-    return _without_subsumed(needs)
+    return _without_subsumed(needs) + TRANSACTIONS
 
 
 def _command_probes(channel: str, wait: bool) -> list[tuple[Any, ...]]:
@@ -223,48 +226,67 @@ def whoami(client: redis.Redis) -> str:
 def check(client: redis.Redis, needs: Sequence[Need]) -> Report:
     """Which of ``needs`` the user ``client`` is authenticated as cannot use.
 
-    One round trip: ``MULTI``, every probe, ``DISCARD``; Redis refuses a probe it would not let
-    this user run (``NOPERM``) and runs none. A probe refused for its command is reported as
-    that command missing (the other rules of that probe are checked again once it is granted).
+    Two round trips on a connection of its own: ``EXEC`` (alone it only errs) and ``MULTI``;
+    then, only once ``MULTI`` was accepted, every other probe and ``DISCARD``. Redis refuses a
+    probe it would not let this user run (``NOPERM``) and runs none. A probe refused for its
+    command is reported as that command missing (its keys or channels are checked again once
+    that is granted); with ``MULTI`` refused, nothing else can be checked.
     """
     info: dict[str, Any] = client.info("server")  # type: ignore[assignment]  # sync client
-    version = as_text(info.get("redis_version", "?"))
-    report = Report(whoami(client), version)
-    commands = [("MULTI",), *(need.probe for need in needs), ("DISCARD",)]
+    report = Report(whoami(client), as_text(info.get("redis_version", "?")))
+    first = [("EXEC",), ("MULTI",)]
+    # Never queued: MULTI and DISCARD are the probe's own, and EXEC would run the probes.
+    queued = [need.probe for need in needs if need.probe[0] not in ("MULTI", "EXEC", "DISCARD")]
+    queued += [ANY_CHANNEL_PROBE, ("DISCARD",)]
+    replies: dict[tuple[Any, ...], Any] = {}
     with checked_out(client) as connection:
         try:
-            connection.send_packed_command(connection.pack_commands(commands))
-            replies: list[Any] = []
-            for _ in commands:
-                try:
-                    replies.append(connection.read_response())
-                except redis.ResponseError as exc:
-                    replies.append(exc)
+            replies.update(zip(first, _replies(connection, first), strict=True))
+            if not isinstance(replies[("MULTI",)], redis.ResponseError):
+                replies.update(zip(queued, _replies(connection, queued), strict=True))
         finally:
-            # The probe's connection is never reused: if DISCARD itself were refused it would
-            # still be inside MULTI.
+            # Never reused: with DISCARD refused, it would still be inside MULTI.
             connection.disconnect()
-    if isinstance(replies[0], redis.ResponseError):
-        # Nothing else could be checked; the rest is checked once these are granted.
-        for command in ("multi", "exec"):
-            need = Need("command", "+" + command, (command.upper(),), "transactions: " + USED_BY)
-            report.missing.append(Missing(need, str(replies[0])))
-        return report
+    report.all_channels = replies.get(ANY_CHANNEL_PROBE) in (b"QUEUED", "QUEUED")
     by_rule: dict[str, Need] = {}
-    for need, reply in zip(needs, replies[1:-1], strict=True):
-        if not isinstance(reply, redis.exceptions.NoPermissionError):
+    for need in [*TRANSACTIONS, *needs]:
+        reply = replies.get(need.probe)
+        # EXEC refused alone answers EXECABORT ... NOPERM ...
+        if not isinstance(reply, redis.exceptions.NoPermissionError) and "NOPERM" not in str(
+            reply if isinstance(reply, redis.ResponseError) else ""
+        ):
             continue
         text = str(reply)
         if _DENIED_COMMAND.search(text):
             if need.kind != "command":
-                command = str(need.probe[0]).lower()
-                need = Need("command", "+" + command, need.probe, USED_BY)
+                need = Need("command", "+" + str(need.probe[0]).lower(), need.probe, USED_BY)
         elif need.kind == "command":
             continue  # the command is allowed; its key or channel is another need's
         if need.rule not in by_rule:
             by_rule[need.rule] = need
             report.missing.append(Missing(need, text))
     return report
+
+
+# PSUBSCRIBE to a pattern no rule names: Redis lets only a user with every channel do it.
+ANY_CHANNEL_PROBE = ("PSUBSCRIBE", "frappe-celery:acl-probe:any-channel:*")
+
+TRANSACTIONS = [
+    Need("command", "+" + name.lower(), (name,), "transactions: " + USED_BY)
+    for name in ("MULTI", "EXEC", "DISCARD")
+]
+
+
+def _replies(connection: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """Send ``commands`` in one write and read every reply, an error reply as its exception."""
+    connection.send_packed_command(connection.pack_commands(commands))
+    replies: list[Any] = []
+    for _ in commands:
+        try:
+            replies.append(connection.read_response())
+        except redis.ResponseError as exc:
+            replies.append(exc)
+    return replies
 
 
 # -- the fix -------------------------------------------------------------------------------------
@@ -301,26 +323,20 @@ def acl_file_line(path: Path, user: str) -> str | None:
     return None
 
 
-def rules_lacking_in_line(line: str, needs: Sequence[Need], server_version: str) -> list[str]:
-    """The key and channel rules of ``needs`` that an ACL file line does not hold word for word
-    (none when it grants every key or channel; no channel rule before Redis 6.2, which has
-    none). The live :func:`check` is the truth; this catches rules granted with ACL SETUSER
-    only, which a restart of Redis drops."""
+def rules_lacking_in_line(line: str, needs: Sequence[Need], all_channels: bool) -> list[str]:
+    """The key and channel rules of ``needs`` that an ACL file line does not hold word for word:
+    none for keys when it grants every key, none for channels when it or the live user
+    (``all_channels``, :attr:`Report.all_channels`) has every channel. The live :func:`check` is
+    the truth; this catches rules granted with ACL SETUSER only, which a restart drops."""
     words = set(line.split()[2:])
-    channels_exist = _version(server_version) >= (6, 2)
     all_keys = bool(words & {"~*", "allkeys"})
-    all_channels = bool(words & {"&*", "allchannels"}) or not channels_exist
+    all_channels = all_channels or bool(words & {"&*", "allchannels"})
     wanted = [
         need.rule
         for need in needs
         if (need.kind == "key" and not all_keys) or (need.kind == "channel" and not all_channels)
     ]
     return [rule for rule in dict.fromkeys(wanted) if rule not in words]
-
-
-def _version(text: str) -> tuple[int, ...]:
-    numbers = re.findall(r"\d+", text)[:2]
-    return tuple(int(n) for n in numbers) if numbers else (0,)
 
 
 def redact_acl_line(line: str) -> str:

@@ -169,7 +169,7 @@ def _warn_if_acl_file_lacks(target: AclTarget, report: acl.Report) -> None:
     line = acl.acl_file_line(target.acl_file, report.user)
     if line is None:
         return
-    lacking = acl.rules_lacking_in_line(line, target.needs(), report.server_version)
+    lacking = acl.rules_lacking_in_line(line, target.needs(), report.all_channels)
     if lacking:
         click.echo(
             f"Warning: the Redis user {report.user!r} has what frappe-celery needs now, but its "
@@ -252,7 +252,7 @@ def _apply(target: AclTarget, report: acl.Report) -> acl.Report:
             err=True,
         )
     else:
-        lacking = acl.rules_lacking_in_line(line or "", target.needs(), report.server_version)
+        lacking = acl.rules_lacking_in_line(line or "", target.needs(), report.all_channels)
         try:
             added = acl.add_rules_to_acl_file(target.acl_file, user, [*report.rules, *lacking])
         except acl.AclFileError as exc:
