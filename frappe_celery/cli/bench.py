@@ -160,7 +160,15 @@ def _refuse_unless_acl_holds() -> None:
         target.client.close()
     if not report.ok:
         click.echo(acl.explain(report, target.url, target.acl_file), err=True)
-        click.echo("Not switched: nothing was changed.", err=True)
+        if switch.is_enabled():
+            # Enabled before the ACL user was made: its processes fail with NOPERM meanwhile.
+            click.echo(
+                "Nothing was changed, but the switch was already on: the bench's jobs fail "
+                "until these are granted (or frappe-celery bench disable).",
+                err=True,
+            )
+        else:
+            click.echo("Not switched: nothing was changed.", err=True)
         raise SystemExit(PROBLEM)
     _warn_if_acl_file_lacks(target, report)
 
