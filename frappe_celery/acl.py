@@ -163,13 +163,13 @@ def required(
         needs.append(Need("channel", "&" + glob_escape(control), probe, purpose))
     events_rule = "&" + glob_escape(events) + ("/*" if patterns else "")
     needs.append(Need("channel", events_rule, ("PUBLISH", event, "x"), "worker events"))
-    for probe in _command_probes(control, settings.enqueue_wait_replicas > 0):
+    for probe in _command_probes(control, settings.enqueue_wait_replicas > 0, db):
         name = str(probe[0]).lower() + ("|" + str(probe[1]).lower() if probe[0] == "SCRIPT" else "")
         needs.append(Need("command", "+" + name, probe, USED_BY))
     return _without_subsumed(needs) + TRANSACTIONS
 
 
-def _command_probes(channel: str, wait: bool) -> list[tuple[Any, ...]]:
+def _command_probes(channel: str, wait: bool, db: int) -> list[tuple[Any, ...]]:
     """Every command frappe-celery, kombu and Celery send (directly or from a Lua script), as
     seen with MONITOR on a worker, beat and the CLI; MULTI and EXEC are the probe's own."""
     p = PROBE_KEY
@@ -190,6 +190,8 @@ def _command_probes(channel: str, wait: bool) -> list[tuple[Any, ...]]:
     ]  # fmt: skip
     if wait:
         probes.append(("WAIT", 1, 0))
+    if db:
+        probes.append(("SELECT", db))  # redis-py's, on connecting to another db than 0
     return probes
 
 

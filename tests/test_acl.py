@@ -21,7 +21,7 @@ import pytest
 import redis
 
 from frappe_celery import acl, keys
-from frappe_celery.config import load_settings
+from frappe_celery.config import Settings, load_settings
 from frappe_celery.embedded import find_redis_server, free_port
 
 from .conftest import ROOT, RedisProcess, Worker, wait_for
@@ -328,7 +328,11 @@ def test_doctor_names_the_missing_rules(acl_redis: AclRedis, worker_env: dict[st
     assert BENCH_PASSWORD not in run.stdout + run.stderr
 
 
-def test_probe_keys_come_from_keys_py() -> None:
+def test_names_come_from_keys_py_the_queues_and_the_broker_db() -> None:
     probed = {n.probe[3] for n in needs() if n.kind == "key"}
     assert keys.job("acl-probe") in probed and keys.HOLDERS in probed
     assert set(keys.queue_lists("long")) <= probed
+    custom = acl.required(Settings(queues={"short": 300, "pdf": 60}), db=2)
+    rules = {n.rule for n in custom}
+    assert {"~pdf*", "&/2.celery.pidbox", "&/2.celeryev/*", "+select"} <= rules
+    assert "~long*" not in rules
