@@ -271,7 +271,10 @@ class Problem:
 def doctor() -> list[Problem]:
     """Everything that keeps jobs from running as configured, each with what to do."""
     settings = get_settings()
-    problems: list[Problem] = []
+    # First: the other checks read keys that a restricted Redis user may not reach.
+    problems: list[Problem] = acl_problems()
+    if problems:
+        return problems
     workers = read_workers()
     consumed = {queue for worker in workers for queue in worker.get("queues", [])}
     for queue in settings.queues:
@@ -373,9 +376,31 @@ def version_problems(
     ]
 
 
+def acl_problems() -> list[Problem]:
+    """What the broker's Redis user lacks of the keys, channels and commands frappe-celery uses
+    (acl.py): a bench user made by Frappe's ``bench create-rq-users`` has only ``rq:*`` keys."""
+    from . import acl
+
+    client = get_redis()
+    with broker_errors():
+        report = acl.check(client, acl.required(get_settings(), acl.broker_db(client)))
+    if report.ok:
+        return []
+    setuser = acl.shell_line(acl.setuser_command(report.user, report.rules))
+    return [
+        Problem(
+            f"the Redis user {report.user!r} cannot use: {' '.join(report.rules)} (NOPERM); "
+            "enqueues, workers and this doctor fail on them",
+            f"as the Redis admin: redis-cli {setuser}; in a bench: frappe-celery bench acl "
+            f"--apply (also keeps them in {acl.BENCH_ACL_FILE}), or see frappe-celery bench acl",
+        )
+    ]
+
+
 __all__ = [
     "Problem",
     "UnknownTarget",
+    "acl_problems",
     "cancel_job",
     "doctor",
     "find_job",
@@ -385,5 +410,7 @@ __all__ = [
     "retry_job",
     "set_scheduler",
     "stop_job",
+    "switch_problems",
     "trigger_scheduler_event",
+    "version_problems",
 ]
