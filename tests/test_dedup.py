@@ -289,7 +289,8 @@ def test_a_job_stuck_in_started_after_its_worker_vanished_is_failed_and_its_id_f
     time.sleep(3.5)
     assert records.reap_abandoned() == []
     time.sleep(1.2)
-    assert records.reap_abandoned() == [job.id]
+    # Every live worker reaps too (every 30 s): one may have done it in the last 1.2 s.
+    assert records.reap_abandoned() in ([job.id], [])
 
     assert job.get_status() == "failed"
     assert job.refresh()["exc_type"] == "AbandonedJobError"

@@ -85,13 +85,18 @@ def enqueue_stream(stop: threading.Event, outcomes: list[tuple[float, float, obj
 def diagnosis(client, accepted: set[str], worker_log: str) -> str:
     """What the queues, kombu's unacked hash and the records say, and the worker's log tail."""
     statuses: dict[str, int] = {}
+    failures = []
     for job_id in accepted:
-        status = frappe.get_job(job_id).get_status()
+        job = frappe.get_job(job_id)
+        status = job.get_status()
         statuses[status] = statuses.get(status, 0) + 1
+        if status == "failed":
+            failures.append(f"{job_id}: {job.record.get('exc_type')}: {job.exc_info}"[:600])
     waiting = {q: sum(client.llen(k) for k in frappe.keys.queue_lists(q)) for q in ("short",)}
     unacked = client.hlen(frappe.keys.KOMBU_UNACKED)
     return (f"not all acknowledged jobs finished: {statuses}; waiting {waiting}; "
-            f"unacked {unacked}\nworker log tail:\n{worker_log[-6000:]}")  # fmt: skip
+            f"unacked {unacked}\nfailed: {failures[:3]}\n"
+            f"worker log tail:\n{worker_log[-6000:]}")  # fmt: skip
 
 
 def test_a_redis_restart_loses_no_acknowledged_enqueue_and_nothing_needs_a_restart(
