@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import json
 import logging
 from base64 import b64decode
 from collections.abc import Iterator
@@ -316,8 +317,11 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]  # kombu < 5.7 ships n
             if payload is None:
                 logger.error("dropped a message from %r that is not a kombu message: %.200r",
                              dest, item)  # fmt: skip
-                if held:  # reserve.lua held it: it must not come back after the visibility timeout
-                    self.qos._settle(loads(bytes_to_str(item))["properties"]["delivery_tag"])
+                tag = raw_delivery_tag(bytes_to_str(item))
+                if (
+                    held and tag
+                ):  # reserve.lua held it: it must not come back after the visibility timeout
+                    self.qos._settle(tag)
                 raise Empty()
             if held and self._never_acked(dest):
                 self.qos._settle(payload["properties"]["delivery_tag"])
@@ -344,13 +348,25 @@ def ring_doorbell(pipe: Any, queue: str) -> None:
     pipe.ltrim(bell, 0, keys.DOORBELL_DEPTH - 1)
 
 
+def raw_delivery_tag(text: str) -> str | None:
+    """The delivery tag of a message kombu cannot read, read as plain JSON (no type tags)."""
+    try:
+        tag = json.loads(text)["properties"]["delivery_tag"]
+    except (ValueError, TypeError, KeyError):
+        return None
+    return tag if isinstance(tag, str) else None
+
+
 def readable_message(text: str) -> dict[str, Any] | None:
     """The message as kombu reads it, or None when kombu could not (it would raise): not JSON,
     not an object, no properties with a delivery tag and delivery info, a body that does not
     decode as its body_encoding says."""
     try:
         payload = loads(text)
-    except ValueError:
+    except Exception:
+        # ValueError, and what kombu's type-tag decoder raises ({"__type__": "datetime",
+        # "__value__": 1}: TypeError; a bad decimal: InvalidOperation; bytes holding a number:
+        # AttributeError): any of them is a poison message.
         return None
     properties = payload.get("properties") if isinstance(payload, dict) else None
     if not isinstance(properties, dict) or not isinstance(properties.get("delivery_tag"), str):

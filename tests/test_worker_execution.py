@@ -654,6 +654,13 @@ def test_a_pickle_message_on_the_queue_is_never_executed(r, shared_worker, tmp_p
     assert r.llen(key) == 0
 
 
+def poisoned(tag: dict[str, Any]) -> str:
+    """A well-formed kombu envelope with ``tag`` among its headers."""
+    return json.dumps({"body": "e30=", "headers": {"id": "x", "poison": tag}, "properties": {
+        "delivery_tag": "t", "body_encoding": "base64",
+        "delivery_info": {"exchange": "default", "routing_key": "default"}}})  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "raw",
     [
@@ -664,8 +671,13 @@ def test_a_pickle_message_on_the_queue_is_never_executed(r, shared_worker, tmp_p
                     "content-encoding": "utf-8", "headers": {"task": "frappe_celery.execute_job",
                     "id": "x"}, "properties": {"delivery_tag": "t", "body_encoding": "base64",
                     "delivery_info": {"exchange": "default", "routing_key": "default"}}}),
+        # kombu's type tags that its decoder raises on (not ValueError): TypeError,
+        # decimal.InvalidOperation, AttributeError.
+        *(poisoned({"__type__": kind, "__value__": value})
+          for kind, value in (("datetime", 1), ("decimal", "not a number"), ("bytes", 1))),
     ],
-    ids=["not-json", "json-list", "no-properties", "body-not-base64"],
+    ids=["not-json", "json-list", "no-properties", "body-not-base64", "tag-datetime-int",
+         "tag-decimal-text", "tag-bytes-int"],
 )  # fmt: skip
 def test_a_malformed_message_is_dropped_and_the_worker_takes_the_next_job(r, shared_worker, raw):
     target = keys.queue_list("default", 3)
