@@ -57,7 +57,8 @@ from kombu.utils.json import dumps, loads
 from redis import sentinel
 from redis.exceptions import NoScriptError
 
-from . import keys, recovery
+from . import keys, records, recovery
+from .errors import BrokerUnreachable
 from .scripts import RESERVE, SETTLE
 from .wire import START_CHECKED
 
@@ -317,11 +318,11 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]  # kombu < 5.7 ships n
             if payload is None:
                 logger.error("dropped a message from %r that is not a kombu message: %.200r",
                              dest, item)  # fmt: skip
+                # reserve.lua held it: it must not come back after the visibility timeout.
                 tag = raw_delivery_tag(bytes_to_str(item))
-                if (
-                    held and tag
-                ):  # reserve.lua held it: it must not come back after the visibility timeout
+                if held and tag:
                     self.qos._settle(tag)
+                fail_named_job(bytes_to_str(item), "a message kombu cannot read")
                 raise Empty()
             if held and self._never_acked(dest):
                 self.qos._settle(payload["properties"]["delivery_tag"])
@@ -355,6 +356,28 @@ def raw_delivery_tag(text: str) -> str | None:
     except (ValueError, TypeError, KeyError):
         return None
     return tag if isinstance(tag, str) else None
+
+
+def fail_named_job(text: str, problem: str) -> None:
+    """Fail the job a dropped message names (``MalformedMessage``), if it names one with its
+    token (read as plain JSON): its record would otherwise say ``queued`` until it expired, and
+    its id stay taken. A message naming a job with a wrong token changes nothing."""
+    try:
+        envelope = json.loads(text)
+        body = envelope["body"]
+        if envelope["properties"].get("body_encoding") == "base64":
+            body = b64decode(body)
+        job_id, payload = envelope["headers"]["id"], json.loads(body)[1]
+        token, queue = payload["token"], payload["queue"]
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return
+    if not all(isinstance(value, str) for value in (job_id, token, queue)):
+        return
+    try:
+        records.fail(job_id, token, queue, "MalformedMessage",
+                     f"malformed job message: {problem}; it was not run")  # fmt: skip
+    except BrokerUnreachable:
+        logger.warning("job %s: could not record its malformed message as failed", job_id)
 
 
 def readable_message(text: str) -> dict[str, Any] | None:

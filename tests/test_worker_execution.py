@@ -690,6 +690,44 @@ def test_a_malformed_message_is_dropped_and_the_worker_takes_the_next_job(r, sha
 
 
 @pytest.mark.parametrize(
+    ("where", "recorded"),
+    [
+        ("headers", "failed"),
+        # Celery decodes the body later and drops it with a DecodeError logged; the record is
+        # left queued (issue 22: not yet marked failed).
+        ("body", "queued"),
+    ],
+)
+def test_a_poisoned_job_message_is_dropped_and_its_record_failed(r, start_worker, where, recorded):
+    """A job's own message with a kombu type tag its decoder raises on (TypeError), in the
+    envelope's headers or in the body Celery decodes later: the worker lives and the message is
+    not held for a redelivery; a poisoned envelope's job is recorded failed, saying why."""
+    template = frappe.enqueue("tests.jobs.record", queue="reports", key=unique("poison"))
+    list_name = template.refresh()["list"]
+    raw = waiting_message(template)
+    envelope = json.loads(raw)
+    poison = {"__type__": "datetime", "__value__": 1}
+    if where == "headers":
+        envelope["headers"]["poison"] = poison
+    else:
+        body = json.loads(base64.b64decode(envelope["body"]))
+        body[1]["kwargs"] = {"key": poison}
+        envelope["body"] = base64.b64encode(json.dumps(body).encode()).decode()
+    r.lrem(list_name, 0, raw)
+    r.lpush(list_name, json.dumps(envelope))
+    worker = start_worker("reports", concurrency=1)
+    wait_for(lambda: r.llen(list_name) == 0, 20)
+    if recorded == "failed":
+        wait_for(lambda: template.get_status() == "failed", 10)
+        assert template.refresh()["exc_type"] == "MalformedMessage"
+    else:
+        wait_for(lambda: "DecodeError" in worker.output(), 10)
+        assert template.get_status() == "queued"
+    assert worker.process.poll() is None, worker.output()[-3000:]
+    assert r.hlen(keys.KOMBU_UNACKED) == 0
+
+
+@pytest.mark.parametrize(
     "change",
     [{"task": "no.such.task"}, {"task": ""}, {"task": "celery.accumulate"},
      {"task": "celery.map"}, {"task": "celery.backend_cleanup"}],
