@@ -10,6 +10,7 @@ a bench every test here is skipped with the reason.
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import signal
@@ -18,6 +19,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -144,6 +146,25 @@ def site(bench: Bench) -> Iterator[Any]:
     finally:
         frappe.db.rollback()
         frappe.destroy()
+
+
+@contextmanager
+def custom_queues(bench: Bench, *names: str) -> Iterator[None]:
+    """The bench's common_site_config.json with ``workers`` queues ``names`` added (timeout
+    60 s), and this process's settings reloaded; the file put back afterwards."""
+    import frappe_celery
+
+    common = bench.sites / "common_site_config.json"
+    before = common.read_text()
+    config = json.loads(before)
+    config.setdefault("workers", {}).update({name: {"timeout": 60} for name in names})
+    common.write_text(json.dumps(config, indent=1))
+    frappe_celery.reload_settings()
+    try:
+        yield
+    finally:
+        common.write_text(before)
+        frappe_celery.reload_settings()
 
 
 def fresh(frappe: Any) -> Any:

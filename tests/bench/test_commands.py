@@ -3,33 +3,21 @@ and act on Celery's queues; enable-scheduler / disable-scheduler drive the beat'
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-import frappe_celery
-
-from .conftest import Bench
+from .conftest import Bench, custom_queues
 
 QUEUE = "celery-tests-idle"  # a queue no worker consumes: its jobs stay pending
 
 
 @pytest.fixture
 def idle_queue(bench: Bench) -> Iterator[str]:
-    common = bench.sites / "common_site_config.json"
-    before = common.read_text()
-    config = json.loads(before)
-    config.setdefault("workers", {})[QUEUE] = {"timeout": 60}
-    common.write_text(json.dumps(config, indent=1))
-    frappe_celery.reload_settings()
-    try:
+    with custom_queues(bench, QUEUE):
         yield QUEUE
-    finally:
-        common.write_text(before)
-        frappe_celery.reload_settings()
 
 
 def run_ok(bench: Bench, *args: str) -> str:

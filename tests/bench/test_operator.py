@@ -6,7 +6,6 @@ frappe-celery whose switch file stayed behind."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -22,7 +21,7 @@ import frappe_celery
 from frappe_celery import admin
 from frappe_celery.monitor import get_workers
 
-from .conftest import Bench, fresh, wait_for
+from .conftest import Bench, custom_queues, fresh, wait_for
 from .test_beat import DAILY, Beat, logs_since, make_due
 from .test_beat import scheduler_on as scheduler_on  # a fixture, used by name
 
@@ -36,19 +35,12 @@ PROJECT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def own_queue(bench: Bench) -> Iterator[str]:
-    common = bench.sites / "common_site_config.json"
-    before = common.read_text()
-    config = json.loads(before)
-    config.setdefault("workers", {}).update({QUEUE: {"timeout": 60}, SECOND_QUEUE: {"timeout": 60}})
-    common.write_text(json.dumps(config, indent=1))
-    frappe_celery.reload_settings()
-    try:
-        yield QUEUE
-    finally:
-        admin.purge_jobs(QUEUE)
-        admin.purge_jobs(SECOND_QUEUE)
-        common.write_text(before)
-        frappe_celery.reload_settings()
+    with custom_queues(bench, QUEUE, SECOND_QUEUE):
+        try:
+            yield QUEUE
+        finally:
+            admin.purge_jobs(QUEUE)
+            admin.purge_jobs(SECOND_QUEUE)
 
 
 def bench_cli(bench: Bench, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:

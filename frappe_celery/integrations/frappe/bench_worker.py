@@ -40,10 +40,10 @@ from celery import signals
 from ...bench import broker_url_of, find_bench
 from ...config import get_settings, reload_settings
 from ...errors import FrappeCeleryError
+from ...worker_options import QUEUE_ORDERS
 
 # What the worker's main process imports before its pool forks (worker.py reads it).
 PRELOAD_ENV = "FRAPPE_CELERY_PRELOAD"
-STRATEGIES = {"round_robin": "round_robin", "random": "random"}
 
 
 def _queues(queue: str | None) -> list[str]:
@@ -86,7 +86,9 @@ def worker_options(
 ) -> dict[str, Any]:
     """The ``celery worker`` options a ``bench worker`` / ``worker-pool`` call means."""
     # RQ's DequeueStrategy is a str enum ("default", "round_robin", "random").
-    order = STRATEGIES.get(str(getattr(strategy, "value", strategy) or ""))
+    # "default" (RQ's) is our default order; the others are --queue-order choices by name.
+    name = str(getattr(strategy, "value", strategy) or "")
+    order = name if name in QUEUE_ORDERS and name != "priority" else None
     return {
         "queues": queues,
         "concurrency": concurrency,

@@ -32,9 +32,11 @@ from .switch import apply
 
 logger = logging.getLogger(__name__)
 
-# What Frappe's ``start_worker_pool`` (frappe/utils/background_jobs.py, Frappe 15 and 16)
-# imports before its pool forks.
-WORKER_POOL_PRELOADS = (
+# What Frappe imports before it forks workers: ``start_worker_pool`` in
+# frappe/utils/background_jobs.py and the "module pre-loading" block of frappe/app.py (gunicorn's
+# preload), Frappe 15 and 16. A module one Frappe version lacks is skipped.
+FRAPPE_PRELOADS = (
+    # frappe.utils.background_jobs.start_worker_pool
     "frappe.database.query",
     "frappe.query_builder",
     "frappe.utils",
@@ -42,11 +44,7 @@ WORKER_POOL_PRELOADS = (
     "frappe.utils.scheduler",
     "frappe.utils.typing_validations",
     "frappe.website.path_resolver",
-)
-# What Frappe imports before it forks any workers: the above and the "module pre-loading" block
-# of frappe/app.py (gunicorn's preload). A module one Frappe version lacks is skipped.
-FRAPPE_PRELOADS = (
-    *WORKER_POOL_PRELOADS,
+    # frappe/app.py
     "gettext",
     "babel",
     "babel.messages",
@@ -84,34 +82,29 @@ def database_types(bench: Bench) -> set[str]:
     return types
 
 
-# FRAPPE_CELERY_PRELOAD: what the worker's main process imports before its pool forks.
-# ``bench worker`` and ``bench worker-pool`` choose as Frappe's own commands do (bench_worker.py):
-# they start in about 0.7 s instead of 1.2 s, and their children import the rest on their first
-# job (once per child, not once per job as under RQ's fork-per-job worker).
-PRELOADS = {"all": FRAPPE_PRELOADS, "worker-pool": WORKER_POOL_PRELOADS, "none": ()}
+# FRAPPE_CELERY_PRELOAD=none: the worker's main process imports nothing more before its pool
+# forks, as Frappe's own ``bench worker``; ``bench worker`` and ``bench worker-pool`` set it
+# (bench_worker.py): they start in about 0.7 s instead of 1.2 s, and each pool child imports
+# the rest on its first job (once per child, not once per job as under RQ's fork-per-job worker).
+PRELOAD_CHOICES = ("all", "none")
 
 
 def preload_modules() -> None:
-    """Import Frappe's own pre-fork modules (:data:`PRELOADS`, ``all`` unless
-    ``FRAPPE_CELERY_PRELOAD`` says otherwise) and, with ``all``, the bench's database drivers
-    (one that cannot be imported is logged: a job that needs it will report its own error)."""
+    """Import Frappe's own pre-fork modules and the bench's database drivers (one that cannot
+    be imported is logged: a job that needs it will report its own error), unless
+    ``FRAPPE_CELERY_PRELOAD=none``."""
     choice = os.environ.get(PRELOAD_ENV) or "all"
-    if choice not in PRELOADS:
+    if choice not in PRELOAD_CHOICES:
         raise ConfigError(
-            f"{PRELOAD_ENV}={choice!r}: choose one of {', '.join(PRELOADS)} (what the worker "
-            "imports before its pool forks)"
+            f"{PRELOAD_ENV}={choice!r}: choose one of {', '.join(PRELOAD_CHOICES)} (what the "
+            "worker imports before its pool forks)"
         )
-    if choice != "all":
-        _import_each(PRELOADS[choice], drivers=())
+    if choice == "none":
         return
     bench = find_bench()
     drivers = [f"frappe.database.{db_type}.database" for db_type in
                sorted(database_types(bench))] if bench is not None else []  # fmt: skip
-    _import_each(FRAPPE_PRELOADS, drivers=tuple(drivers))
-
-
-def _import_each(modules: tuple[str, ...], drivers: tuple[str, ...]) -> None:
-    for module in (*modules, *drivers):
+    for module in (*FRAPPE_PRELOADS, *drivers):
         try:
             importlib.import_module(module)
         except ImportError as exc:
