@@ -32,10 +32,14 @@ HOLDERS = PREFIX + "holders"
 HOLDERS_MISSING_SINCE = PREFIX + "holders:missing_since"
 
 
+# What alive() puts before a process's name (restore_visible.lua builds the key itself).
+ALIVE_PREFIX = PREFIX + "alive:"
+
+
 def alive(process: str) -> str:
     """String with a TTL, refreshed by a worker's heartbeat: present while that process is alive
     (``recovery.process_of`` a holder name)."""
-    return f"{PREFIX}alive:{process}"
+    return f"{ALIVE_PREFIX}{process}"
 
 
 # How many wake-up tokens a queue's doorbell keeps: each can wake one idle worker at once; more

@@ -59,7 +59,7 @@ from redis.exceptions import NoScriptError
 
 from . import keys, records, recovery
 from .errors import BrokerUnreachable
-from .scripts import RESERVE, SETTLE
+from .scripts import RESERVE, RESTORE_VISIBLE, SETTLE
 from .wire import START_CHECKED
 
 logger = logging.getLogger(__name__)
@@ -147,6 +147,33 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]  # kombu < 5.7 ships no type h
             return
         self._settle(delivery_tag)
         virtual.QoS.ack(self, delivery_tag)
+
+    def restore_visible(self, start: int = 0, num: int | None = 10, interval: int = 10) -> None:
+        """kombu's restore of messages held longer than the visibility timeout (every tenth call
+        of its 10-second timer), except a message whose holder is alive: its job still runs
+        (lua/restore_visible.lua renews its hold instead). kombu restored it regardless, and a
+        job whose own timeout outlasts the visibility timeout ran a second time on another
+        worker while the first still ran it. A holder that died is recovery.py's, within
+        seconds; one that is gone here too is restored as kombu would."""
+        if self.channel.global_keyprefix:  # our scripts do not use kombu's key prefix
+            super().restore_visible(start, num, interval)
+            return
+        self._vrestore_count += 1
+        if (self._vrestore_count - 1) % interval:
+            return
+        with self.channel.conn_or_acquire() as client:
+            now = time()
+            try:
+                with kombu_redis.Mutex(client, self.unacked_mutex_key, self.unacked_mutex_expire):
+                    tags = RESTORE_VISIBLE(
+                        client,
+                        [self.unacked_index_key, keys.HOLDERS],
+                        [now - self.visibility_timeout, now, keys.ALIVE_PREFIX, num or 0],
+                    )
+                    for tag in tags:
+                        self.restore_by_tag(bytes_to_str(tag), client)
+            except kombu_redis.MutexHeld:
+                pass
 
     def _settle(self, delivery_tag: str) -> None:
         """kombu's ack in Redis (the message leaves the unacked hash and index), unless another

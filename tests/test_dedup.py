@@ -214,10 +214,9 @@ def test_killing_the_pool_child_runs_the_job_again_at_once(r, start_worker):
     assert worker.process.poll() is None
 
 
-def test_killing_the_whole_worker_brings_the_job_back_after_the_visibility_timeout(
-    r, start_worker, tmp_path
-):
-    # Short queue timeouts make the visibility timeout short: 5 + grace 2 + margin 3 = 10 s.
+def short_visibility_timeout(tmp_path) -> dict[str, str]:
+    """Worker settings whose queues' timeouts are 5 s: the broker's visibility timeout, derived
+    from them, is 5 + grace 2 + margin 3 = 10 s."""
     config = tmp_path / "short_timeouts.json"
     config.write_text(
         json.dumps(
@@ -230,7 +229,60 @@ def test_killing_the_whole_worker_brings_the_job_back_after_the_visibility_timeo
             }
         )
     )
-    env = {"FRAPPE_CELERY_CONFIG": str(config)}
+    return {"FRAPPE_CELERY_CONFIG": str(config)}
+
+
+def test_a_job_running_past_the_visibility_timeout_is_not_delivered_again(
+    r, start_worker, tmp_path
+):
+    # Frappe's Data Import passes timeout=10000, rename_doc 36000: a job's own timeout may far
+    # outlast the broker's visibility timeout (10 s here). kombu's restore of visible messages,
+    # which a worker runs as it starts and every 100 s after, put the running job's message back
+    # on its queue, and the other worker started it while the first still ran it.
+    env = short_visibility_timeout(tmp_path)
+    key = "test:dedup:long"
+    first = start_worker("reports", concurrency=1, **env)
+    job = frappe.enqueue(
+        "tests.jobs_tx.run_once",
+        queue="reports",
+        timeout=300,
+        job_id="long-import",
+        deduplicate=True,
+        key=key,
+        seconds=30,
+    )
+    wait_for(lambda: r.llen(key) >= 1, 20)
+    started_at = events(r, key)[0]["at"]
+    (tag,) = r.hkeys(keys.KOMBU_UNACKED)
+    time.sleep(max(0.0, started_at + 11 - time.time()))
+    # Held past the visibility timeout: a worker starting now restores it, unless it is renewed.
+    second = start_worker("reports", concurrency=1, **env)
+    # The second worker's restore pass runs as it starts (and every 100 s after).
+    time.sleep(5)
+    assert [e["event"] for e in events(r, key)] == ["start"]
+    # It renewed the running job's hold instead of restoring it.
+    assert (r.zscore(keys.KOMBU_UNACKED_INDEX, tag) or 0) > started_at + 10
+    assert frappe.is_job_enqueued("long-import")
+    assert job.get_status() == "started"
+    assert (
+        frappe.enqueue(
+            "tests.jobs.add", queue="reports", job_id="long-import", deduplicate=True, a=1, b=1
+        )
+        is None
+    )
+    wait_for(lambda: job.get_status() == "finished", 40)
+    time.sleep(2)  # a second delivery, had there been one, would have started by now
+    runs = events(r, key)
+    assert [e["event"] for e in runs] == ["start", "end"]
+    assert not r.hlen(keys.KOMBU_UNACKED)
+    assert first.process.poll() is None and second.process.poll() is None
+
+
+def test_killing_the_whole_worker_brings_the_job_back_after_the_visibility_timeout(
+    r, start_worker, tmp_path
+):
+    # Short queue timeouts make the visibility timeout short: 5 + grace 2 + margin 3 = 10 s.
+    env = short_visibility_timeout(tmp_path)
     key = "test:dedup:worker"
     first = start_worker("reports", concurrency=1, **env)
     job = frappe.enqueue(
