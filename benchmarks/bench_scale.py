@@ -75,6 +75,7 @@ import redis
 from frappe_celery.connection import Client
 from frappe_celery.context import JobContext
 from frappe_celery.embedded import EmbeddedRedis
+from frappe_celery.signing import generate_key
 
 NOOP = "benchmarks.jobs.noop"
 QUEUES = ("short", "default", "long")
@@ -757,6 +758,7 @@ def main(argv: list[str] | None = None) -> int:
         sites = ",".join(site_name(i) for i in range(opts.sites))
         env = {
             "FRAPPE_CELERY_BROKER_URL": server.url,
+            "FRAPPE_CELERY_SIGNING_KEY": generate_key(),
             "FRAPPE_CELERY_ALLOWED_MODULES": "benchmarks",
             "FRAPPE_CELERY_CONFIG": str(config),
             "FRAPPE_CELERY_SITES": sites,

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from frappe_celery.embedded import EmbeddedRedis
+from frappe_celery.signing import generate_key
 
 ENTRIES = 1000
 ROUNDS = 7
@@ -57,6 +58,7 @@ def main() -> int:
         os.environ.update(
             {
                 "FRAPPE_CELERY_BROKER_URL": server.url,
+                "FRAPPE_CELERY_SIGNING_KEY": generate_key(),
                 "FRAPPE_CELERY_HOOKS": "bench_hooks",
                 "FRAPPE_CELERY_CONFIG": str(config),
             }

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from frappe_celery.embedded import EmbeddedRedis
+from frappe_celery.signing import generate_key
 
 PENDING = 100_000
 ROUNDS = 5
@@ -48,6 +49,7 @@ def main() -> int:
     with EmbeddedRedis(workdir / "redis") as server:
         env = {
             "FRAPPE_CELERY_BROKER_URL": server.url,
+            "FRAPPE_CELERY_SIGNING_KEY": generate_key(),
             "FRAPPE_CELERY_ALLOWED_MODULES": "benchmarks",
             "FRAPPE_CELERY_CONFIG": str(config),
         }

@@ -6,6 +6,8 @@ import json
 import os
 from pathlib import Path
 
+from frappe_celery.signing import generate_key
+
 
 def use_broker(url: str, workdir: Path, max_queued_jobs: int, **extra: str) -> None:
     """Point this process (and the workers it starts) at the benchmark's own Redis: every
@@ -19,6 +21,7 @@ def use_broker(url: str, workdir: Path, max_queued_jobs: int, **extra: str) -> N
     os.environ.update(
         {
             "FRAPPE_CELERY_BROKER_URL": url,
+            "FRAPPE_CELERY_SIGNING_KEY": generate_key(),
             "FRAPPE_CELERY_ALLOWED_MODULES": "benchmarks",
             "FRAPPE_CELERY_CONFIG": str(config),
             **extra,

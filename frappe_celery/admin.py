@@ -19,7 +19,7 @@ from .enqueue import create_job_id, make_payload, validate_queue
 from .errors import FrappeCeleryError, InvalidArgumentError, InvalidJobOperation
 from .job import Job, JobStatus, decode_message_kwargs, is_site_job
 from .maintenance import read_workers
-from .monitor import list_failed, list_jobs, pending_messages
+from .monitor import list_failed, list_jobs, pending_messages, refused_messages
 from .publish import prepare, publish
 from .scheduler import state
 from .scheduler.beat import scheduled_publication
@@ -313,6 +313,7 @@ def doctor() -> list[Problem]:
                     "if its message was lost too, the reaper fails it after its hard time limit",
                 )
             )
+    problems += refused_message_problems()
     visibility = app.conf.broker_transport_options.get("visibility_timeout", 3600)
     if visibility <= settings.longest_hard_time_limit:
         problems.append(
@@ -323,6 +324,30 @@ def doctor() -> list[Problem]:
             )
         )
     return problems
+
+
+# How long `doctor` reports a refused message (unsigned or badly signed) after the last one.
+REFUSED_MESSAGES_REPORTED_FOR = 24 * 3600
+
+
+def refused_message_problems(now: float | None = None) -> list[Problem]:
+    """Messages workers dropped in the last day for want of a valid signature: someone writes
+    to the broker without the key, or some process enqueues with another key."""
+    refused = refused_messages()
+    last = refused["last"]
+    now = time.time() if now is None else now
+    if not last or now - float(last.get("at") or 0) > REFUSED_MESSAGES_REPORTED_FOR:
+        return []
+    return [
+        Problem(
+            f"{refused['total']} job message(s) dropped unsigned or badly signed, never run; "
+            f"the last on queue {last.get('queue')!r} (job {last.get('job_id')}): "
+            f"{last.get('problem')}",
+            "every process that enqueues or runs jobs needs the same signing_key (README, "
+            "'Signed messages'); if none of yours sent it, someone else writes to the broker: "
+            "give Redis a password or ACL (docs/redis-acl.md)",
+        )
+    ]
 
 
 def switch_problems(bench: Bench, env: EnvState) -> list[Problem]:

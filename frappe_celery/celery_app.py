@@ -172,7 +172,8 @@ def apply_settings(app: Celery, settings: Settings) -> None:
 
 
 class Worker(CeleryWorker):  # type: ignore[misc]
-    """``celery -A frappe_celery worker``, without Celery's mingle and gossip steps.
+    """``celery -A frappe_celery worker``, without Celery's mingle and gossip steps, and only
+    with a signing key.
 
     Mingle makes every starting worker wait about 1 s for its peers' revoked-task sets and
     logical clocks, and gossip keeps a pub/sub subscription for worker events: frappe-celery
@@ -181,6 +182,8 @@ class Worker(CeleryWorker):  # type: ignore[misc]
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # It runs only signed messages (signing.py): without a key it would drop every one.
+        get_settings().require_signing_key()
         kwargs.update(without_mingle=True, without_gossip=True)
         super().__init__(*args, **kwargs)
 

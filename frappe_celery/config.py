@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from . import signing
 from .bench import Bench, broker_url_of, find_bench
 from .errors import ConfigError
 
@@ -133,6 +134,28 @@ class Settings:
     job_id_style: str = "v16"
     # How much workers and beat lower their CPU priority at start (os.nice).
     niceness: int = 0
+    # -- signed messages (signing.py); kept out of repr: credentials are never printed --
+    signing_key: str | None = field(default=None, repr=False)
+    # Accepted, never used to sign: the key before a rotation.
+    previous_signing_key: str | None = field(default=None, repr=False)
+
+    def require_signing_key(self) -> str:
+        """The key job messages are signed with; ConfigError when none is set (nothing can be
+        enqueued or run without one, see signing.py)."""
+        if self.signing_key is None:
+            raise ConfigError(
+                f"signing_key: none is set ({self.config_path or 'no config file'}); set "
+                f"{signing.KEY_ENV} or {signing.KEY_SETTING} in the config file to a secret of at "
+                f"least {signing.MIN_KEY_LENGTH} characters shared by every process that enqueues "
+                "or runs jobs (`python -c 'import secrets; print(secrets.token_hex(32))'`); in a "
+                "bench frappe-celery generates it"
+            )
+        return self.signing_key
+
+    @property
+    def accepted_signing_keys(self) -> tuple[str, ...]:
+        """The keys a worker accepts a message signed with: the current one, then the previous."""
+        return tuple(key for key in (self.signing_key, self.previous_signing_key) if key)
 
     @property
     def scheduler_sites(self) -> tuple[str, ...]:
@@ -243,6 +266,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     allowed_modules = _split_list(allowed) if allowed else tuple(own.get("allowed_modules", ()))
     bench_defaults = _bench_defaults(bench, conf, source) if bench else {}
 
+    signing_key = _signing_key(env, own, source, signing.KEY_ENV, signing.KEY_SETTING)
+    if signing_key is None and bench is not None:
+        signing_key = signing.ensure_bench_key(bench.config_path)
+    previous_signing_key = _signing_key(
+        env, own, source, signing.PREVIOUS_KEY_ENV, signing.PREVIOUS_KEY_SETTING
+    )
+
     result_backend = env.get(ENV_PREFIX + "RESULT_BACKEND") or broker_url
     sentinel_master = env.get(ENV_PREFIX + "SENTINEL_MASTER") or own.get("sentinel_master")
     _check_broker_urls(source, broker_url, result_backend, sentinel_master)
@@ -336,7 +366,18 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             conf.get("background_process_niceness", BENCH_PROCESS_NICENESS if bench else 0),
             allow_zero=True,
         ),
+        signing_key=signing_key,
+        previous_signing_key=previous_signing_key,
     )
+
+
+def _signing_key(
+    env: Mapping[str, str], own: Mapping[str, Any], source: str, env_name: str, setting: str
+) -> str | None:
+    """A signing key from the environment, else from the config file's frappe_celery block."""
+    if env.get(env_name):
+        return signing.checked_key("environment", env_name, env[env_name])
+    return signing.checked_key(source, setting, own.get(setting.rsplit(".", 1)[1]))
 
 
 def _check_broker_urls(

@@ -32,6 +32,12 @@ HOLDERS = PREFIX + "holders"
 HOLDERS_MISSING_SINCE = PREFIX + "holders:missing_since"
 
 
+# Messages a worker dropped because they were not signed with an accepted key (signing.py):
+# queue -> how many, and REFUSED_LAST_FIELD -> the JSON of the last one (queue, job id, why,
+# when). Shown by `status` and `doctor`.
+REFUSED_MESSAGES = PREFIX + "refused_messages"
+REFUSED_LAST_FIELD = "_last"
+
 # What alive() puts before a process's name (restore_visible.lua builds the key itself).
 ALIVE_PREFIX = PREFIX + "alive:"
 

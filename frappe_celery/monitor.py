@@ -391,3 +391,18 @@ def scheduler_status() -> dict[str, Any]:
                 on.append(name)
         sites[site] = on or ["active"]
     return {"leader": state.current_leader(), "sites": sites, "entries": rows, "now": now}
+
+
+def refused_messages() -> dict[str, Any]:
+    """The messages workers dropped as unsigned or badly signed (signing.py): how many per queue,
+    and the last one (queue, job id, why, when), or None."""
+    with broker_errors():
+        raw = get_redis().hgetall(keys.REFUSED_MESSAGES)
+    fields = {as_text(name): as_text(value) for name, value in raw.items()}
+    last_text = fields.pop(keys.REFUSED_LAST_FIELD, None)
+    try:
+        last = json.loads(last_text) if last_text else None
+    except ValueError:
+        last = None
+    counts = {queue: int(count) for queue, count in fields.items() if count.isdigit()}
+    return {"by_queue": counts, "total": sum(counts.values()), "last": last}

@@ -93,6 +93,7 @@ def prepare(
     # kombu's per-message id; the liveness check finds the message (or its redelivered copy)
     # and its unacked entry by it.
     delivery_tag = uuid4_text()
+    signing_key = settings.require_signing_key()
 
     def message(priority: int) -> str:
         return build_message(
@@ -105,6 +106,7 @@ def prepare(
             time_limit=soft + settings.time_limit_grace,
             display=payload["job_name"],
             delivery_tag=delivery_tag,
+            signing_key=signing_key,
         )
 
     priority = AT_FRONT_PRIORITY if at_front else NORMAL_PRIORITY

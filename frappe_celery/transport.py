@@ -57,7 +57,8 @@ from kombu.utils.json import dumps, loads
 from redis import sentinel
 from redis.exceptions import NoScriptError
 
-from . import keys, records, recovery
+from . import keys, records, recovery, signing
+from .config import get_settings
 from .errors import BrokerUnreachable
 from .scripts import RESERVE, RESTORE_VISIBLE, SETTLE
 from .wire import START_CHECKED
@@ -220,8 +221,13 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]  # kombu < 5.7 ships n
         return queue in self._no_ack_consumers.values()
 
     def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
-        """kombu's publish (Celery's retries, send_task), ringing the queue's doorbell with it."""
+        """kombu's publish (Celery's retries, send_task), signed, ringing the queue's doorbell
+        with it."""
         priority = self._get_message_priority(message, reverse=False)
+        headers = message.get("headers")
+        if isinstance(headers, dict):  # a task message: signed like every enqueue's (signing.py)
+            key = get_settings().require_signing_key()
+            headers[signing.SIGNATURE_HEADER] = signing.sign(key, headers, message.get("body", ""))
         with self.conn_or_acquire() as client:
             pipe = client.pipeline()
             pipe.lpush(self._q_for_pri(queue, priority), dumps(message))
@@ -349,10 +355,15 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]  # kombu < 5.7 ships n
                 tag = raw_delivery_tag(bytes_to_str(item))
                 if held and tag:
                     self.qos._settle(tag)
-                fail_named_job(bytes_to_str(item), "a message kombu cannot read")
+                fail_named_job(bytes_to_str(item), "malformed job message: kombu cannot read it")
                 raise Empty()
-            if held and self._never_acked(dest):
-                self.qos._settle(payload["properties"]["delivery_tag"])
+            if self._never_acked(dest):  # Celery's control replies: no task, nothing runs
+                if held:
+                    self.qos._settle(payload["properties"]["delivery_tag"])
+            elif not self._signed(payload, dest, bytes_to_str(item)):
+                if held:
+                    self.qos._settle(payload["properties"]["delivery_tag"])
+                raise Empty()
             elif held:
                 self.qos.mark_held(payload["properties"]["delivery_tag"])
             # Set on every delivery, so a message never vouches for itself.
@@ -361,6 +372,34 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]  # kombu < 5.7 ships n
             return True
         finally:
             self._in_poll = None
+
+    def _signed(self, payload: dict[str, Any], queue: str, text: str) -> bool:
+        """Whether a message may reach Celery: signed with an accepted key (signing.py). One
+        that is not is logged, counted and its job's record failed (when it names the job with
+        its token, as a message of an older frappe-celery that signed nothing does)."""
+        problem = signing.problem(payload, get_settings().accepted_signing_keys)
+        if problem is None:
+            return True
+        headers = payload.get("headers")
+        job_id = headers.get("id") if isinstance(headers, dict) else None
+        logger.error("dropped a message from queue %r (job %.100r): %s; it was not run",
+                     queue, job_id, problem)  # fmt: skip
+        try:
+            with self.conn_or_acquire() as client:
+                pipe = client.pipeline(transaction=False)
+                pipe.hincrby(keys.REFUSED_MESSAGES, queue, 1)
+                last = {
+                    "queue": queue,
+                    "job_id": str(job_id)[:200],
+                    "problem": problem,
+                    "at": time(),
+                }
+                pipe.hset(keys.REFUSED_MESSAGES, keys.REFUSED_LAST_FIELD, json.dumps(last))
+                pipe.execute()
+        except self.connection_errors:
+            logger.warning("could not count the dropped message of queue %r", queue)
+        fail_named_job(text, f"job message refused: {problem}", "UnsignedMessage")
+        return False
 
     def _connection_lost(self) -> None:
         self.client.connection.disconnect()
@@ -385,10 +424,10 @@ def raw_delivery_tag(text: str) -> str | None:
     return tag if isinstance(tag, str) else None
 
 
-def fail_named_job(text: str, problem: str) -> None:
-    """Fail the job a dropped message names (``MalformedMessage``), if it names one with its
-    token (read as plain JSON): its record would otherwise say ``queued`` until it expired, and
-    its id stay taken. A message naming a job with a wrong token changes nothing."""
+def fail_named_job(text: str, reason: str, exc_type: str = "MalformedMessage") -> None:
+    """Fail the job a dropped message names (as ``exc_type``), if it names one with its token
+    (read as plain JSON): its record would otherwise say ``queued`` until it expired, and its
+    id stay taken. A message naming a job with a wrong token changes nothing."""
     try:
         envelope = json.loads(text)
         body = envelope["body"]
@@ -401,8 +440,7 @@ def fail_named_job(text: str, problem: str) -> None:
     if not all(isinstance(value, str) for value in (job_id, token, queue)):
         return
     try:
-        records.fail(job_id, token, queue, "MalformedMessage",
-                     f"malformed job message: {problem}; it was not run")  # fmt: skip
+        records.fail(job_id, token, queue, exc_type, f"{reason}; it was not run")
     except BrokerUnreachable:
         logger.warning("job %s: could not record its malformed message as failed", job_id)
 

@@ -28,6 +28,7 @@ from kombu.exceptions import EncodeError
 from kombu.utils.json import JSONEncoder
 
 from .errors import InvalidArgumentError, UnserializableArgumentError
+from .signing import SIGNATURE_HEADER, canonical_headers, sign, signature_of
 
 TASK_NAME = "frappe_celery.execute_job"
 
@@ -205,22 +206,31 @@ def build_message(
     time_limit: float,
     display: str,
     delivery_tag: str,
+    signing_key: str,
 ) -> str:
     """The JSON string to push for this task: what kombu's Redis transport would have pushed,
-    less what Celery's worker reads with a default anyway (``_HEADER_DEFAULTS``).
+    less what Celery's worker reads with a default anyway (``_HEADER_DEFAULTS``), signed with
+    ``signing_key`` (signing.py).
 
-    Only the task id, the delivery tag and the body differ between the jobs of one queue,
-    priority, time limit and name, so the builder runs once for those (a cached template) and
-    each job's message is the template with its own three values put in: the same string
-    :func:`build_message_uncached` gives (tests/test_transport.py), for a fraction of the cost.
+    Only the task id, the delivery tag, the body and the signature differ between the jobs of
+    one queue, priority, time limit and name, so the builder runs once for those (a cached
+    template, with the signed form of its headers) and each job's message is the template with
+    its own values put in: the same string :func:`build_message_uncached` gives
+    (tests/test_transport.py), for a fraction of the cost.
     """
-    template = _message_template(app, queue, priority, soft_time_limit, time_limit, display)
+    template, signed_headers = _message_template(
+        app, queue, priority, soft_time_limit, time_limit, display
+    )
     body = base64.b64encode(body_json.encode("utf-8")).decode("ascii")
-    # The id last: the tag is a uuid and the body base64, neither can hold a placeholder.
+    escaped_id = json.dumps(job_id)[1:-1]
+    signature = signature_of(signing_key, signed_headers.replace(_ID_PLACEHOLDER, escaped_id), body)
+    # The id last: the tag is a uuid, the body base64 and the signature hex, none can hold a
+    # placeholder.
     return (
         template.replace(_TAG_PLACEHOLDER, delivery_tag)
         .replace(_BODY_PLACEHOLDER, body)
-        .replace(_ID_PLACEHOLDER, json.dumps(job_id)[1:-1])
+        .replace(_SIGNATURE_PLACEHOLDER, signature)
+        .replace(_ID_PLACEHOLDER, escaped_id)
     )
 
 
@@ -228,17 +238,19 @@ def build_message(
 _ID_PLACEHOLDER = "frappe-celery-template-task-id"
 _TAG_PLACEHOLDER = "frappe-celery-template-delivery-tag"
 _BODY_PLACEHOLDER = "frappe-celery-template-body"
+_SIGNATURE_PLACEHOLDER = "frappe-celery-template-signature"
 
 
 @functools.lru_cache(maxsize=512)
 def _message_template(
     app: Any, queue: str, priority: int, soft_time_limit: float, time_limit: float, display: str
-) -> str:
-    return build_message_uncached(
-        app, job_id=_ID_PLACEHOLDER, queue=queue, priority=priority, body_b64=_BODY_PLACEHOLDER,
-        soft_time_limit=soft_time_limit, time_limit=time_limit, display=display,
-        delivery_tag=_TAG_PLACEHOLDER,
-    )  # fmt: skip
+) -> tuple[str, str]:
+    """The message with placeholders, and its headers as signed (signing.canonical_headers)."""
+    headers = _task_headers(app, _ID_PLACEHOLDER, soft_time_limit, time_limit, display)
+    signed_headers = canonical_headers(headers)
+    headers[SIGNATURE_HEADER] = _SIGNATURE_PLACEHOLDER
+    envelope = _envelope(headers, queue, priority, _BODY_PLACEHOLDER, _TAG_PLACEHOLDER)
+    return envelope, signed_headers
 
 
 def build_message_uncached(
@@ -252,8 +264,17 @@ def build_message_uncached(
     time_limit: float,
     display: str,
     delivery_tag: str,
+    signing_key: str,
 ) -> str:
     """The message, built by Celery's protocol-2 builder (``body_b64``: the base64 body)."""
+    headers = _task_headers(app, job_id, soft_time_limit, time_limit, display)
+    headers[SIGNATURE_HEADER] = sign(signing_key, headers, body_b64)
+    return _envelope(headers, queue, priority, body_b64, delivery_tag)
+
+
+def _task_headers(
+    app: Any, job_id: str, soft_time_limit: float, time_limit: float, display: str
+) -> dict[str, Any]:
     task_message = app.amqp.as_task_v2(
         job_id,
         TASK_NAME,
@@ -267,13 +288,18 @@ def build_message_uncached(
         argsrepr="",
         kwargsrepr=display,
     )
-    headers = {
+    return {
         name: value
         for name, value in task_message.headers.items()
         if (name not in _HEADER_DEFAULTS or value != _HEADER_DEFAULTS[name])
         # A job is its own root (the worker reads a missing root id as none: no workflow).
         and not (name == "root_id" and value == job_id)
     }
+
+
+def _envelope(
+    headers: dict[str, Any], queue: str, priority: int, body_b64: str, delivery_tag: str
+) -> str:
     properties = {
         "delivery_info": {"exchange": "", "routing_key": queue},
         "priority": priority,

@@ -20,6 +20,7 @@ import pytest
 import redis
 
 from frappe_celery.embedded import EmbeddedRedis
+from frappe_celery.signing import generate_key
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,6 +76,8 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     os.environ.update(
         {
             "FRAPPE_CELERY_BROKER_URL": server.url,
+            # Job messages are signed (signing.py): every process of the session shares one key.
+            "FRAPPE_CELERY_SIGNING_KEY": generate_key(),
             "FRAPPE_CELERY_CONFIG": str(config_path),
             "FRAPPE_CELERY_HOOKS": HOOKS_MODULE,
             "FRAPPE_CELERY_SITE": "test.site",

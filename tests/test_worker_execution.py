@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 import frappe_celery as frappe
-from frappe_celery import keys
+from frappe_celery import keys, signing
 from frappe_celery.job import find_waiting
 
 from . import jobs
@@ -74,6 +74,16 @@ def all_queue_lists() -> list[str]:
     return [name for queue in frappe.get_queue_list() for name in keys.queue_lists(queue)]
 
 
+def signed(envelope: dict[str, Any]) -> str:
+    """``envelope`` signed with the session's key, as JSON: what a forger who stole the key
+    could push (the worker's checks behind the signature are defence in depth)."""
+    key = frappe.get_settings().require_signing_key()
+    envelope["headers"][signing.SIGNATURE_HEADER] = signing.sign(
+        key, envelope["headers"], envelope["body"]
+    )
+    return json.dumps(envelope)
+
+
 def forge_from(
     r,
     template: frappe.Job,
@@ -84,9 +94,10 @@ def forge_from(
 ) -> str:
     """Push a copy of ``template``'s broker message onto ``queue``, rewritten by hand.
 
-    This is what anyone with write access to the broker can do: no enqueue validation runs.
-    ``changes`` replace fields of the execute_job payload; with ``pickled_kwargs`` the body is
-    pickled instead of JSON (content type application/x-python-serialize). Returns the list.
+    This is what anyone with write access to the broker and the signing key can do: no enqueue
+    validation runs. ``changes`` replace fields of the execute_job payload; with
+    ``pickled_kwargs`` the body is pickled instead of JSON (content type
+    application/x-python-serialize). Returns the list.
     """
     envelope = json.loads(waiting_message(template))
     args, payload, embed = json.loads(base64.b64decode(envelope["body"]))
@@ -101,7 +112,7 @@ def forge_from(
     envelope["body"] = base64.b64encode(body).decode("ascii")
     envelope["properties"]["delivery_info"]["routing_key"] = queue
     target = keys.queue_list(queue, int(envelope["properties"]["priority"]))
-    r.lpush(target, json.dumps(envelope))
+    r.lpush(target, signed(envelope))
     return target
 
 
@@ -714,7 +725,7 @@ def test_a_poisoned_job_message_is_dropped_and_its_record_failed(r, start_worker
         body[1]["kwargs"] = {"key": poison}
         envelope["body"] = base64.b64encode(json.dumps(body).encode()).decode()
     r.lrem(list_name, 0, raw)
-    r.lpush(list_name, json.dumps(envelope))
+    r.lpush(list_name, signed(envelope))
     worker = start_worker("reports", concurrency=1)
     wait_for(lambda: r.llen(list_name) == 0, 20)
     if recorded == "failed":
@@ -741,7 +752,7 @@ def test_a_message_for_another_task_never_runs_and_the_worker_goes_on(r, shared_
     envelope["headers"].update(change)
     envelope["properties"]["delivery_info"]["routing_key"] = "default"
     target = keys.queue_list("default", int(envelope["properties"]["priority"]))
-    r.lpush(target, json.dumps(envelope))
+    r.lpush(target, signed(envelope))
     wait_for(lambda: r.llen(target) == 0, 20)
     assert_worker_alive(shared_worker)
     assert template.get_status() == "queued"  # its record was never touched
@@ -773,7 +784,7 @@ def test_a_payload_of_the_wrong_shape_is_failed_with_the_reason_and_never_runs(
     envelope["body"] = base64.b64encode(json.dumps([args, payload, embed]).encode()).decode()
     envelope["properties"]["delivery_info"]["routing_key"] = "default"
     target = keys.queue_list("default", int(envelope["properties"]["priority"]))
-    r.lpush(target, json.dumps(envelope))
+    r.lpush(target, signed(envelope))
     if "token" in payload:  # the message names its record: failed with the reason
         assert wait_final(template) == "failed"
         assert record_of(r, template)["exc_type"] == "MalformedMessage"

@@ -37,6 +37,7 @@ def collect() -> dict[str, Any]:
         "queues": [asdict(stats) for stats in monitor.queue_stats()],
         "workers": monitor.get_workers(),
         "running": [asdict(row) for row in monitor.list_jobs(status="started", limit=100)],
+        "refused_messages": monitor.refused_messages(),
         "scheduler": {
             **scheduler,
             "next": [_entry(e) for e in upcoming],
@@ -119,6 +120,16 @@ def render(data: dict[str, Any]) -> str:
                 ["queue", "method", "job id", "running for", "progress"],
             )
         )
+    refused = data["refused_messages"]
+    if refused["total"]:
+        last = refused["last"] or {}
+        by_queue = ", ".join(f"{queue}: {n}" for queue, n in sorted(refused["by_queue"].items()))
+        lines += ["", f"Refused messages (unsigned or badly signed, never run): {by_queue}"]
+        if last:
+            lines.append(
+                f"  last: queue {last.get('queue')}, job {last.get('job_id')}, "
+                f"{since(last.get('at'))} ago: {last.get('problem')}"
+            )
     scheduler = data["scheduler"]
     sites = ", ".join(f"{site}: {'/'.join(flags)}" for site, flags in scheduler["sites"].items())
     lines += ["", f"Scheduler  leader: {scheduler['leader'] or 'none running'}  sites: {sites}"]

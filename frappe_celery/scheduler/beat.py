@@ -68,6 +68,8 @@ class LeaderScheduler(Scheduler):  # type: ignore[misc]
     file) is not used. A subclass says what a leading beat does in :meth:`lead`."""
 
     def __init__(self, app: Any, *args: Any, **kwargs: Any) -> None:
+        # What it fires is signed (signing.py): without a key it could fire nothing.
+        get_settings().require_signing_key()
         self.leader = LeaderLock(f"beat-{os.getpid()}@{socket.gethostname()}")
         super().__init__(app, *args, **kwargs)
 

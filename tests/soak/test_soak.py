@@ -39,6 +39,7 @@ from tabulate import tabulate
 import frappe_celery as frappe
 from frappe_celery import keys
 from frappe_celery.embedded import find_redis_server, free_port
+from frappe_celery.signing import generate_key
 
 from ..conftest import Beat, Worker, wait_for
 from ..test_cli import settings_env
@@ -354,6 +355,7 @@ def test_soak_loses_no_job_runs_no_deduplicated_job_twice_at_once_and_keeps_memo
     run_log = tmp_path / "runs.jsonl"
     env = {
         "FRAPPE_CELERY_BROKER_URL": soak_redis.url,
+        "FRAPPE_CELERY_SIGNING_KEY": generate_key(),
         "FRAPPE_CELERY_RESULT_BACKEND": soak_redis.url,
         "FRAPPE_CELERY_HOOKS": "tests.soak.hooks_soak",
         "SOAK_RUN_LOG": str(run_log),
