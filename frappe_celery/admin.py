@@ -17,7 +17,7 @@ from .connection import as_text, broker_errors, get_redis
 from .control import STOP_COMMAND
 from .enqueue import create_job_id, make_payload, validate_queue
 from .errors import FrappeCeleryError, InvalidArgumentError, InvalidJobOperation
-from .job import Job, JobStatus, decode_message_kwargs, is_site_job
+from .job import Job, JobStatus, is_site_job, readable_message_kwargs
 from .maintenance import read_workers
 from .monitor import list_failed, list_jobs, pending_messages, refused_messages
 from .publish import prepare, publish
@@ -174,7 +174,9 @@ def purge_jobs(
     removed = 0
     # Everything pending at the start; jobs enqueued meanwhile are left alone.
     for job_id, message in pending_messages(queue, scan_limit=10**9):
-        payload = decode_message_kwargs(message)
+        # A message whose body cannot be read is dropped by a worker; a filtered purge cannot
+        # tell whose it is, so it stays for the worker.
+        payload = readable_message_kwargs(message) or {}
         if event is not None and payload.get("event") != event:
             progress(1)
             continue
@@ -183,9 +185,11 @@ def purge_jobs(
             continue
         with broker_errors():
             taken = sum(int(client.lrem(key, 1, message)) for key in keys.queue_lists(queue))
+        token = payload.get("token")
         if taken:
             removed += 1
-            records.cancel(job_id, payload["token"], queue, "purged")
+            if isinstance(token, str):
+                records.cancel(job_id, token, queue, "purged")
         progress(1)
     return removed
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from celery import Celery, bootsteps
 from celery.apps.worker import Worker as CeleryWorker
+from celery.worker.consumer import Consumer as CeleryConsumer
 from kombu.entity import Exchange, Queue
 
 from .config import (
@@ -21,6 +22,7 @@ from .config import (
 )
 from .connection import is_sentinel_url, tls_options
 from .errors import ConfigError
+from .transport import fail_job_named_in
 from .worker_options import install as install_worker_options
 
 # Imported by a worker that runs in a bench (see integrations/frappe/worker.py).
@@ -33,6 +35,8 @@ HOOKS_SCHEDULER = "frappe_celery.scheduler.beat:FrappeScheduler"
 TRANSPORT = "frappe_celery.transport:Transport"
 SENTINEL_TRANSPORT = "frappe_celery.transport:SentinelTransport"
 BENCH_SCHEDULER = "frappe_celery.integrations.frappe.beat:BenchScheduler"
+# Celery's consumer, failing the record of a job whose body it cannot decode (Consumer below).
+CONSUMER = "frappe_celery.celery_app:Consumer"
 
 # Pool child recycling (see celery_settings): a fork costs tens of milliseconds, so 1000 jobs
 # per child keeps it well under 0.1 % of the work; 1 GiB is far above a Frappe worker's usual
@@ -113,6 +117,7 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         "timezone": "UTC",
         # scheduler_events, with state and the leader lock in Redis (see scheduler/beat.py).
         "beat_scheduler": HOOKS_SCHEDULER,
+        "worker_consumer": CONSUMER,
         **(in_bench if settings.sites_path else {}),
     }
 
@@ -186,6 +191,42 @@ class Worker(CeleryWorker):  # type: ignore[misc]
         get_settings().require_signing_key()
         kwargs.update(without_mingle=True, without_gossip=True)
         super().__init__(*args, **kwargs)
+
+
+class Consumer(CeleryConsumer):  # type: ignore[misc]
+    """Celery's consumer, never killed by a message, and failing the record of a job whose
+    message it drops (it said ``queued`` until it expired, its id taken).
+
+    Celery logs and drops a task message whose body it cannot decode (a kombu type tag its
+    decoder raises on) or that it finds invalid; anything else a message made its task handler
+    raise (a body that is not ``[args, kwargs, embed]``: a ValueError out of Celery's Request)
+    went out of the event loop and stopped the worker. The transport drops an envelope kombu
+    cannot read itself (transport.readable_message)."""
+
+    def on_decode_error(self, message: Any, exc: Exception) -> None:
+        super().on_decode_error(message, exc)
+        reason = f"malformed job message: its body cannot be decoded ({type(exc).__name__})"
+        fail_job_named_in(message.headers, message.body, reason, "MalformedMessage")
+
+    def on_invalid_task(self, body: Any, message: Any, exc: Exception) -> None:
+        super().on_invalid_task(body, message, exc)
+        reason = f"malformed job message: {exc}"
+        fail_job_named_in(message.headers, message.body, reason, "MalformedMessage")
+
+    def create_task_handler(self, *args: Any, **kwargs: Any) -> Any:
+        handle = super().create_task_handler(*args, **kwargs)
+        # Raised on a lost connection: the consumer reconnects on these, as Celery's own does.
+        passes = (MemoryError, *self.connection_errors)
+
+        def on_task_received(message: Any) -> Any:
+            try:
+                return handle(message)
+            except passes:
+                raise
+            except Exception as exc:  # a message must never stop the worker
+                return self.on_invalid_task(None, message, exc)
+
+        return on_task_received
 
 
 # How often the worker looks for pool children that exited, to start their replacements.

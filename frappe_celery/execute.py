@@ -30,6 +30,7 @@ from billiard.einfo import ExceptionInfo
 from billiard.exceptions import WorkerLostError
 from celery import Task, signals
 from celery.backends.base import DisabledBackend
+from celery.exceptions import InvalidTaskError
 from celery.worker.request import Request
 
 from . import records
@@ -239,6 +240,11 @@ class JobRequest(Request):  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # A job's body is ([], payload, embed): anything else never reaches the pool, where the
+        # call would fail before execute_job could record why (Celery's consumer drops it, and
+        # celery_app.Consumer fails the job's record).
+        if not isinstance(self.kwargs, dict) or self.args not in ((), []):
+            raise InvalidTaskError("its body is not [[], {job payload}, {embed}]")
         # Celery's worker subclasses this class per task with its own on_success, which does not
         # call ours; the pool is handed ``self.on_success`` at dispatch, so it is wrapped here.
         request: Any = self  # Celery's Request is untyped

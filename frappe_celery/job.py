@@ -145,6 +145,26 @@ def decode_message_kwargs(message: str | dict[str, Any]) -> dict[str, Any]:
     return expand_payload(kwargs)
 
 
+def message_job_id(text: str) -> str | None:
+    """The job id a queued message names, or None for an entry that is no job message (anyone
+    able to write to Redis can push anything onto a queue; workers drop it, see transport.py)."""
+    try:
+        job_id = json.loads(text)["headers"]["id"]
+    except (ValueError, TypeError, KeyError):
+        return None
+    return job_id if isinstance(job_id, str) else None
+
+
+def readable_message_kwargs(message: str) -> dict[str, Any] | None:
+    """decode_message_kwargs, or None for a message whose body cannot be read: kombu's decoder
+    raises more than ValueError on a bad type tag (TypeError, InvalidOperation, ...)."""
+    try:
+        payload = decode_message_kwargs(message)
+    except Exception:
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
 # How long Job.job_kwargs waits for a message a worker is taking to reappear (held, or its job
 # started): a few milliseconds in practice.
 _IN_FLIGHT_WAIT = 1.0

@@ -21,7 +21,14 @@ from zoneinfo import ZoneInfo
 from . import keys
 from .config import PRIORITY_STEPS, get_settings
 from .connection import as_text, broker_errors, get_redis
-from .job import JobStatus, decode_message_kwargs, is_site_job, record_payload, site_job_prefix
+from .job import (
+    JobStatus,
+    is_site_job,
+    message_job_id,
+    readable_message_kwargs,
+    record_payload,
+    site_job_prefix,
+)
 from .maintenance import read_workers
 from .records import retention_horizon
 from .scheduler import state
@@ -66,8 +73,9 @@ def queue_stats(queues: list[str] | None = None) -> list[QueueStats]:
         for step in PRIORITY_STEPS:
             by_priority[step] = int(next(replies))
             tail = next(replies)
-            if tail:
-                oldest.append(json.loads(tail)["headers"]["id"])
+            job_id = message_job_id(as_text(tail)) if tail else None
+            if job_id is not None:
+                oldest.append(job_id)
         started, scheduled, finished, failed, canceled = (int(next(replies)) for _ in range(5))
         stats.append(
             QueueStats(
@@ -219,7 +227,9 @@ def pending_messages(queue: str, scan_limit: int, site: str | None = None) -> li
                 text = as_text(message)
                 if needle not in text:
                     continue
-                job_id = json.loads(text)["headers"]["id"]
+                job_id = message_job_id(text)
+                if job_id is None:
+                    continue  # not a job message: a worker drops it
                 if site is None or is_site_job(job_id, site):
                     found.append((job_id, text))
             end -= len(chunk)
@@ -302,7 +312,8 @@ def list_jobs(
                 row = _row(job_id, name, records[job_id])
                 row.status = JobStatus.QUEUED  # the message is waiting, whatever the record says
                 if show_args:
-                    row.kwargs = decode_message_kwargs(message).get("kwargs")
+                    payload = readable_message_kwargs(message)
+                    row.kwargs = payload.get("kwargs") if payload else None
                 rows.append(row)
     return rows[:limit]
 

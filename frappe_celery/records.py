@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from kombu.utils.json import dumps as kombu_dumps
 
 from . import keys, scripts
 from .config import Settings, get_settings
 from .connection import as_text, broker_errors, get_redis
 from .job import JobStatus, site_of_job_id
-from .wire import JobPayload
+from .wire import JobPayload, encode_data
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +171,7 @@ def _start_call(
     return (
         [keys.job(job_id), keys.started_registry(queue), keys.scheduled_registry(queue)],
         [payload["token"], now, now + hard_limit, worker, job_id,
-         site_retention(payload["site"]).failure_ttl, kombu_dumps(payload)],
+         site_retention(payload["site"]).failure_ttl, encode_data(payload)],
     )  # fmt: skip
 
 
@@ -207,9 +206,9 @@ class SentStart:
 def encode_result(result: Any) -> str:
     """JSON of a return value; a value JSON cannot hold is kept as its repr()."""
     try:
-        return str(kombu_dumps(result))
+        return encode_data(result)
     except (TypeError, ValueError):
-        return str(kombu_dumps(repr(result)))
+        return encode_data(repr(result))
 
 
 def _end(

@@ -425,15 +425,25 @@ def raw_delivery_tag(text: str) -> str | None:
 
 
 def fail_named_job(text: str, reason: str, exc_type: str = "MalformedMessage") -> None:
-    """Fail the job a dropped message names (as ``exc_type``), if it names one with its token
-    (read as plain JSON): its record would otherwise say ``queued`` until it expired, and its
-    id stay taken. A message naming a job with a wrong token changes nothing."""
+    """Fail the job a dropped message (its raw envelope, ``text``) names; see fail_job_named_in."""
     try:
         envelope = json.loads(text)
         body = envelope["body"]
         if envelope["properties"].get("body_encoding") == "base64":
             body = b64decode(body)
-        job_id, payload = envelope["headers"]["id"], json.loads(body)[1]
+        headers = envelope["headers"]
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return
+    fail_job_named_in(headers, body, reason, exc_type)
+
+
+def fail_job_named_in(headers: Any, body: Any, reason: str, exc_type: str) -> None:
+    """Fail the job a dropped message names (as ``exc_type``), if it names one with its token,
+    both read as plain JSON (``body``: the task body, decoded from base64): its record would
+    otherwise say ``queued`` until it expired, and its id stay taken. A message naming a job
+    with a wrong token changes nothing."""
+    try:
+        job_id, payload = headers["id"], json.loads(body)[1]
         token, queue = payload["token"], payload["queue"]
     except (ValueError, TypeError, KeyError, IndexError, AttributeError):
         return
@@ -442,7 +452,7 @@ def fail_named_job(text: str, reason: str, exc_type: str = "MalformedMessage") -
     try:
         records.fail(job_id, token, queue, exc_type, f"{reason}; it was not run")
     except BrokerUnreachable:
-        logger.warning("job %s: could not record its malformed message as failed", job_id)
+        logger.warning("job %s: could not record its dropped message as failed", job_id)
 
 
 def readable_message(text: str) -> dict[str, Any] | None:
@@ -463,6 +473,16 @@ def readable_message(text: str) -> dict[str, Any] | None:
         return None
     body = payload.get("body")
     if body is not None and not isinstance(body, str):
+        return None
+    # What kombu's Message reads without checking (a dict as body_encoding raised out of the
+    # worker's event loop): kombu knows no body encoding but base64 and the utf-8 it passes.
+    encoding = properties.get("body_encoding")
+    if encoding and not (isinstance(encoding, str) and encoding.lower() in ("base64", "utf-8")):
+        return None
+    for name in ("content-type", "content-encoding"):
+        if payload.get(name) is not None and not isinstance(payload[name], str):
+            return None
+    if payload.get("headers") is not None and not isinstance(payload["headers"], dict):
         return None
     if body and properties.get("body_encoding") == "base64":
         try:

@@ -25,7 +25,7 @@ from typing import Any, TypedDict
 
 from celery.utils.nodenames import anon_nodename
 from kombu.exceptions import EncodeError
-from kombu.utils.json import JSONEncoder
+from kombu.utils.json import JSONEncoder, register_type
 
 from .errors import InvalidArgumentError, UnserializableArgumentError
 from .signing import SIGNATURE_HEADER, canonical_headers, sign, signature_of
@@ -153,6 +153,52 @@ def _first_failing(
     return None
 
 
+class TagShapedDict:
+    """A user's dict whose keys are exactly kombu's type-tag keys (``__type__``, ``__value__``):
+    kombu's decoder would read it as a tag (and raise on an unknown one, or turn data into a
+    datetime), so it travels escaped, as its items under a marker of ours, and arrives as the
+    same dict (kombu decodes the marker with the decoder registered below)."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: list[list[Any]]) -> None:
+        self.items = items
+
+
+TAG_SHAPED_DICT_MARKER = "frappe_celery.dict"
+_KOMBU_TAG_KEYS = {"__type__", "__value__"}
+register_type(
+    TagShapedDict,
+    TAG_SHAPED_DICT_MARKER,
+    lambda escaped: escaped.items,
+    lambda items: {key: value for key, value in items},
+)
+
+
+def escape_tag_shaped(value: Any) -> Any:
+    """``value`` with every dict shaped like a kombu type tag, at any depth, escaped."""
+    if isinstance(value, dict):
+        escaped = {key: escape_tag_shaped(item) for key, item in value.items()}
+        if escaped.keys() == _KOMBU_TAG_KEYS:
+            return TagShapedDict([[key, item] for key, item in escaped.items()])
+        return escaped
+    if isinstance(value, (list, tuple)):
+        return [escape_tag_shaped(item) for item in value]
+    return value
+
+
+def encode_data(value: Any) -> str:
+    """kombu's JSON of ``value`` (datetimes, Decimals, UUIDs tagged), with any dict of the user's
+    that reads like a tag escaped: what a job message, a record's payload and a return value
+    are written with."""
+    encoded = _json_encode(value)
+    # Only JSON with a type tag in it may hold a dict shaped like one: the walk costs more than
+    # the encoding, and is not done otherwise.
+    if '"__value__"' in encoded:
+        encoded = _json_encode(escape_tag_shaped(value))
+    return encoded
+
+
 def encode_body(job_kwargs: JobPayload, user_kwargs: dict[str, Any]) -> str:
     """JSON of Celery's task body ``[args, kwargs, embed]`` for the generic task.
 
@@ -169,7 +215,7 @@ def encode_body(job_kwargs: JobPayload, user_kwargs: dict[str, Any]) -> str:
     # them with a default of None, so `{}` says the same in 60 bytes less.
     body: tuple[Any, ...] = ((), compact_payload(job_kwargs), {})
     try:
-        encoded = _json_encode(body)
+        encoded = encode_data(body)
     except RecursionError:
         name = _first_failing(user_kwargs, RecursionError)
         if name is None:

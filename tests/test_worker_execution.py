@@ -8,6 +8,8 @@ conftest.py); the job functions in tests/jobs.py report what they saw to Redis.
 from __future__ import annotations
 
 import base64
+import datetime
+import decimal
 import json
 import os
 import pickle
@@ -700,19 +702,12 @@ def test_a_malformed_message_is_dropped_and_the_worker_takes_the_next_job(r, sha
     assert r.hlen(keys.KOMBU_UNACKED) == 0
 
 
-@pytest.mark.parametrize(
-    ("where", "recorded"),
-    [
-        ("headers", "failed"),
-        # Celery decodes the body later and drops it with a DecodeError logged; the record is
-        # left queued (issue 22: not yet marked failed).
-        ("body", "queued"),
-    ],
-)
-def test_a_poisoned_job_message_is_dropped_and_its_record_failed(r, start_worker, where, recorded):
+@pytest.mark.parametrize("where", ["headers", "body"])
+def test_a_poisoned_job_message_is_dropped_and_its_record_failed(r, start_worker, where):
     """A job's own message with a kombu type tag its decoder raises on (TypeError), in the
-    envelope's headers or in the body Celery decodes later: the worker lives and the message is
-    not held for a redelivery; a poisoned envelope's job is recorded failed, saying why."""
+    envelope's headers (the transport drops it) or in the body Celery decodes later (its
+    consumer drops it, and left the record queued for a week before): the worker lives, the
+    message is not held for a redelivery, and the job is recorded failed, saying why."""
     template = frappe.enqueue("tests.jobs.record", queue="reports", key=unique("poison"))
     list_name = template.refresh()["list"]
     raw = waiting_message(template)
@@ -728,12 +723,11 @@ def test_a_poisoned_job_message_is_dropped_and_its_record_failed(r, start_worker
     r.lpush(list_name, signed(envelope))
     worker = start_worker("reports", concurrency=1)
     wait_for(lambda: r.llen(list_name) == 0, 20)
-    if recorded == "failed":
-        wait_for(lambda: template.get_status() == "failed", 10)
-        assert template.refresh()["exc_type"] == "MalformedMessage"
-    else:
-        wait_for(lambda: "DecodeError" in worker.output(), 10)
-        assert template.get_status() == "queued"
+    wait_for(lambda: template.get_status() == "failed", 10)
+    assert template.refresh()["exc_type"] == "MalformedMessage"
+    assert "malformed job message" in str(template.exc_info)
+    if where == "body":
+        assert "cannot be decoded (DecodeError)" in str(template.exc_info)
     assert worker.process.poll() is None, worker.output()[-3000:]
     assert r.hlen(keys.KOMBU_UNACKED) == 0
 
@@ -794,3 +788,27 @@ def test_a_payload_of_the_wrong_shape_is_failed_with_the_reason_and_never_runs(
     assert r.llen(key) == 0  # the job never ran
     if "token" not in payload:
         assert template.get_status() == "queued"  # no token, no write
+
+
+def test_a_users_dict_shaped_like_a_kombu_type_tag_travels_as_data(r, shared_worker):
+    """kombu's decoder reads any {"__type__", "__value__"} dict as a type tag: a user's own data
+    of that shape turned into a Decimal, or failed to decode and left the job never run."""
+    when = datetime.datetime(2026, 12, 6, 9, 30, tzinfo=datetime.timezone.utc)
+    shaped = {"__type__": "decimal", "__value__": "1.5"}
+    poison = {"__type__": "datetime", "__value__": 1}
+    arguments = {
+        "shaped": shaped,
+        "poison": poison,
+        "nested": [
+            {"inner": dict(shaped)},
+            {"__type__": "x", "__value__": {"__type__": "y", "__value__": [when]}},
+        ],
+        "when": when,
+        "amount": decimal.Decimal("2.50"),
+    }
+    job = frappe.enqueue("tests.jobs.echo_kwargs", **arguments)
+    assert wait_final(job) == "finished", job.exc_info
+    assert job.return_value() == arguments
+    # The record's copy of the payload reads back as it was given, too.
+    job = frappe.Job.fetch(job.id)
+    assert job.kwargs == arguments

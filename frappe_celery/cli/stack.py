@@ -10,6 +10,7 @@ from types import TracebackType
 
 import click
 
+from .. import signing
 from ..config import Settings
 from ..connection import answers, redact_url
 from ..embedded import EmbeddedRedis
@@ -57,10 +58,29 @@ class Stack:
     ) -> None:
         self.stop()
 
+    def _signing_key(self) -> None:
+        """Job messages are signed (signing.py). Without a configured key, `start` and `demo`
+        use one of their own, kept in their data folder so that messages persisted by the
+        embedded Redis still run after a restart. The key itself is never printed."""
+        path = self.data_dir / "signing-key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(signing.generate_key())
+        os.environ[signing.KEY_ENV] = path.read_text().strip()
+        click.echo(
+            f"No signing key set: using the one in {path}; another process enqueueing here needs "
+            f"it ({signing.KEY_ENV}=$(cat {path}))"
+        )
+
     def _broker(self) -> Settings:
         from .. import reload_settings
 
         settings = reload_settings()
+        if settings.signing_key is None:
+            self._signing_key()
+            settings = reload_settings()
         if answers(settings.broker_url, settings.sentinel_master):
             click.echo(f"Using the broker at {redact_url(settings.broker_url)}")
             return settings
