@@ -291,6 +291,9 @@ ABANDONED_REASON = (
 def reap_abandoned() -> list[str]:
     """Fail every started job that can never finish; returns their ids (see lua/reap.lua)."""
     settings = get_settings()
+    # The reaped jobs may be any site's: their queue's failed registry is trimmed to the
+    # longest any site keeps, never below what a site's own limit keeps.
+    horizon = retention_horizon()
     reaped: list[str] = []
     for queue in settings.queues:
         with broker_errors():
@@ -299,7 +302,8 @@ def reap_abandoned() -> list[str]:
                 [keys.started_registry(queue), keys.failed_registry(queue),
                  *keys.queue_lists(queue)],
                 [time.time(), keys.KOMBU_UNACKED, settings.lost_message_grace, keys.JOB_PREFIX,
-                 settings.failure_ttl, ABANDONED_REASON],
+                 settings.failure_ttl, ABANDONED_REASON, horizon.failure_ttl,
+                 horizon.failed_jobs_limit],
             )  # fmt: skip
         reaped += [as_text(i) for i in ids]
     return reaped
