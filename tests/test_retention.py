@@ -12,6 +12,7 @@ import pytest
 
 import frappe_celery as frappe
 from frappe_celery import keys, records
+from frappe_celery.maintenance import GONE_WORKER_KEPT
 
 from .conftest import TEST_CONFIG, wait_for
 
@@ -163,3 +164,16 @@ def test_jobs_failed_by_the_reaper_are_trimmed_as_failed_jobs_are(r, start_worke
     kept = [member.decode() for member in r.zrange(registry, 0, -1)]
     assert kept == [failed[1].id, stuck.id]
     assert not r.exists(keys.job(failed[0].id))
+
+
+def test_the_heartbeat_of_a_worker_gone_for_a_day_is_pruned(r, start_worker):
+    # Left behind by workers killed without their shutdown (SIGKILL), under names no worker
+    # takes again.
+    now = time.time()
+    for node, seen in (("celery@killed-yesterday", now - GONE_WORKER_KEPT - 60),
+                       ("celery@killed-an-hour-ago", now - 3600)):  # fmt: skip
+        r.hset(keys.WORKERS, node, json.dumps({"node": node, "last_heartbeat": seen}))
+    start_worker("reports", concurrency=1)
+
+    wait_for(lambda: not r.hexists(keys.WORKERS, "celery@killed-yesterday"), 30)
+    assert r.hexists(keys.WORKERS, "celery@killed-an-hour-ago")
