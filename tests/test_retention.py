@@ -177,3 +177,16 @@ def test_the_heartbeat_of_a_worker_gone_for_a_day_is_pruned(r, start_worker):
 
     wait_for(lambda: not r.hexists(keys.WORKERS, "celery@killed-yesterday"), 30)
     assert r.hexists(keys.WORKERS, "celery@killed-an-hour-ago")
+
+
+def test_a_failed_jobs_traceback_is_capped_keeping_its_start_and_end(r, shared_worker):
+    job = frappe.enqueue("tests.jobs.fail_at_length", queue="short", size=10 * 1024 * 1024)
+    wait_for(lambda: job.is_failed, 60)
+
+    kept = r.hget(keys.job(job.id), "exc_info")
+    assert len(kept) <= records.MAX_EXC_INFO_BYTES
+    text = kept.decode()
+    assert text.startswith("Traceback (most recent call last):")
+    assert "ValueError: start xxx" in text and text.rstrip().endswith("xxx the end")
+    assert "bytes cut" in text
+    assert job.get_status() == "failed" and r.hget(keys.job(job.id), "exc_type") == b"ValueError"
