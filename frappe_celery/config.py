@@ -383,9 +383,16 @@ def _signing_key(
 def _check_broker_urls(
     source: str, broker_url: str, result_backend: str, sentinel_master: Any
 ) -> None:
-    """Refuse at start-up what every component would later fail on: a sentinel:// URL without
-    the master name, a malformed sentinel list, bad TLS options of a rediss:// URL."""
-    from .connection import is_sentinel_url, parse_sentinel_url, redact_url, tls_options
+    """Refuse at start-up what every component would later fail on: a password that breaks the
+    URL, a sentinel:// URL without the master name, a malformed sentinel list, bad TLS options
+    of a rediss:// URL."""
+    from .connection import (
+        check_password_encoded,
+        is_sentinel_url,
+        parse_sentinel_url,
+        redact_url,
+        tls_options,
+    )
 
     if sentinel_master is not None and (
         not isinstance(sentinel_master, str) or not sentinel_master.strip()
@@ -398,6 +405,7 @@ def _check_broker_urls(
         ("FRAPPE_CELERY_BROKER_URL", broker_url),
         ("FRAPPE_CELERY_RESULT_BACKEND", result_backend),
     ):
+        check_password_encoded(url, setting)
         if is_sentinel_url(url):
             parse_sentinel_url(url, setting)
             if not sentinel_master:

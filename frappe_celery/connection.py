@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeAlias
-from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -53,6 +54,8 @@ def as_text(value: bytes | str) -> str:
 
 
 SENTINEL_SCHEME = "sentinel"
+# The schemes whose URL names a host (unix:// names a socket file).
+NETWORK_SCHEMES = ("redis", "rediss", SENTINEL_SCHEME)
 DEFAULT_SENTINEL_PORT = 26379
 # The TLS options a rediss:// URL may carry in its query, as redis-py, kombu and Celery's result
 # backend all read them; and the values of ssl_cert_reqs all three accept (redis-py takes only
@@ -61,17 +64,65 @@ TLS_QUERY_OPTIONS = ("ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfi
 TLS_CERT_REQS = ("required", "optional", "none")
 
 
+# An address of a list (sentinel://a;sentinel://b) starts where a scheme follows a ";"; any other
+# ";" is part of a password.
+_NEXT_ADDRESS = re.compile(r";(?=[A-Za-z][A-Za-z0-9+.-]*://)")
+# redis-py takes a password from the query as well (redis://host?password=...).
+_QUERY_PASSWORD = re.compile(r"[?&;]password=", re.IGNORECASE)
+
+
 def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***`` (credentials are never printed); each
-    address of a ``;``-separated sentinel list is redacted."""
-    if ";" in url:
-        return ";".join(redact_url(part) for part in url.split(";"))
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    """The URL with every password replaced by ``***``: credentials are never printed.
+
+    Each address of a ``;``-separated list is redacted on its own. Nothing is parsed by URL
+    rules, since a password written without percent-encoding breaks them (urllib ends the host
+    at its first ``/``, ``?`` or ``#``): everything after a ``password=`` of the query is hidden
+    (a raw ``&`` or ``#`` in the value cannot be told from its end), and everything after the
+    user name up to the last ``@`` before that. An ``@`` in another query value hides the host
+    as well: more than the password, never less.
+    """
+    return ";".join(_redact_address(address) for address in _NEXT_ADDRESS.split(url))
+
+
+def _redact_address(address: str) -> str:
+    start = address.find("://") + 3 if "://" in address else 0
+    query_password = _QUERY_PASSWORD.search(address, start)
+    end = query_password.end() if query_password else len(address)
+    tail = "***" if query_password and end < len(address) else ""
+    at = address.rfind("@", start, end)
+    if at < 0:
+        return address[:end] + tail
+    # A user name cannot hold an unencoded ":"; without one, the whole userinfo may be a
+    # password (redis://password@host).
+    colon = address.find(":", start, at)
+    hidden_from = colon + 1 if colon >= 0 else start
+    stars = "***" if at > hidden_from else ""
+    return address[:hidden_from] + stars + address[at:end] + tail
+
+
+def check_password_encoded(url: str, setting: str = "broker URL") -> None:
+    """Refuse a URL whose userinfo holds an unencoded ``/``, ``?`` or ``#``: redis-py and kombu
+    end the host there, read the password's start as the port (urllib's error then prints it)
+    or the host, and would connect with the rest. Raises :class:`ConfigError`."""
+    if any(_password_spills(address) for address in _NEXT_ADDRESS.split(url)):
+        raise ConfigError(
+            f"{setting}: {redact_url(url)!r} cannot be parsed: its port is not a number, or its "
+            "password holds a character that ends the host (/, ? or #); percent-encode the "
+            "password (urllib.parse.quote(password, safe=''))"
+        )
+
+
+def _password_spills(address: str) -> bool:
+    parts = urlsplit(address)
+    try:
+        parts.port  # noqa: B018 - urllib checks the port only when it is read
+    except ValueError:
+        return True
+    if parts.scheme.lower() not in NETWORK_SCHEMES:
+        # unix://: the host is empty and the path is a socket's, which may hold an "@".
+        return False
+    after_host = address.partition("://")[2][len(parts.netloc) :]
+    return "@" in parts.path or "@" in parts.fragment or (not parts.hostname and "@" in after_host)
 
 
 def is_sentinel_url(url: str) -> bool:

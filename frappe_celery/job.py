@@ -512,17 +512,19 @@ class Job:
         record = self._reload()
         if not record:
             raise InvalidJobOperation(f"job {self.id!r}: no such job (expired or never enqueued)")
-        from .records import site_retention  # records imports this module
+        from .records import retention_horizon, site_retention  # records imports this module
 
-        failure_ttl = int(
-            record.get("failure_ttl") or site_retention(record.get("site")).failure_ttl
-        )
+        retention = site_retention(record.get("site"))
+        failure_ttl = int(record.get("failure_ttl") or retention.failure_ttl)
+        # The canceled registry is bounded as records.cancel bounds it.
+        horizon = max(failure_ttl, retention_horizon().failure_ttl)
         with broker_errors():
             previous = scripts.CANCEL(
                 get_redis(),
                 [keys.job(self.id), record["list"], keys.canceled_registry(record["queue"])],
-                [record["token"], time.time(), failure_ttl, self.id],
-            )
+                [record["token"], time.time(), failure_ttl, self.id, horizon,
+                 retention.failed_jobs_limit, keys.JOB_PREFIX],
+            )  # fmt: skip
         previous = as_text(previous) if previous else previous
         if previous != JobStatus.QUEUED:
             raise InvalidJobOperation(

@@ -87,7 +87,8 @@ def scheduled_registry(queue: str) -> str:
 
 
 WORKERS = PREFIX + "workers"
-"""Hash: worker node name -> JSON heartbeat (queues, concurrency, pid, last heartbeat)."""
+"""Hash: worker node name -> JSON heartbeat (queues, concurrency, pid, last heartbeat); a
+dead worker's entry is pruned after maintenance.GONE_WORKER_KEPT."""
 
 
 def failed_registry(queue: str) -> str:

@@ -5,7 +5,7 @@ The heartbeat (every HEARTBEAT_INTERVAL seconds, in ``keys.WORKERS``) is how `fr
 status` and `doctor` see workers without a broadcast: a worker is online while its heartbeat is
 younger than WORKER_TIMEOUT. With it goes the liveness key, and every heartbeat returns the
 messages of workers that died to their queues (recovery.py). The reaper fails started jobs that
-can never finish (records.reap_abandoned).
+can never finish (records.reap_abandoned), and the heartbeats of workers long gone are pruned.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from celery import signals
 
 from . import keys, records, recovery
 from .config import get_settings
-from .connection import broker_errors, get_redis
+from .connection import as_text, broker_errors, get_redis
 from .version import installed_version
 
 logger = logging.getLogger(__name__)
@@ -31,6 +31,11 @@ HEARTBEAT_INTERVAL = 5.0
 # A worker whose heartbeat is older than this is considered gone.
 WORKER_TIMEOUT = 30.0
 REAP_INTERVAL = 30.0
+# A worker killed without its shutdown (SIGKILL, OOM, a lost host) never removes its heartbeat,
+# and one started under a new node name (a container's host name, a pid in the name) never
+# overwrites it: such entries go after a day. Long enough to see in the hash which workers died
+# overnight; short enough that a bench whose workers churn keeps a few days' worth at most.
+GONE_WORKER_KEPT = 24 * 3600.0
 
 
 def write_heartbeat(node: str, info: dict[str, Any]) -> None:
@@ -52,6 +57,26 @@ def read_workers(include_gone: bool = False) -> list[dict[str, Any]]:
     return sorted(workers, key=lambda info: info["node"])
 
 
+def prune_gone_workers() -> list[str]:
+    """Remove the heartbeats older than GONE_WORKER_KEPT; returns their node names.
+
+    Not atomic: a worker coming back under a pruned name between the read and the delete
+    loses one heartbeat, and writes it again HEARTBEAT_INTERVAL later.
+    """
+    with broker_errors():
+        client = get_redis()
+        raw = client.hgetall(keys.WORKERS)
+        oldest_kept = time.time() - GONE_WORKER_KEPT
+        gone = [
+            as_text(node)
+            for node, value in raw.items()
+            if json.loads(value)["last_heartbeat"] < oldest_kept
+        ]
+        if gone:
+            client.hdel(keys.WORKERS, *gone)
+    return gone
+
+
 class Maintenance(threading.Thread):
     def __init__(self, node: str, info: dict[str, Any]) -> None:
         super().__init__(name="frappe-celery-maintenance", daemon=True)
@@ -60,11 +85,15 @@ class Maintenance(threading.Thread):
 
     def run(self) -> None:
         next_reap = time.monotonic() + REAP_INTERVAL
+        next_prune = time.monotonic()
         while True:
             try:
                 write_heartbeat(self.node, self.info)
                 recovery.mark_alive()
                 recovery.recover_dead_holders()
+                if time.monotonic() >= next_prune:
+                    next_prune = time.monotonic() + REAP_INTERVAL
+                    prune_gone_workers()
                 if time.monotonic() >= next_reap:
                     next_reap = time.monotonic() + REAP_INTERVAL
                     for job_id in records.reap_abandoned():

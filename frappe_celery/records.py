@@ -211,6 +211,30 @@ def encode_result(result: Any) -> str:
         return encode_data(repr(result))
 
 
+# The bytes an ended job's record keeps of its traceback (or reason). Real tracebacks, a
+# Frappe job's deepest included, are a few KB to some tens of KB and fit whole; what exceeds
+# this is an exception carrying a document or a response in its message, cut in the middle.
+# With the failed registry's count limit (rq_failed_jobs_limit, 1000 by default) a queue's
+# failed records then hold at most about 64 MB of tracebacks.
+MAX_EXC_INFO_BYTES = 64 * 1024
+# Room kept for the marker that says how much was cut.
+_CUT_MARKER_ROOM = 64
+
+
+def capped(text: str, limit: int = MAX_EXC_INFO_BYTES) -> str:
+    """``text`` if its UTF-8 fits in ``limit`` bytes; else its start and its end around a
+    marker saying how many bytes were cut. The start keeps the frames of a traceback, the end
+    its exception's last words (a traceback's final line is the one that names the error)."""
+    data = text.encode("utf-8", "replace")
+    if len(data) <= limit:
+        return text
+    kept = limit - _CUT_MARKER_ROOM
+    head, tail = data[: kept // 2], data[len(data) - (kept - kept // 2) :]
+    marker = f"\n\n[... {len(data) - len(head) - len(tail)} bytes cut ...]\n\n"
+    # A character split at either cut is dropped.
+    return head.decode("utf-8", "ignore") + marker + tail.decode("utf-8", "ignore")
+
+
 def _end(
     job_id: str,
     token: str,
@@ -235,6 +259,8 @@ def _end(
     kombu's unacked hash, as its ack would); see ``transport.QoS``.
     """
     running_status, running_registry = if_running or ("", registry)
+    if "exc_info" in fields:
+        fields["exc_info"] = capped(fields["exc_info"])
     args: list[Any] = [token, job_id, status, time.time(), ttl, limit, keys.JOB_PREFIX,
                        delivery_tag, run_by, horizon, running_status]  # fmt: skip
     for name, value in fields.items():
@@ -290,6 +316,9 @@ ABANDONED_REASON = (
 def reap_abandoned() -> list[str]:
     """Fail every started job that can never finish; returns their ids (see lua/reap.lua)."""
     settings = get_settings()
+    # The reaped jobs may be any site's: their queue's failed registry is trimmed to the
+    # longest any site keeps, never below what a site's own limit keeps.
+    horizon = retention_horizon()
     reaped: list[str] = []
     for queue in settings.queues:
         with broker_errors():
@@ -298,7 +327,8 @@ def reap_abandoned() -> list[str]:
                 [keys.started_registry(queue), keys.failed_registry(queue),
                  *keys.queue_lists(queue)],
                 [time.time(), keys.KOMBU_UNACKED, settings.lost_message_grace, keys.JOB_PREFIX,
-                 settings.failure_ttl, ABANDONED_REASON],
+                 settings.failure_ttl, ABANDONED_REASON, horizon.failure_ttl,
+                 horizon.failed_jobs_limit],
             )  # fmt: skip
         reaped += [as_text(i) for i in ids]
     return reaped

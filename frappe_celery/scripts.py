@@ -45,11 +45,11 @@ class LuaScript:
 
 
 ENQUEUE = LuaScript("enqueue", uses=("lib_find", "lib_liveness"))
-REAP = LuaScript("reap", uses=("lib_find", "lib_liveness"))
+REAP = LuaScript("reap", uses=("lib_find", "lib_liveness", "lib_trim"))
 START = LuaScript("start", uses=("lib_start",))
-FINISH = LuaScript("finish")
+FINISH = LuaScript("finish", uses=("lib_trim",))
 REQUEUE = LuaScript("requeue")
-CANCEL = LuaScript("cancel", uses=("lib_find",))
+CANCEL = LuaScript("cancel", uses=("lib_find", "lib_trim"))
 RELEASE_LOCK = LuaScript("release_lock")
 EXTEND_LOCK = LuaScript("extend_lock")
 CLAIM_TICKS = LuaScript("claim_ticks")

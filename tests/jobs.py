@@ -91,6 +91,11 @@ def fail(message: str) -> None:
     raise ValueError(message)
 
 
+def fail_at_length(size: int) -> None:
+    """Raise a ValueError whose message is ``size`` characters between "start" and "the end"."""
+    raise ValueError("start " + "x" * size + " the end")
+
+
 def fail_after(message: str, seconds: float) -> None:
     time.sleep(seconds)
     raise ValueError(message)

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import time
 
 import pytest
 
 import frappe_celery as frappe
-from frappe_celery import keys
+from frappe_celery import keys, records
+from frappe_celery.maintenance import GONE_WORKER_KEPT
 
 from .conftest import TEST_CONFIG, wait_for
 
@@ -113,3 +116,77 @@ def test_own_retention_must_be_a_positive_number_of_seconds(r, value):
         job.keep_for(results_ttl=value)
     assert raised.value.argument == "results_ttl"
     job.cancel()
+
+
+def test_canceled_registry_keeps_only_the_newest_canceled_jobs(r, config_with):
+    os.environ.update(config_with(rq_failed_jobs_limit=3))
+    frappe.reload_settings()
+    registry = keys.canceled_registry("batch")
+    # An entry past the longest failure TTL points at an expired record.
+    r.zadd(registry, {"long-expired": 1.0})
+    jobs = [frappe.enqueue("tests.jobs.add", queue="batch", a=i, b=i) for i in range(5)]
+    for job in jobs:
+        job.cancel()
+
+    kept = [member.decode() for member in r.zrange(registry, 0, -1)]
+    assert kept == [job.id for job in jobs[2:]]
+    # The trimmed records are gone with the copies of their messages; the kept ones keep theirs
+    # (a retry enqueues the arguments again).
+    assert not r.exists(keys.job(jobs[0].id)) and not r.exists(keys.job(jobs[1].id))
+    assert r.hget(keys.job(jobs[4].id), "message")
+
+
+def test_jobs_failed_by_the_reaper_are_trimmed_as_failed_jobs_are(r, start_worker, config_with):
+    env = config_with(rq_failed_jobs_limit=2)
+    os.environ.update(env)
+    frappe.reload_settings()
+    registry = keys.failed_registry("reports")
+    worker = start_worker("reports", concurrency=1, **env)
+    failed = [frappe.enqueue("tests.jobs.fail", queue="reports", message=f"boom {i}")
+              for i in range(2)]  # fmt: skip
+    wait_for(lambda: all(job.is_failed for job in failed), 30)
+    r.zadd(registry, {"long-expired": 1.0})
+    # A job whose worker is killed and whose message the broker lost: the reaper fails it.
+    stuck = frappe.enqueue("tests.jobs_tx.run_once", queue="reports", timeout=1,
+                           key="test:retention:stuck", seconds=30)  # fmt: skip
+    wait_for(lambda: stuck.get_status() == "started", 20)
+    os.killpg(worker.process.pid, signal.SIGKILL)
+    worker.process.wait(10)
+    r.delete(keys.KOMBU_UNACKED)
+    # Past its hard deadline (timeout 1 + grace 2): the first look notes the message missing,
+    # the next one after lost_message_grace (1 s) fails the job.
+    time.sleep(3.5)
+    records.reap_abandoned()
+    time.sleep(1.2)
+    records.reap_abandoned()
+
+    assert stuck.get_status() == "failed"
+    kept = [member.decode() for member in r.zrange(registry, 0, -1)]
+    assert kept == [failed[1].id, stuck.id]
+    assert not r.exists(keys.job(failed[0].id))
+
+
+def test_the_heartbeat_of_a_worker_gone_for_a_day_is_pruned(r, start_worker):
+    # Left behind by workers killed without their shutdown (SIGKILL), under names no worker
+    # takes again.
+    now = time.time()
+    for node, seen in (("celery@killed-yesterday", now - GONE_WORKER_KEPT - 60),
+                       ("celery@killed-an-hour-ago", now - 3600)):  # fmt: skip
+        r.hset(keys.WORKERS, node, json.dumps({"node": node, "last_heartbeat": seen}))
+    start_worker("reports", concurrency=1)
+
+    wait_for(lambda: not r.hexists(keys.WORKERS, "celery@killed-yesterday"), 30)
+    assert r.hexists(keys.WORKERS, "celery@killed-an-hour-ago")
+
+
+def test_a_failed_jobs_traceback_is_capped_keeping_its_start_and_end(r, shared_worker):
+    job = frappe.enqueue("tests.jobs.fail_at_length", queue="short", size=10 * 1024 * 1024)
+    wait_for(lambda: job.is_failed, 60)
+
+    kept = r.hget(keys.job(job.id), "exc_info")
+    assert len(kept) <= records.MAX_EXC_INFO_BYTES
+    text = kept.decode()
+    assert text.startswith("Traceback (most recent call last):")
+    assert "ValueError: start xxx" in text and text.rstrip().endswith("xxx the end")
+    assert "bytes cut" in text
+    assert job.get_status() == "failed" and r.hget(keys.job(job.id), "exc_type") == b"ValueError"

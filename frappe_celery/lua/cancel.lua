@@ -3,6 +3,8 @@
 -- it sees the canceled record.
 -- KEYS[1] job record   KEYS[2] the broker list holding its message   KEYS[3] canceled registry
 -- ARGV[1] token   ARGV[2] now   ARGV[3] record TTL   ARGV[4] job id
+-- ARGV[5] registry horizon (s)   ARGV[6] registry size limit (0: none)
+-- ARGV[7] job record key prefix
 -- Returns the status the job had ('queued' when it was canceled).
 local fields = redis.call('HMGET', KEYS[1], 'token', 'status', 'message', 'delivery_tag')
 if fields[1] ~= ARGV[1] or fields[2] ~= 'queued' then
@@ -22,4 +24,8 @@ end
 redis.call('HSET', KEYS[1], 'status', 'canceled', 'ended_at', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[4])
+-- Bounded as finish.lua bounds it for jobs canceled by a worker: with the records go the
+-- message copies kept above.
+trim_registry(KEYS[3], tonumber(ARGV[2]), tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7],
+  registry_statuses('canceled'))
 return 'queued'

@@ -56,25 +56,6 @@ end
 redis.call('EXPIRE', record, own_ttl or ARGV[5])
 redis.call('ZREM', KEYS[2], ARGV[2])
 redis.call('ZADD', registry, ARGV[4], ARGV[2])
--- Entries older than the longest record TTL point at expired records.
-redis.call('ZREMRANGEBYSCORE', registry, '-inf', tonumber(ARGV[4]) - tonumber(ARGV[10]))
--- The statuses a registry holds: the failed registry keeps failed and stopped jobs.
-local kept = {[status] = true}
-if status == 'failed' or status == 'stopped' then
-  kept = {failed = true, stopped = true}
-end
-local limit = tonumber(ARGV[6])
-if limit > 0 then
-  local excess = redis.call('ZCARD', registry) - limit
-  if excess > 0 then
-    for _, id in ipairs(redis.call('ZRANGE', registry, 0, excess - 1)) do
-      local key = ARGV[7] .. id
-      -- The id may have been enqueued again since: only drop the old final record.
-      if kept[redis.call('HGET', key, 'status')] then
-        redis.call('DEL', key)
-      end
-    end
-    redis.call('ZREMRANGEBYRANK', registry, 0, excess - 1)
-  end
-end
+trim_registry(registry, tonumber(ARGV[4]), tonumber(ARGV[10]), tonumber(ARGV[6]), ARGV[7],
+  registry_statuses(status))
 return 1

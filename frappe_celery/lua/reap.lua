@@ -3,6 +3,7 @@
 -- KEYS[1] started registry   KEYS[2] failed registry   KEYS[3..] every list of the queue
 -- ARGV[1] now   ARGV[2] kombu's unacked hash   ARGV[3] lost-message grace (s)
 -- ARGV[4] job record key prefix   ARGV[5] failed-record TTL   ARGV[6] reason
+-- ARGV[7] failed registry horizon (s)   ARGV[8] failed registry size limit (0: none)
 -- Returns the ids marked failed.
 local now = tonumber(ARGV[1])
 local queue_lists = {}
@@ -22,5 +23,9 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
     redis.call('ZADD', KEYS[2], now, id)
     reaped[#reaped + 1] = id
   end
+end
+if #reaped > 0 then
+  trim_registry(KEYS[2], now, tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[4],
+    registry_statuses('failed'))
 end
 return reaped
