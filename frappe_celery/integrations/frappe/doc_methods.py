@@ -37,8 +37,10 @@ def refusal(frappe: Any, doctype: Any, method: Any) -> str | None:
         return f"expected a DocType name and a method name, got {doctype!r} and {method!r}"
     if method.startswith("__"):
         return "dunder methods can never be run as jobs"
+    from frappe.model.base_document import get_controller
+
     try:
-        controller = frappe.get_controller(doctype)
+        controller = get_controller(doctype)
     except Exception as exc:  # a DocType missing on this site, a controller that fails import
         return f"DocType {doctype!r} has no controller here ({type(exc).__name__}: {exc})"
     allowed = _allowed(frappe, controller, method)
