@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from frappe_celery.errors import InvalidArgumentError
+from frappe_celery.integrations.frappe.arguments import TAG
 
 from .conftest import fresh, wait_for, wait_for_status
 from .test_frappe_jobs import publish_unvalidated
@@ -88,6 +89,10 @@ def test_a_document_method_neither_whitelisted_nor_the_controllers_own_is_refuse
     assert "neither whitelisted nor defined by the Celery Example Task controller" in (
         refused.value.allowed
     )
+    with pytest.raises(InvalidArgumentError) as refused:
+        site.enqueue(doc.db_set, fieldname="result", value="forced")
+    assert refused.value.argument == "method"
+    assert "'db_set' is neither whitelisted nor defined by" in refused.value.allowed
     forged = [
         # enqueue_doc's job, Frappe's enqueue_doc's job and queue_action's job, by hand.
         publish_unvalidated(
@@ -118,6 +123,15 @@ def test_a_document_method_neither_whitelisted_nor_the_controllers_own_is_refuse
                 "__action": "db_set",
                 "fieldname": "result",
                 "value": "forced",
+            },
+        ),
+        # A bound method of a Document (frappe.enqueue(doc.db_set)) is held to the same rule.
+        publish_unvalidated(
+            "frappe_celery.jobs.run_bound_method",
+            {
+                "bound_self": {TAG: "document", "data": doc.as_dict(convert_dates_to_str=True)},
+                "bound_method": "db_set",
+                "bound_kwargs": {"fieldname": "result", "value": "forced"},
             },
         ),
     ]
