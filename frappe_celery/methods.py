@@ -61,8 +61,12 @@ DENIED: dict[str, str] = {
     "frappe.utils.execute_in_shell": "runs a shell command",
     "frappe.db": "the site's database connection (frappe.db.sql runs any SQL)",
     "frappe.database": "database connections and DbManager.restore_database (a shell command)",
-    "frappe.utils.safe_exec": "runs the Python source it is given (safe_exec, safe_eval, "
-    "run_script) or calls named functions (call_whitelisted_function, safe_enqueue)",
+    # Not the whole module: a Server Script's frappe.enqueue (safe_enqueue) enqueues
+    # call_whitelisted_function, which calls only whitelisted methods, checked for the job's
+    # user as a web request's are.
+    "frappe.utils.safe_exec.safe_exec": "runs the Python source it is given",
+    "frappe.utils.safe_exec.safe_eval": "evaluates the Python expression it is given",
+    "frappe.utils.safe_exec.run_script": "runs the Server Script it is named",
     "frappe.enqueue": "with is_async=False, calls any named function in the worker",
     "frappe.enqueue_doc": "enqueues a document method by name (enqueue_doc is the way)",
     "frappe.utils.background_jobs.enqueue": "with is_async=False, calls any named function",

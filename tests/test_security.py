@@ -162,7 +162,7 @@ def test_a_path_never_walks_into_an_object_so_a_message_cannot_reach_its_methods
         ("frappe.call", "frappe.call"),
         ("frappe.get_attr", "frappe.get_attr"),
         ("frappe:utils.execute_in_shell", "frappe.utils.execute_in_shell"),
-        ("frappe.utils.safe_exec.safe_exec", "frappe.utils.safe_exec"),
+        ("frappe.utils.safe_exec.safe_exec", "frappe.utils.safe_exec.safe_exec"),
         ("frappe.commands.site.console", "frappe.commands"),
         ("frappe.utils.background_jobs.execute_job", "frappe.utils.background_jobs.execute_job"),
     ],
