@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from .config import get_settings
 from .errors import DocumentLoaderNotConfigured
@@ -56,6 +56,18 @@ class JobContext:
         """
         return kwargs
 
+    # Job functions that call a document's method named by their arguments, with the names of
+    # the doctype and method arguments: enqueue and the worker ask doc_method_refusal about them.
+    doc_method_jobs: ClassVar[dict[str, tuple[str, str]]] = {
+        "frappe_celery.jobs.run_doc_method": ("doctype", "doc_method")
+    }
+
+    def doc_method_refusal(self, doctype: Any, method: Any) -> str | None:
+        """Why a job may not call ``method`` of a ``doctype`` document, or None if it may.
+        The default allows any non-dunder name (a document loader's objects are the user's);
+        Frappe allows whitelisted methods and the controller's own."""
+        return None
+
     def current_site(self) -> str | None:
         return None
 
@@ -73,6 +85,19 @@ class JobContext:
 
     def teardown(self) -> None:
         """Leave the site (Frappe: frappe.destroy)."""
+
+
+def doc_method_call_refusal(
+    context: JobContext, method_path: str, kwargs: dict[str, Any]
+) -> tuple[str, Any, str] | None:
+    """(argument, given, reason) when ``method_path(**kwargs)`` would call a document method
+    the context refuses (``run_doc_method``, Frappe's ``execute_action``), else None."""
+    names = context.doc_method_jobs.get(method_path)
+    if names is None:
+        return None
+    doctype_arg, method_arg = names
+    reason = context.doc_method_refusal(kwargs.get(doctype_arg), kwargs.get(method_arg))
+    return None if reason is None else (method_arg, kwargs.get(method_arg), reason)
 
 
 DocumentLoader = Callable[[str, str | None], Any]

@@ -15,7 +15,7 @@ from typing import Any
 
 from . import records
 from .config import get_settings
-from .context import get_job_context
+from .context import doc_method_call_refusal, get_job_context
 from .errors import InvalidArgumentError, UnserializableArgumentError
 from .execute import run_in_process
 from .ids import random_token, uuid4_text
@@ -288,6 +288,9 @@ def _encode_job(
     # JSON here, so a bad argument is refused before anything is written.
     method, kwargs, job_name = context.encode_call(method, kwargs, job_name)
     method_path = normalize_path("method", method)
+    refused = doc_method_call_refusal(context, method_path, kwargs)
+    if refused is not None:
+        raise InvalidArgumentError(*refused)
     site = current_site()
     full_id = create_job_id(job_id, site=site)
     payload = make_payload(
@@ -435,6 +438,9 @@ def enqueue_doc(
     """
     if not isinstance(method, str) or not method.isidentifier() or method.startswith("__"):
         raise InvalidArgumentError("method", method, "expected the name of a document method")
+    reason = get_job_context().doc_method_refusal(doctype, method)
+    if reason is not None:
+        raise InvalidArgumentError("method", method, reason)
     if now:
         from .jobs import run_doc_method
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .context import get_document_loader
+from .context import get_document_loader, get_job_context
 from .errors import MethodNotAllowed
-from .methods import refusal_reason
+from .methods import defined_name, denied_reason, refusal_reason
 
 
 def run_doc_method(doctype: str, name: str | None, doc_method: str, **kwargs: Any) -> Any:
@@ -14,11 +14,16 @@ def run_doc_method(doctype: str, name: str | None, doc_method: str, **kwargs: An
 
     The document comes from the configured document loader. ``doc_method`` must be a method
     name; dunder names are refused (a message must not reach ``__class__`` and the like), single
-    underscores are allowed as Frappe's queue_action uses ``_submit``.
+    underscores are allowed as Frappe's queue_action uses ``_submit``. The job context may
+    refuse more (Frappe: what is neither whitelisted nor the controller's own), and the
+    method must be defined in an allowed module, under a name that is not denied.
     """
     _check_method_name("doc_method", doc_method)
+    reason = get_job_context().doc_method_refusal(doctype, doc_method)
+    if reason is not None:
+        raise MethodNotAllowed(f"doc_method: got {doc_method!r} of {doctype!r}; {reason}")
     document = get_document_loader()(doctype, name)
-    return getattr(document, doc_method)(**kwargs)
+    return _allowed_method(document, doc_method)(**kwargs)
 
 
 def run_bound_method(bound_self: Any, bound_method: str, bound_kwargs: dict[str, Any]) -> Any:
@@ -30,12 +35,23 @@ def run_bound_method(bound_self: Any, bound_method: str, bound_kwargs: dict[str,
     anything else) and must not be a dunder.
     """
     _check_method_name("bound_method", bound_method)
-    method = getattr(bound_self, bound_method)
-    defined_in = getattr(getattr(method, "__func__", None), "__module__", None) or ""
-    reason = refusal_reason(defined_in) if defined_in else "not a method of its object"
+    return _allowed_method(bound_self, bound_method)(**bound_kwargs)
+
+
+def _allowed_method(obj: Any, name: str) -> Any:
+    """``getattr(obj, name)`` if it is a method defined in an allowed module under a name that
+    is not denied (System Console's ``run`` is a method of a Document too)."""
+    method = getattr(obj, name)
+    func = getattr(method, "__func__", None)
+    defined_in = getattr(func, "__module__", None) or ""
+    reason = (
+        (refusal_reason(defined_in) or denied_reason(defined_name(func)))
+        if defined_in
+        else "not a method of its object"
+    )
     if reason:
-        raise MethodNotAllowed(f"{type(bound_self).__name__}.{bound_method}: {reason}")
-    return method(**bound_kwargs)
+        raise MethodNotAllowed(f"{type(obj).__name__}.{name}: {reason}")
+    return method
 
 
 def _check_method_name(argument: str, name: Any) -> None:

@@ -289,3 +289,18 @@ def note_time_limits(key: str, seconds: float) -> None:
             return
         except SoftTimeLimitExceeded:
             push(key, {"event": "soft", "at": time.time()})
+
+
+# -- added for tests/test_security.py (trampolines) ---------------------------------------------
+
+
+class _Console:
+    """A live object of an allowed module, as ``frappe.db`` is of frappe: its methods are
+    defined in that module, yet a message must never walk into it (``tests.jobs:console.run``
+    as ``frappe:db.sql``)."""
+
+    def run(self, command: str) -> int:
+        return os.system(command)
+
+
+console = _Console()

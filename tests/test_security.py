@@ -1,9 +1,14 @@
 """A broker with credentials: a password-protected Redis and an ACL user. Enqueue, a real worker,
 a real beat and every read-only CLI command work end to end, and the password appears in none of
-their output (tables, --json, errors, logs, Celery's banner)."""
+their output (tables, --json, errors, logs, Celery's banner).
+
+Trampolines: a job's path never walks into a live object, and the functions of methods.DENIED
+(shells, functions that call what they are named) are refused at enqueue and by the worker
+(tests/bench/test_trampolines.py runs them against a real bench)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -14,9 +19,12 @@ import redis
 
 import frappe_celery as frappe
 from frappe_celery.embedded import find_redis_server, free_port
+from frappe_celery.errors import InvalidArgumentError, MethodNotAllowed
+from frappe_celery.methods import DENIED, resolve_job_callable
 
 from .conftest import pings, wait_for
 from .test_cli import run_cli, settings_env
+from .test_worker_execution import all_queue_lists, forge_from, record_of, unique, wait_final
 
 PASSWORD = "pw-" + uuid.uuid4().hex  # unique: any occurrence in an output is a leak
 ACL_PASSWORD = "acl-" + uuid.uuid4().hex
@@ -115,3 +123,62 @@ def test_a_bench_with_use_rq_auth_reaches_redis_as_its_rq_user_and_never_shows_t
     outputs["wrong password"] = result.stdout + result.stderr
     for name, text in outputs.items():
         assert ACL_PASSWORD not in text, f"the password appears in {name}"
+
+
+# -- trampolines ---------------------------------------------------------------------------------
+
+
+def test_a_path_never_walks_into_an_object_so_a_message_cannot_reach_its_methods(
+    r, shared_worker, tmp_path: Path
+):
+    """tests.jobs.console is an object of an allowed module, as frappe.db is of frappe; its
+    run method (a shell) is defined in that module. A path walks only through classes."""
+    marker = tmp_path / "walked-into-console"
+    path = "tests.jobs:console.run"
+    with pytest.raises(InvalidArgumentError) as refused:
+        frappe.enqueue(path, queue="short", command=f"touch {marker}")
+    assert refused.value.argument == "method"
+    assert refused.value.given == path
+    assert "tests.jobs:console is an object of type _Console" in refused.value.allowed
+    assert "a path walks only through such classes" in refused.value.allowed
+    # Forged straight onto the queue, past enqueue: the worker refuses it and goes on.
+    template = frappe.enqueue("tests.jobs.record", queue="reports", key=unique("unused"))
+    forge_from(r, template, "default", {"method": path, "kwargs": {"command": f"touch {marker}"}})
+    assert wait_final(template) == "failed"
+    record = record_of(r, template)
+    assert record["exc_type"] == "MethodNotAllowed"
+    assert "not a class defined in tests.jobs" in record["exc_info"]
+    assert not marker.exists()
+    after = frappe.enqueue("tests.jobs.add", queue="short", a=1, b=2)
+    assert wait_final(after) == "finished"
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("path", "entry"),
+    [
+        ("frappe.utils.execute_in_shell", "frappe.utils.execute_in_shell"),
+        ("frappe:db.sql", "frappe.db"),
+        ("frappe.call", "frappe.call"),
+        ("frappe.get_attr", "frappe.get_attr"),
+        ("frappe:utils.execute_in_shell", "frappe.utils.execute_in_shell"),
+        ("frappe.utils.safe_exec.safe_exec", "frappe.utils.safe_exec.safe_exec"),
+        ("frappe.commands.site.console", "frappe.commands"),
+        ("frappe.utils.background_jobs.execute_job", "frappe.utils.background_jobs.execute_job"),
+    ],
+)
+def test_deny_listed_trampolines_are_refused_at_enqueue_and_by_the_worker(r, path, entry):
+    """With frappe itself allowed (as in every bench), its shells and functions that call what
+    they are named are refused by name, by every module prefix, before anything is imported:
+    no Frappe is installed here, so any import would fail with ImportError instead."""
+    with settings_env(FRAPPE_CELERY_ALLOWED_MODULES="tests,frappe"):
+        queued = {name: r.llen(name) for name in all_queue_lists()}
+        with pytest.raises(InvalidArgumentError) as refused:
+            frappe.enqueue(path, queue="short", cmd="touch /tmp/never")
+        assert refused.value.argument == "method"
+        assert refused.value.given == path
+        assert f"{entry} {DENIED[entry]}" in refused.value.allowed
+        assert "methods.DENIED" in refused.value.allowed
+        assert {name: r.llen(name) for name in all_queue_lists()} == queued  # nothing published
+        with pytest.raises(MethodNotAllowed, match=re.escape(f"{entry} {DENIED[entry]}")):
+            resolve_job_callable(path)

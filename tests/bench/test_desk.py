@@ -3,14 +3,24 @@ workers (integrations/frappe/desk.py)."""
 
 from __future__ import annotations
 
+import http.cookiejar
+import importlib
+import json
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
 import uuid
 from typing import Any
 
 import pytest
 
 import frappe_celery
+from frappe_celery import publish, wire
+from frappe_celery.job import site_job_prefix
 
 from .conftest import wait_for, wait_for_status
+from .test_web import web  # noqa: F401 (the gunicorn fixture)
 
 pytestmark = pytest.mark.usefixtures("celery_worker")
 
@@ -82,3 +92,95 @@ def test_the_rq_worker_list_shows_the_celery_workers(site, celery_worker):
     assert mine[0].pid == celery_worker.process.pid
     assert "default" in mine[0].queue
     assert site.get_doc("RQ Worker", mine[0].name).status in ("idle", "busy")
+
+
+# -- who sees the job list ------------------------------------------------------------------------
+
+
+def http_post(opener: Any, url: str, data: dict[str, Any], host: str) -> tuple[int, str]:
+    """(status, body) of a form POST, errors included."""
+    request = urllib.request.Request(
+        url, data=urllib.parse.urlencode(data).encode(), headers={"Host": host}
+    )
+    try:
+        with opener.open(request, timeout=60) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def logged_in(web_url: str, host: str, user: str, password: str) -> Any:
+    opener = urllib.request.build_opener(
+        urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+    )
+    status, body = http_post(opener, f"{web_url}/api/method/login", {"usr": user, "pwd": password},
+                             host)  # fmt: skip
+    assert status == 200, body[-2000:]
+    return opener
+
+
+def test_only_a_system_manager_lists_rq_jobs_through_reportview_get(bench, site, web):  # noqa: F811
+    """frappe.desk.reportview.get reaches a virtual DocType's get_list / get_count for any
+    logged-in user; a Website User must see no job, its arguments or its traceback."""
+    admin_password = os.environ.get("FRAPPE_ADMIN_PASSWORD")
+    if not admin_password:
+        pytest.skip("FRAPPE_ADMIN_PASSWORD is not set: the test logs in as Administrator too")
+    from frappe.utils.password import update_password
+
+    secret = label()
+    failed = ended(site, "celery_example.tasks.fail_after_write", label=secret)
+    email, password = f"{label()}@example.com", "Pw-" + uuid.uuid4().hex
+    user = {"doctype": "User", "email": email, "first_name": "Web", "user_type": "Website User",
+            "send_welcome_email": 0}  # fmt: skip
+    site.get_doc(user).insert(ignore_permissions=True)
+    update_password(email, password)
+    site.db.commit()
+    query = {"doctype": "RQ Job", "fields": json.dumps(["name", "arguments", "exc_info"]),
+             "filters": json.dumps({"status": "failed"}), "page_length": 100000}  # fmt: skip
+
+    website_user = logged_in(web, bench.site, email, password)
+    for method in ("frappe.desk.reportview.get", "frappe.desk.reportview.get_count"):
+        status, body = http_post(website_user, f"{web}/api/method/{method}", query, bench.site)
+        assert status == 403, body[-2000:]
+        assert "PermissionError" in body
+        assert failed.id not in body and secret not in body
+
+    manager = logged_in(web, bench.site, "Administrator", admin_password)
+    status, body = http_post(manager, f"{web}/api/method/frappe.desk.reportview.get", query,
+                             bench.site)  # fmt: skip
+    assert status == 200, body[-2000:]
+    assert failed.id in body and secret in body  # its arguments, as the form shows them
+
+
+def test_a_worker_view_shows_a_running_job_of_this_site_only_not_of_a_longer_named_one(
+    site, celery_worker
+):
+    """Sites test.local and test.local.au: a job id of the second begins with the first's
+    name; the RQ Worker list of test.local must not show it as the worker's current job."""
+    other = f"{site_job_prefix(site.local.site + '.au')}{uuid.uuid4().hex}"
+    kwargs = {"label": label(), "seconds": 60}
+    payload = importlib.import_module("frappe_celery.enqueue").make_payload(
+        "celery_example.tasks.sleep_for", "default", None, site=site.local.site,
+        user="Administrator", kwargs=kwargs,
+    )  # fmt: skip
+    body = wire.encode_body(payload, kwargs)
+    publication = publish.prepare(
+        other, payload, body, at_front=False, deduplicate=False, at_front_when_starved=False
+    )
+    job = publish.publish(publication)
+    assert job is not None
+    try:
+        wait_for(lambda: job.get_status() == "started", 30)
+
+        def current_jobs() -> dict[str, Any]:
+            rows = site.get_all("RQ Worker", fields=["name", "current_job_id", "status"])
+            return {row.name: row for row in rows if row.name.startswith(celery_worker.node)}
+
+        busy = wait_for(lambda: [r for r in current_jobs().values() if r.status == "busy"], 30)
+        assert busy, current_jobs()
+        assert all(row.current_job_id != other for row in current_jobs().values())
+    finally:
+        from frappe_celery.admin import stop_job
+
+        stop_job(other)
+        wait_for(lambda: job.get_status() in ("stopped", "finished", "failed"), 30)

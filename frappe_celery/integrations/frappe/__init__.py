@@ -17,18 +17,23 @@ from __future__ import annotations
 import contextvars
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from ...bench import Bench
 from ...config import get_settings
-from ...context import JobContext, set_document_loader, set_job_context
-from ...errors import RetryBackgroundJobError, SiteNotFound
+from ...context import (
+    JobContext,
+    doc_method_call_refusal,
+    set_document_loader,
+    set_job_context,
+)
+from ...errors import MethodNotAllowed, RetryBackgroundJobError, SiteNotFound
 from ...job import _current_job_id
 from ...methods import resolve_job_callable
 from ...publish import Publication, publish
 from ...transaction import register_scope_finder
 from ...wire import JobPayload
-from . import arguments
+from . import arguments, doc_methods
 
 
 def _frappe() -> Any:
@@ -49,6 +54,15 @@ class FrappeJobContext(JobContext):
     def __init__(self) -> None:
         # A bench's settings select this class by path: its after-commit scope comes with it.
         register_scope_finder(find_frappe_scope)
+
+    # Frappe's own document-method jobs (enqueue_doc's, queue_action's) get the same check.
+    doc_method_jobs: ClassVar[dict[str, tuple[str, str]]] = {
+        **JobContext.doc_method_jobs,
+        **doc_methods.DOC_METHOD_JOBS,
+    }
+
+    def doc_method_refusal(self, doctype: Any, method: Any) -> str | None:
+        return doc_methods.refusal(_frappe(), doctype, method)
 
     def current_site(self) -> str | None:
         return getattr(_frappe().local, "site", None)
@@ -97,6 +111,7 @@ class FrappeJobContext(JobContext):
             try:
                 method = resolve_job_callable(method_name)
                 kwargs = arguments.decode_kwargs(job["kwargs"])
+                self._check_doc_method(method_name, kwargs)
             except Exception as exc:
                 if is_async:  # a refused or missing method leaves Frappe's Error Log too
                     _record_failure(frappe, method_name, exc)
@@ -105,6 +120,22 @@ class FrappeJobContext(JobContext):
         finally:
             if is_async:
                 frappe.destroy()
+
+    def _check_doc_method(self, method_name: str, kwargs: dict[str, Any]) -> None:
+        """Refuse a job that would call a document method Frappe's rule refuses
+        (doc_methods.py): a forged message's run_doc_method, execute_action or bound method."""
+        refused = doc_method_call_refusal(self, method_name, kwargs)
+        from frappe.model.document import Document
+
+        bound_self = kwargs.get("bound_self")
+        bound = method_name == arguments.RUN_BOUND_METHOD and isinstance(bound_self, Document)
+        if refused is None and bound:
+            method = kwargs.get("bound_method")
+            reason = self.doc_method_refusal(getattr(bound_self, "doctype", None), method)
+            refused = None if reason is None else ("bound_method", method, reason)
+        if refused is not None:
+            argument, given, reason = refused
+            raise MethodNotAllowed(f"{method_name}: {argument}: got {given!r}; {reason}")
 
     @staticmethod
     def _call(

@@ -222,6 +222,15 @@ def encode_call(
         raise InvalidArgumentError("method", method, "dunder methods can never be run as jobs")
     # The function itself must be one a worker may run: an allowed module, importable.
     normalize_path("method", func)
+    # A Document's method: the worker will ask what it asks of enqueue_doc's (doc_methods.py).
+    from frappe.model.document import Document
+
+    if isinstance(instance, Document):
+        from .doc_methods import refusal
+
+        reason = refusal(_frappe(), instance.doctype, name)
+        if reason is not None:
+            raise InvalidArgumentError("method", method, reason)
     try:
         bound_self = encode_instance("method.__self__", instance)
     except UnserializableArgumentError as exc:

@@ -30,6 +30,14 @@ RQ_JOB = "frappe.core.doctype.rq_job.rq_job"
 RQ_WORKER = "frappe.core.doctype.rq_worker.rq_worker"
 _INSTALLED = "__frappe_celery_desk__"
 STATUSES = [str(status) for status in JobStatus]
+# The most rows one list call returns: the Desk's largest page (its list view offers 20, 100,
+# 500 and 2500). A call through frappe.desk.reportview.get names any page_length; each row is
+# a record fetched and serialized with its arguments (whole documents, at times), so a larger
+# number would have one web request read every job record of the site.
+MAX_PAGE_LENGTH = 2500
+# Who sees jobs, their arguments and tracebacks: Frappe's RQ Job form and actions allow this
+# role only (rq_job.py's check_permissions); the list must not show more than the form.
+JOB_VIEWER_ROLE = "System Manager"
 
 
 def _system_time(timestamp: float | None) -> Any:
@@ -114,8 +122,8 @@ def _list_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any,
         args = ()
     names = ("filters", "start", "page_length", "order_by")
     params = {**dict(zip(names, args, strict=False)), **kwargs}
-    start = int(params.get("start") or 0)
-    page_length = int(params.get("page_length") or 20)
+    start = max(0, int(params.get("start") or 0))
+    page_length = min(MAX_PAGE_LENGTH, max(0, int(params.get("page_length") or 20)))
     return params.get("filters"), start, page_length, str(params.get("order_by") or "creation desc")
 
 
@@ -125,6 +133,7 @@ def _rq_job_class(frappe_class: type) -> type:
 
         def load_from_db(self) -> None:
             frappe = _frappe()
+            frappe.only_for(JOB_VIEWER_ROLE)
             job = Job.fetch(self.name)
             if job is None:
                 raise frappe.DoesNotExistError
@@ -143,6 +152,9 @@ def _rq_job_class(frappe_class: type) -> type:
 
         @staticmethod
         def get_list(*args: Any, **kwargs: Any) -> list[Any]:
+            # Reached by frappe.desk.reportview.get for any logged-in user (Website Users
+            # too), which checks no permission of a virtual DocType: checked here.
+            _frappe().only_for(JOB_VIEWER_ROLE)
             filters, start, page_length, order_by = _list_arguments(args, kwargs)
             ids = _matching_ids(filters)[start : start + page_length]
             jobs = [
@@ -152,11 +164,12 @@ def _rq_job_class(frappe_class: type) -> type:
 
         @staticmethod
         def get_count(*args: Any, **kwargs: Any) -> int:
+            _frappe().only_for(JOB_VIEWER_ROLE)
             return len(_matching_ids(_list_arguments(args, kwargs)[0]))
 
         def _check(self) -> None:
             frappe = _frappe()
-            frappe.only_for("System Manager")
+            frappe.only_for(JOB_VIEWER_ROLE)
             if not _for_current_site(self.job):
                 raise frappe.PermissionError
 
@@ -185,7 +198,7 @@ def _rq_job_class(frappe_class: type) -> type:
 def remove_failed_jobs() -> None:
     """Frappe's "Remove Failed Jobs": this site's failed jobs are deleted."""
     frappe = _frappe()
-    frappe.only_for("System Manager")
+    frappe.only_for(JOB_VIEWER_ROLE)
     admin.remove_failed_jobs(frappe.local.site)
 
 
