@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 import frappe_celery
-from frappe_celery import publish, wire
+from frappe_celery import publish, signing, wire
 from frappe_celery.errors import InvalidArgumentError, UnserializableArgumentError
 from frappe_celery.integrations.frappe.arguments import TAG
 
@@ -255,9 +255,12 @@ def test_frappes_email_queue_flush_runs_on_celery(site):
     assert done.get_status() == "finished", done.exc_info
 
 
-def publish_unvalidated(method: str, kwargs: dict[str, Any]) -> frappe_celery.Job:
-    """What anyone with write access to the queue Redis can do: a well-formed message that no
-    enqueue validation has seen."""
+def publish_unvalidated(
+    method: str, kwargs: dict[str, Any], signed: bool = True
+) -> frappe_celery.Job:
+    """What anyone with write access to the queue Redis and the bench's signing key can do: a
+    well-formed message that no enqueue validation has seen (without the key: ``signed=False``,
+    the same message without its signature)."""
     enqueue_module = importlib.import_module("frappe_celery.enqueue")
     payload = enqueue_module.make_payload(
         method, "short", None, site=enqueue_module.current_site(), user="Administrator",
@@ -272,6 +275,10 @@ def publish_unvalidated(method: str, kwargs: dict[str, Any]) -> frappe_celery.Jo
         deduplicate=False,
         at_front_when_starved=False,
     )
+    if not signed:
+        envelope = json.loads(publication.args[3])  # enqueue.lua's message argument
+        del envelope["headers"][signing.SIGNATURE_HEADER]
+        publication.args[3] = json.dumps(envelope)
     job = publish.publish(publication)
     assert job is not None
     return job

@@ -1,0 +1,41 @@
+"""Signed messages on a real bench: the key lives in common_site_config.json, and a message
+without a valid signature never runs, whatever it names."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from frappe_celery import signing
+
+from .conftest import Bench, wait_for_status
+from .test_frappe_jobs import publish_unvalidated
+
+pytestmark = pytest.mark.usefixtures("celery_worker")
+
+
+def test_the_bench_keeps_its_signing_key_in_common_site_config(bench: Bench, celery_worker):
+    conf = json.loads((bench.sites / "common_site_config.json").read_text())
+    key = conf["frappe_celery"]["signing_key"]
+    assert len(key) >= signing.MIN_KEY_LENGTH
+    assert key not in celery_worker.log.read_text(errors="replace")
+
+
+def test_an_unsigned_message_naming_a_shell_never_runs(site: Any, tmp_path: Path, celery_worker):
+    """A forged message, as anyone able to write to the bench's passwordless redis_queue could
+    push it, naming Frappe's execute_in_shell: dropped before Celery reads it."""
+    marker = tmp_path / "shell-ran"
+    job = publish_unvalidated(
+        "frappe.utils.execute_in_shell", {"cmd": f"touch {marker}"}, signed=False
+    )
+    done = wait_for_status(job.id, ("finished", "failed"))
+    assert done.get_status() == "failed"
+    assert job.refresh()["exc_type"] == "UnsignedMessage", job.exc_info
+    assert "it is not signed" in job.exc_info
+    assert not marker.exists()
+    assert f"(job '{job.id}'): it is not signed" in celery_worker.log.read_text(errors="replace")
+    after = site.enqueue("frappe.ping", queue="short")  # the worker goes on
+    assert wait_for_status(after.id, ("finished", "failed")).return_value() == "pong"
