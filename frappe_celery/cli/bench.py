@@ -13,7 +13,7 @@ from typing import Any
 import click
 import redis
 
-from .. import acl
+from .. import acl, signing
 from ..bench import COMMON_SITE_CONFIG, SITES_PATH_ENV, Bench, find_bench
 from ..config import Settings, load_settings
 from ..connection import make_client, redact_url
@@ -52,6 +52,11 @@ def enable_command(skip_acl_check: bool) -> None:
     except switch.FrappeNotImportable as exc:
         raise click.ClickException(str(exc)) from None
     where = switch.pth_path()
+    bench = locate_bench()
+    if bench is not None:
+        # Job messages are signed (signing.py): the bench's processes read one key from here.
+        signing.ensure_bench_key(bench.config_path)
+        click.echo(f"job messages are signed with frappe_celery.signing_key in {bench.config_path}")
     if changed:
         click.echo(f"frappe-celery switch enabled ({where}); restart the bench's processes")
     else:

@@ -39,3 +39,31 @@ def test_an_unsigned_message_naming_a_shell_never_runs(site: Any, tmp_path: Path
     assert f"(job '{job.id}'): it is not signed" in celery_worker.log.read_text(errors="replace")
     after = site.enqueue("frappe.ping", queue="short")  # the worker goes on
     assert wait_for_status(after.id, ("finished", "failed")).return_value() == "pong"
+
+
+def test_bench_enable_generates_the_key_a_bench_lacks_without_printing_it(bench: Bench):
+    """A bench switched before messages were signed has no key: `frappe-celery bench enable`
+    (run again on upgrade, a no-op for the switch) writes one, keeping the rest of the file."""
+    import subprocess
+
+    path = bench.sites / "common_site_config.json"
+    original = path.read_text()
+    conf = json.loads(original)
+    del conf["frappe_celery"]["signing_key"]
+    path.write_text(json.dumps(conf, indent=1))
+    try:
+        enabled = subprocess.run(
+            [str(bench.bin / "frappe-celery"), "bench", "enable"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert enabled.returncode == 0, enabled.stderr
+        written = json.loads(path.read_text())
+        key = written["frappe_celery"]["signing_key"]
+        assert len(key) >= signing.MIN_KEY_LENGTH
+        assert "frappe_celery.signing_key" in enabled.stdout
+        assert key not in enabled.stdout + enabled.stderr
+        assert {name: value for name, value in written.items() if name != "frappe_celery"} == {
+            name: value for name, value in conf.items() if name != "frappe_celery"
+        }
+    finally:
+        path.write_text(original)  # the running worker signs and checks with the first key
