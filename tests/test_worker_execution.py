@@ -721,14 +721,16 @@ def test_a_poisoned_job_message_is_dropped_and_its_record_failed(r, start_worker
         envelope["body"] = base64.b64encode(json.dumps(body).encode()).decode()
     r.lrem(list_name, 0, raw)
     r.lpush(list_name, signed(envelope))
-    worker = start_worker("reports", concurrency=1)
+    # Two workers: a message that killed one went back to the front and killed the next.
+    workers = [start_worker("reports", concurrency=1) for _ in range(2)]
     wait_for(lambda: r.llen(list_name) == 0, 20)
     wait_for(lambda: template.get_status() == "failed", 10)
     assert template.refresh()["exc_type"] == "MalformedMessage"
     assert "malformed job message" in str(template.exc_info)
     if where == "body":
         assert "cannot be decoded (DecodeError)" in str(template.exc_info)
-    assert worker.process.poll() is None, worker.output()[-3000:]
+    for worker in workers:
+        assert worker.process.poll() is None, worker.output()[-3000:]
     assert r.hlen(keys.KOMBU_UNACKED) == 0
 
 
