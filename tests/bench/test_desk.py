@@ -119,7 +119,7 @@ def logged_in(web_url: str, host: str, user: str, password: str) -> Any:
     return opener
 
 
-def test_only_a_system_manager_lists_rq_jobs_through_reportview_get(bench, site, web):  # noqa: F811
+def test_only_a_system_manager_lists_rq_jobs_and_workers_through_reportview_get(bench, site, web):  # noqa: F811
     """frappe.desk.reportview.get reaches a virtual DocType's get_list / get_count for any
     logged-in user; a Website User must see no job, its arguments or its traceback."""
     admin_password = os.environ.get("FRAPPE_ADMIN_PASSWORD")
@@ -144,8 +144,17 @@ def test_only_a_system_manager_lists_rq_jobs_through_reportview_get(bench, site,
         assert status == 403, body[-2000:]
         assert "PermissionError" in body
         assert failed.id not in body and secret not in body
+    # Nor the workers, their queues and the jobs they run.
+    workers = {"doctype": "RQ Worker", "fields": json.dumps(["name", "current_job_id"])}
+    for method in ("frappe.desk.reportview.get", "frappe.desk.reportview.get_count"):
+        status, body = http_post(website_user, f"{web}/api/method/{method}", workers, bench.site)
+        assert status == 403, body[-2000:]
+        assert "PermissionError" in body
 
     manager = logged_in(web, bench.site, "Administrator", admin_password)
+    status, body = http_post(manager, f"{web}/api/method/frappe.desk.reportview.get", workers,
+                             bench.site)  # fmt: skip
+    assert status == 200, body[-2000:]
     status, body = http_post(manager, f"{web}/api/method/frappe.desk.reportview.get", query,
                              bench.site)  # fmt: skip
     assert status == 200, body[-2000:]

@@ -15,6 +15,7 @@ their queues, pid, state and current job.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
 from datetime import datetime, timezone
@@ -245,10 +246,39 @@ def install_rq_job(module: Any = None) -> bool:
     return True
 
 
+def _rq_worker_class(frappe_class: type) -> type:
+    """Frappe's RQ Worker, for System Managers only, as RQ Job: its list, count and stats are
+    reached through frappe.desk.reportview for any logged-in user (Frappe checks no permission
+    of a virtual DocType), and name the workers, their queues and this site's running jobs."""
+
+    def for_job_viewers(name: str) -> Any:
+        frappes = getattr(frappe_class, name)
+
+        # Its signature stays Frappe's: frappe.call passes only the arguments it names.
+        @functools.wraps(frappes)
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            _frappe().only_for(JOB_VIEWER_ROLE)
+            return frappes(*args, **kwargs)
+
+        return staticmethod(checked)
+
+    class RQWorker(frappe_class):  # type: ignore[misc]
+        def load_from_db(self) -> None:
+            _frappe().only_for(JOB_VIEWER_ROLE)
+            super().load_from_db()
+
+        get_list = for_job_viewers("get_list")
+        get_count = for_job_viewers("get_count")
+        get_stats = for_job_viewers("get_stats")
+
+    return RQWorker
+
+
 def install_rq_worker(module: Any = None) -> bool:
     module = module or sys.modules.get(RQ_WORKER) or importlib.import_module(RQ_WORKER)
     if getattr(module, _INSTALLED, False):
         return False
     module.serialize_worker = serialize_worker
+    module.RQWorker = _rq_worker_class(module.RQWorker)
     setattr(module, _INSTALLED, True)
     return True
