@@ -196,3 +196,28 @@ def test_a_bench_without_a_key_gets_one_generated_once_into_its_config(tmp_path)
     assert written["webserver_port"] == 8000  # the rest of the file is kept
     assert config.stat().st_mode & 0o777 == 0o640
     assert load_settings({"FRAPPE_CELERY_SITES_PATH": str(bench / "sites")}).signing_key == key
+
+
+def test_start_and_demo_keep_a_key_of_their_own_in_their_data_folder(tmp_path, capsys):
+    """`frappe-celery start` and `demo` without a configured key: one is made once, kept (the
+    embedded Redis's persisted messages still run after a restart), given to their children
+    through the environment, and never printed."""
+    from frappe_celery.cli.stack import Stack
+
+    saved = os.environ.pop(signing.KEY_ENV, None)
+    try:
+        first = Stack(tmp_path / "data")
+        first._signing_key()
+        key = os.environ[signing.KEY_ENV]
+        path = tmp_path / "data" / "signing-key"
+        assert path.read_text() == key and len(key) >= signing.MIN_KEY_LENGTH
+        assert path.stat().st_mode & 0o777 == 0o600
+        del os.environ[signing.KEY_ENV]
+        Stack(tmp_path / "data")._signing_key()  # a restart reads the same key
+        assert os.environ[signing.KEY_ENV] == key
+        printed = capsys.readouterr().out
+        assert str(path) in printed and key not in printed
+    finally:
+        os.environ.pop(signing.KEY_ENV, None)
+        if saved is not None:
+            os.environ[signing.KEY_ENV] = saved
