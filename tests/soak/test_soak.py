@@ -136,18 +136,21 @@ def children_of(pid: int) -> list[int]:
     return [int(part) for part in text.split()]
 
 
-def memory_kib(pid: int) -> tuple[int, int]:
-    """(PSS, RSS) of one process in KiB; (0, 0) once it is gone."""
+def memory_kib(pid: int) -> tuple[int, int, int]:
+    """(PSS, RSS, USS) of one process in KiB; (0, 0, 0) once it is gone. USS (its private pages)
+    does not move with the other processes that map the same files (the Python binary, shared
+    libraries), as PSS does: PSS divides those pages among every process on the machine."""
     try:
         text = Path(f"/proc/{pid}/smaps_rollup").read_text()
     except OSError:
-        return 0, 0
+        return 0, 0, 0
     values = {}
     for line in text.splitlines():
         name, _, rest = line.partition(":")
-        if name in ("Pss", "Rss"):
+        if name in ("Pss", "Rss", "Private_Clean", "Private_Dirty"):
             values[name] = int(rest.split()[0])
-    return values.get("Pss", 0), values.get("Rss", 0)
+    uss = values.get("Private_Clean", 0) + values.get("Private_Dirty", 0)
+    return values.get("Pss", 0), values.get("Rss", 0), uss
 
 
 # -- the load --------------------------------------------------------------------------------------
@@ -235,11 +238,12 @@ def sample_memory(ledger: Ledger, workers: dict[str, Worker], stop: threading.Ev
         for role, worker in list(workers.items()):
             main = worker.process.pid
             children = children_of(main)
-            main_pss, main_rss = memory_kib(main)
+            main_pss, main_rss, main_uss = memory_kib(main)
             child = [memory_kib(pid) for pid in children]
             ledger.memory.append({
                 "at": time.time(), "role": role, "main_pss": main_pss, "main_rss": main_rss,
-                "children_pss": sum(p for p, _ in child), "children_rss": sum(r for _, r in child),
+                "main_uss": main_uss, "children_pss": sum(c[0] for c in child),
+                "children_rss": sum(c[1] for c in child), "children_uss": sum(c[2] for c in child),
                 "children": len(children),
             })  # fmt: skip
 
@@ -340,8 +344,8 @@ def memory_windows(began: float, ended: float) -> tuple[tuple[float, float], tup
 
 
 def window_means(samples: list[dict[str, Any]], began: float, ended: float) -> tuple[float, ...]:
-    """Mean (main PSS, children PSS, total PSS, total RSS) in MiB over the first window after the
-    warm-up and over the last window (memory_windows): (first..., last...)."""
+    """Mean (main PSS, children PSS, total PSS, total RSS, total USS) in MiB over the first window
+    after the warm-up and over the last window (memory_windows): (first..., last...)."""
 
     def mean(part: list[dict[str, Any]], name: str) -> float:
         return sum(s[name] for s in part) / max(1, len(part)) / 1024
@@ -352,7 +356,9 @@ def window_means(samples: list[dict[str, Any]], began: float, ended: float) -> t
         for sample in part:
             sample["total_pss"] = sample["main_pss"] + sample["children_pss"]
             sample["total_rss"] = sample["main_rss"] + sample["children_rss"]
-        figures += [mean(part, n) for n in ("main_pss", "children_pss", "total_pss", "total_rss")]
+            sample["total_uss"] = sample["main_uss"] + sample["children_uss"]
+        names = ("main_pss", "children_pss", "total_pss", "total_rss", "total_uss")
+        figures += [mean(part, n) for n in names]
     return tuple(figures)
 
 
@@ -479,7 +485,7 @@ def summarize(
     starts = Counter(r["label"] for r in runs if r["event"] == "start")
     steady = [s for s in ledger.memory if s["role"] == "steady"]
     m = window_means(steady, began, load_ended)
-    growth = m[6] / m[2] if m[2] else float("inf")
+    growth = m[7] / m[2] if m[2] else float("inf")
     long_soak = load_ended - began >= LONG_SOAK
     limit = MEMORY_GROWTH_LIMIT if long_soak else SHORT_SOAK_MEMORY_GROWTH_LIMIT
     windows = " -> ".join(
@@ -507,13 +513,14 @@ def summarize(
         ("pool children SIGKILLed", sum(1 for _, e in ledger.events if "pool child" in e)),
         ("workers SIGKILLed", sum(1 for _, e in ledger.events if e.startswith("SIGKILL worker"))),
         ("redis restarts", sum(1 for _, e in ledger.events if "redis-server back" in e)),
-        ("steady worker PSS MiB, main", f"{m[0]:.1f} -> {m[4]:.1f}"),
-        ("steady worker PSS MiB, pool", f"{m[1]:.1f} -> {m[5]:.1f}"),
+        ("steady worker PSS MiB, main", f"{m[0]:.1f} -> {m[5]:.1f}"),
+        ("steady worker PSS MiB, pool", f"{m[1]:.1f} -> {m[6]:.1f}"),
         (
             "steady worker PSS MiB, total",
-            f"{m[2]:.1f} -> {m[6]:.1f} (x{growth:.2f}, at most x{limit})",
+            f"{m[2]:.1f} -> {m[7]:.1f} (x{growth:.2f}, at most x{limit})",
         ),
-        ("steady worker RSS MiB, total", f"{m[3]:.1f} -> {m[7]:.1f}"),
+        ("steady worker RSS MiB, total", f"{m[3]:.1f} -> {m[8]:.1f}"),
+        ("steady worker USS MiB, total", f"{m[4]:.1f} -> {m[9]:.1f}"),
         ("steady worker PSS MiB by tenth of the load", pss_by_tenth(steady, began, load_ended)),
         ("memory samples (steady, all)", f"{len(steady)}, {len(ledger.memory)}"),
     ]
@@ -524,10 +531,12 @@ def summarize(
         print(f"  {at - began:7.1f} s  {event}")
     for handle in lost[:20]:
         print(f"  lost: {handle}, runs: {[r for r in runs if r['label'] == handle.label]}")
-    print(f"== logs in {logdir}")
+    # Every memory sample, for a closer look than the table's (per child process: the curve).
+    (logdir / "memory.json").write_text(json.dumps(ledger.memory))
+    print(f"== logs (and memory.json, the memory samples) in {logdir}")
     assert not lost, f"{len(lost)} jobs did not end as designed (see the list above)"
     assert dedup_overlaps == 0
     assert tick_overlaps == 0
     assert tick_runs, "the scheduled entry never ran"
-    assert m[2] and m[6], "no memory samples in the first or the last window"
+    assert m[2] and m[7], "no memory samples in the first or the last window"
     assert growth <= limit, f"steady worker memory grew x{growth:.2f}"
