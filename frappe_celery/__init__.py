@@ -6,8 +6,9 @@
 
 from __future__ import annotations
 
-# Imported for their effects in the worker: the heartbeat and reaper, the stop command.
-from . import control, maintenance  # noqa: F401
+# Imported for their effects in the worker: the heartbeat and reaper, the stop command, the
+# garbage collector frozen at each pool fork.
+from . import control, maintenance, memory  # noqa: F401
 from .celery_app import app
 from .config import get_settings, reload_settings
 from .context import JobContext, set_document_loader, set_job_context

@@ -3,9 +3,11 @@ chooses, so a test can assert what really happened inside a worker process."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -304,3 +306,23 @@ class _Console:
 
 
 console = _Console()
+
+
+def memory_report(key: str) -> None:
+    """What this pool child's garbage collector sees and what its memory is (tests/test_memory.py):
+    objects frozen (inherited, never examined), objects it tracks, Celery's ExceptionInfo
+    objects still alive (one per failed job whose garbage was not freed), and its private memory
+    (USS, KiB: the pages it no longer shares)."""
+    from billiard.einfo import ExceptionInfo
+
+    tracked = gc.get_objects()
+    private = 0
+    for line in Path("/proc/self/smaps_rollup").read_text().splitlines():
+        name, _, rest = line.partition(":")
+        if name in ("Private_Clean", "Private_Dirty"):
+            private += int(rest.split()[0])
+    push(key, {
+        "pid": os.getpid(), "frozen": gc.get_freeze_count(), "tracked": len(tracked),
+        "failures_alive": sum(1 for o in tracked if isinstance(o, ExceptionInfo)),
+        "uss_kib": private,
+    })  # fmt: skip
