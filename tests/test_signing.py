@@ -18,6 +18,7 @@ from frappe_celery.config import load_settings
 from frappe_celery.errors import ConfigError
 
 from .conftest import ROOT, wait_for
+from .test_cli import invoke
 from .test_worker_execution import unique, waiting_message
 
 OTHER_KEY = "another-key-" + "x" * 40
@@ -89,6 +90,9 @@ def test_a_message_without_a_valid_signature_is_dropped_counted_and_never_run(
     assert int(r.hget(keys.REFUSED_MESSAGES, "reports")) == 1
     (problem,) = refused_message_problems()
     assert "1 job message(s) dropped" in problem.what and "'reports'" in problem.what
+    status = invoke("status")
+    assert "Refused messages (unsigned or badly signed, never run): reports: 1" in status.output
+    assert f"job {job.id}" in status.output
     # The worker goes on with the next, signed, job.
     after = frappe.enqueue("tests.jobs.record", queue="reports", key=key, value="next")
     wait_for(lambda: after.get_status() == "finished", 20)
