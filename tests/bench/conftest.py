@@ -149,15 +149,17 @@ def site(bench: Bench) -> Iterator[Any]:
 
 
 @contextmanager
-def custom_queues(bench: Bench, *names: str) -> Iterator[None]:
+def custom_queues(bench: Bench, *names: str, **settings: Any) -> Iterator[None]:
     """The bench's common_site_config.json with ``workers`` queues ``names`` added (timeout
-    60 s), and this process's settings reloaded; the file put back afterwards."""
+    60 s) and top-level ``settings`` set, and this process's settings reloaded; the file put
+    back afterwards."""
     import frappe_celery
 
     common = bench.sites / "common_site_config.json"
     before = common.read_text()
     config = json.loads(before)
     config.setdefault("workers", {}).update({name: {"timeout": 60} for name in names})
+    config.update(settings)
     common.write_text(json.dumps(config, indent=1))
     frappe_celery.reload_settings()
     try:

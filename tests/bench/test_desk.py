@@ -19,7 +19,7 @@ import frappe_celery
 from frappe_celery import publish, wire
 from frappe_celery.job import site_job_prefix
 
-from .conftest import wait_for, wait_for_status
+from .conftest import custom_queues, wait_for, wait_for_status
 from .test_web import web  # noqa: F401 (the gunicorn fixture)
 
 pytestmark = pytest.mark.usefixtures("celery_worker")
@@ -193,3 +193,30 @@ def test_a_worker_view_shows_a_running_job_of_this_site_only_not_of_a_longer_nam
 
         stop_job(other)
         wait_for(lambda: job.get_status() in ("stopped", "finished", "failed"), 30)
+
+
+def test_a_list_call_returns_at_most_the_desks_largest_page(bench, site):
+    """reportview.get with any page_length: one web request fetches and serializes at most
+    2500 job records (the Desk's largest page), not every job of the site."""
+    from frappe_celery import admin
+    from frappe_celery.integrations.frappe.desk import MAX_PAGE_LENGTH
+
+    queue = "pagecap"
+    # A queue no worker consumes, allowed more waiting jobs than the page holds.
+    with custom_queues(bench, queue, max_queued_jobs=10 * MAX_PAGE_LENGTH):
+        calls = [{"method": "frappe.ping", "queue": queue} for _ in range(MAX_PAGE_LENGTH + 100)]
+        try:
+            assert all(frappe_celery.enqueue_many(calls))
+            from frappe.desk import reportview
+
+            site.local.form_dict = site._dict(
+                doctype="RQ Job", fields=json.dumps(["name"]),
+                filters=json.dumps({"queue": queue}), page_length=100_000,
+            )  # fmt: skip
+            listed = reportview.get()
+            assert len(listed["values"]) == MAX_PAGE_LENGTH
+            # The filter, given as the API gives it (a dict), applies.
+            at = listed["keys"].index("queue")
+            assert {row[at] for row in listed["values"]} == {queue}
+        finally:
+            admin.purge_jobs(queue)
