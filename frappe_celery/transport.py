@@ -353,7 +353,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]  # kombu < 5.7 ships n
                              dest, item)  # fmt: skip
                 # reserve.lua held it: it must not come back after the visibility timeout.
                 tag = raw_delivery_tag(bytes_to_str(item))
-                if held and tag:
+                if held and tag is not None:  # "" is a tag too: reserve.lua held it
                     self.qos._settle(tag)
                 fail_named_job(bytes_to_str(item), "malformed job message: kombu cannot read it")
                 raise Empty()

@@ -109,7 +109,11 @@ def test_no_queue_entry_kills_a_worker_or_stays_held(redis_server, shared_worker
     client.lpush(keys.doorbell(QUEUE), "1")
     wait_for(lambda: client.llen(target) == 0, 20)
     # Taken and settled: never held for a redelivery after the visibility timeout.
-    wait_for(lambda: client.hlen(keys.KOMBU_UNACKED) == 0, 20)
+    try:
+        wait_for(lambda: client.hlen(keys.KOMBU_UNACKED) == 0, 20)
+    except AssertionError:
+        held = client.hgetall(keys.KOMBU_UNACKED)
+        raise AssertionError(f"still held after 20 s: {held!r}") from None
     assert shared_worker.process.poll() is None, shared_worker.output()[-3000:]
 
 
