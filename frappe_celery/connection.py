@@ -291,7 +291,11 @@ def checked_out(client: Client) -> Iterator[Any]:
     replies. A connection given back with replies still unread (an error on the way) is
     disconnected, so the next user never reads them."""
     pool = client.connection_pool
-    connection = pool.get_connection("EVAL") if _POOL_NEEDS_COMMAND_NAME else pool.get_connection()
+    # Handing out a connection checks it (and reconnects): Redis gone surfaces here first.
+    with broker_errors():
+        connection = (
+            pool.get_connection("EVAL") if _POOL_NEEDS_COMMAND_NAME else pool.get_connection()
+        )
     try:
         yield connection
     except BaseException:

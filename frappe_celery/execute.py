@@ -19,6 +19,7 @@ timeout + grace, killing the pool child); a hard kill and a lost worker are reco
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import time
@@ -30,7 +31,7 @@ from billiard.einfo import ExceptionInfo
 from billiard.exceptions import WorkerLostError
 from celery import Task, signals
 from celery.backends.base import DisabledBackend
-from celery.exceptions import InvalidTaskError
+from celery.exceptions import InvalidTaskError, Reject
 from celery.worker.request import Request
 
 from . import records
@@ -138,6 +139,20 @@ def record_failure(
     run_callback(job_id, payload["on_failure"], type(exc), exc, exc.__traceback__)
 
 
+class NotStarted(Exception):
+    """Redis could not be reached as the job was about to start: its method never ran, so this
+    is not the job's failure. execute_job records nothing and hands the message back."""
+
+
+def hand_back(job_id: str, exc: Exception) -> Reject:
+    """The rejection that returns a job that could not start to the front of its queue; with
+    the connection lost, the transport leaves its message to recovery.py instead (QoS.reject),
+    which returns it once Redis answers."""
+    logger.warning("job %s: not started, Redis is unreachable (%s); its message goes back to "
+                   "its queue", job_id, exc)  # fmt: skip
+    return Reject(str(exc), requeue=True)
+
+
 def start_or_skip(job_id: str, payload: JobPayload, worker: str) -> StartDecision:
     decision = records.start(job_id, payload, hard_time_limit(payload), worker)
     if decision in (StartDecision.CANCELED, StartDecision.ALREADY_DONE):
@@ -155,8 +170,14 @@ def run_while_starting(job_id: str, payload: JobPayload, worker: str, *, last_at
     The reply is read before anything else is written about the job (the outcome goes through
     another connection, and must reach Redis after the start)."""
     failure: BaseException | None = None
-    with checked_out(get_redis()) as connection:
-        started = records.SentStart(connection, job_id, payload, hard_time_limit(payload), worker)
+    with contextlib.ExitStack() as held:
+        try:
+            connection = held.enter_context(checked_out(get_redis()))
+            started = records.SentStart(
+                connection, job_id, payload, hard_time_limit(payload), worker
+            )
+        except BrokerUnreachable as exc:
+            raise NotStarted(str(exc)) from exc
         try:
             result = run_attempt(job_id, payload, last_attempt=last_attempt)
         except BaseException as exc:  # re-raised below, once the connection is clean again
@@ -327,7 +348,10 @@ def execute_job(self: Task, **payload: Any) -> str | None:
     worker = self.request.hostname or _HOSTNAME
     checked = start_checked(self.request)
     if not checked:
-        decision = start_or_skip(job_id, job, worker)
+        try:
+            decision = start_or_skip(job_id, job, worker)
+        except BrokerUnreachable as exc:
+            raise hand_back(job_id, exc) from exc
         if decision in (StartDecision.CANCELED, StartDecision.ALREADY_DONE):
             return None
     attempt = self.request.retries
@@ -337,6 +361,8 @@ def execute_job(self: Task, **payload: Any) -> str | None:
             result = run_while_starting(job_id, job, worker, last_attempt=last_attempt)
         else:
             result = run_attempt(job_id, job, last_attempt=last_attempt)
+    except NotStarted as exc:
+        raise hand_back(job_id, exc) from exc
     except retry_exception_classes() as exc:
         if attempt < MAX_RETRIES:
             countdown = attempt + 1

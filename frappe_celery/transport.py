@@ -144,7 +144,13 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]  # kombu < 5.7 ships no type h
             self.ack(delivery_tag)  # recovery returns it
             return
         if requeue:  # kombu's: back to the front of its queue
-            super().reject(delivery_tag, requeue=True)
+            try:
+                super().reject(delivery_tag, requeue=True)
+            except self.channel.connection_errors:
+                # Redis is gone (a job handed back as it could not start, execute.NotStarted):
+                # the connection is lost, and recovery returns this message with the others.
+                self.orphan_held()
+                self.ack(delivery_tag)
             return
         self._settle(delivery_tag)
         virtual.QoS.ack(self, delivery_tag)

@@ -167,9 +167,10 @@ class Worker(CeleryProcess):
         env: dict[str, str],
         logdir: Path,
         prefix: Sequence[str] = (),
+        pool: str = "prefork",
     ) -> None:
         self.name = f"test-{uuid.uuid4().hex[:8]}@%h"
-        args = ["worker", "-Q", queues, "-c", str(concurrency), "-P", "prefork", "-n", self.name,
+        args = ["worker", "-Q", queues, "-c", str(concurrency), "-P", pool, "-n", self.name,
                 "--loglevel", "INFO", "--without-mingle", "--without-gossip"]  # fmt: skip
         super().__init__(args, env, logdir, self.name.split("@")[0], prefix)
 
@@ -203,9 +204,10 @@ def start_worker(worker_env: dict[str, str], tmp_path: Path) -> Iterator[Callabl
         queues: str = "short,default,long",
         concurrency: int = 1,
         prefix: Sequence[str] = (),
+        pool: str = "prefork",
         **env: str,
     ) -> Worker:
-        worker = Worker(queues, concurrency, {**worker_env, **env}, tmp_path, prefix)
+        worker = Worker(queues, concurrency, {**worker_env, **env}, tmp_path, prefix, pool)
         started.append(worker)
         return worker
 

@@ -279,6 +279,24 @@ def logged_run(path: str, label: str, seconds: float = 0.0) -> str:
     return label
 
 
+def shut_redis_down_as_next_starts(key: str, retries: int = 0) -> None:
+    """Arm this worker process: when it is about to run attempt ``retries`` + 1 of the job whose
+    ``key`` keyword is ``key`` (Celery's task_prerun, before our task's first line), Redis shuts
+    down. The job's start is then the first thing to meet the dead broker. Fires once."""
+    from celery import signals
+
+    from frappe_celery.wire import expand_payload
+
+    def shut_down(sender: Any = None, kwargs: Any = None, **_: Any) -> None:
+        job_kwargs = expand_payload(kwargs or {}).get("kwargs", {})
+        if job_kwargs.get("key") != key or sender.request.retries != retries:
+            return
+        signals.task_prerun.disconnect(shut_down)
+        conn().shutdown(nosave=True)  # appendfsync always: every write is on disk already
+
+    signals.task_prerun.connect(shut_down, weak=False)
+
+
 def note_time_limits(key: str, seconds: float) -> None:
     """Record when the job starts and when its soft time limit lands (swallowed: only the hard
     limit stops it), as epoch seconds."""

@@ -204,3 +204,45 @@ def test_jobs_held_when_redis_dies_run_again_once_it_is_back_not_after_the_visib
         assert starts.count("running") in (1, 2) and starts.count("next") == 1, runs
         assert [job.return_value() for job in jobs] == ["running", "next"]
         assert worker.process.poll() is None
+
+
+@pytest.mark.parametrize(
+    "failures",
+    [0, 1],
+    ids=["first delivery (its start sent, the reply read later)", "a retry (its start awaited)"],
+)
+def test_a_job_whose_start_meets_a_dead_redis_is_not_failed_and_runs_once_redis_is_back(
+    restartable_redis, start_worker, failures
+):
+    """Redis dies as a worker takes a job: the job's start is the first thing to meet the dead
+    broker, before its method runs. That is not the job's failure: nothing is recorded, the
+    message goes back, and the job runs once Redis is back. (Found by a CI run: such a job was
+    recorded failed with redis's ConnectionError, and its redelivery skipped as already done.)
+
+    ``-P solo``: the job runs in the worker's main process, so Celery cannot cancel it on the
+    lost connection before it reaches its start; with prefork, that race decides which path a
+    job takes."""
+    url = restartable_redis.url
+    env = {"FRAPPE_CELERY_BROKER_URL": url, "FRAPPE_CELERY_RESULT_BACKEND": url}
+    key = f"test:start-meets-dead-redis:{failures}"
+    with settings_env(**env):
+        client = frappe.connection.get_redis()
+        client.delete(key, key + ":attempts")
+        worker = start_worker("short", concurrency=1, pool="solo", **env)
+        armed = frappe.enqueue("tests.jobs.shut_redis_down_as_next_starts", queue="short",
+                               key=key, retries=failures)  # fmt: skip
+        wait_for(lambda: armed.get_status() == "finished", 30)
+
+        job = frappe.enqueue("tests.jobs.flaky", queue="short", key=key, failures=failures)
+        assert restartable_redis.process is not None
+        restartable_redis.process.wait(60)  # the armed worker shut it down
+        time.sleep(2)
+        restartable_redis.start()
+
+        wait_for(lambda: job.get_status() in ("finished", "failed"), 60, interval=0.5)
+        assert job.get_status() == "finished", (job.record.get("exc_type"), job.exc_info)
+        # Every attempt that ran was counted: the one handed back never ran.
+        assert job.return_value() == f"succeeded on attempt {failures + 1}"
+        assert int(client.get(key)) == failures + 1
+        assert "not started, Redis is unreachable" in worker.output()
+        assert worker.process.poll() is None
