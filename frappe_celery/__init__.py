@@ -6,13 +6,8 @@
 
 from __future__ import annotations
 
-# Imported for their effects in the worker: the heartbeat and reaper, the stop command, the
-# garbage collector frozen at each pool fork.
-from . import control, maintenance, memory  # noqa: F401
-from .celery_app import app
-from .config import get_settings, reload_settings
-from .context import JobContext, set_document_loader, set_job_context
-from .enqueue import (
+from frappe_celery.broker.lock import LockHeld, job_lock
+from frappe_celery.caller.enqueue import (
     create_job_id,
     enqueue,
     enqueue_doc,
@@ -24,7 +19,11 @@ from .enqueue import (
     is_job_enqueued,
     validate_queue,
 )
-from .errors import (
+from frappe_celery.caller.transaction import transaction_scope
+from frappe_celery.celery_app import app
+from frappe_celery.config import get_settings, reload_settings
+from frappe_celery.context import JobContext, set_document_loader, set_job_context
+from frappe_celery.errors import (
     BrokerUnreachable,
     ConfigError,
     DocumentLoaderNotConfigured,
@@ -38,10 +37,12 @@ from .errors import (
     RetryBackgroundJobError,
     UnserializableArgumentError,
 )
-from .execute import execute_job
-from .job import Job, JobStatus, get_current_job, publish_progress
-from .lock import LockHeld, job_lock
-from .transaction import transaction_scope
+from frappe_celery.job import Job, JobStatus, get_current_job, publish_progress
+
+# Imported for their effects in the worker: the heartbeat and reaper, the stop command, the
+# garbage collector frozen at each pool fork.
+from frappe_celery.worker import control, maintenance, memory  # noqa: F401
+from frappe_celery.worker.task import execute_job
 
 # `celery -A frappe_celery` looks for `app` (or `celery`) in this module.
 celery = app

@@ -13,17 +13,17 @@ from celery.apps.worker import Worker as CeleryWorker
 from celery.worker.consumer import Consumer as CeleryConsumer
 from kombu.entity import Exchange, Queue
 
-from .config import (
+from frappe_celery.broker.transport import fail_job_named_in
+from frappe_celery.config import (
     NORMAL_PRIORITY,
     OWNED_CELERY_SETTINGS,
     PRIORITY_STEPS,
     Settings,
     get_settings,
 )
-from .connection import is_sentinel_url, tls_options
-from .errors import ConfigError
-from .transport import fail_job_named_in
-from .worker_options import install as install_worker_options
+from frappe_celery.connection import is_sentinel_url, tls_options
+from frappe_celery.errors import ConfigError
+from frappe_celery.worker.options import install as install_worker_options
 
 # Imported by a worker that runs in a bench (see integrations/frappe/worker.py).
 FRAPPE_WORKER_MODULE = "frappe_celery.integrations.frappe.worker"
@@ -32,8 +32,8 @@ FRAPPE_WORKER_MODULE = "frappe_celery.integrations.frappe.worker"
 HOOKS_SCHEDULER = "frappe_celery.scheduler.beat:FrappeScheduler"
 # kombu's Redis transport with our queue order (transport.py), for redis://, rediss:// and
 # sentinel:// broker URLs.
-TRANSPORT = "frappe_celery.transport:Transport"
-SENTINEL_TRANSPORT = "frappe_celery.transport:SentinelTransport"
+TRANSPORT = "frappe_celery.broker.transport:Transport"
+SENTINEL_TRANSPORT = "frappe_celery.broker.transport:SentinelTransport"
 BENCH_SCHEDULER = "frappe_celery.integrations.frappe.beat:BenchScheduler"
 # Celery's consumer, failing the record of a job whose body it cannot decode (Consumer below).
 CONSUMER = "frappe_celery.celery_app:Consumer"

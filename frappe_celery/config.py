@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from . import signing
-from .bench import Bench, broker_url_of, find_bench
-from .errors import ConfigError
+from frappe_celery.bench_files import Bench, broker_url_of, find_bench
+from frappe_celery.broker import signing
+from frappe_celery.errors import ConfigError
 
 # Frappe's queues and their default timeouts, in the order RQ workers take them.
 DEFAULT_QUEUES: dict[str, int] = {"short": 300, "default": 300, "long": 1500}
@@ -386,7 +386,7 @@ def _check_broker_urls(
     """Refuse at start-up what every component would later fail on: a password that breaks the
     URL, a sentinel:// URL without the master name, a malformed sentinel list, bad TLS options
     of a rediss:// URL."""
-    from .connection import (
+    from frappe_celery.connection import (
         check_password_encoded,
         is_sentinel_url,
         parse_sentinel_url,
@@ -472,8 +472,8 @@ def reload_settings() -> Settings:
     with _lock:
         _settings = load_settings()
     # Late imports: these modules import this one.
-    from . import connection
-    from .celery_app import app, apply_settings
+    from frappe_celery import connection
+    from frappe_celery.celery_app import app, apply_settings
 
     connection.reset()
     apply_settings(app, _settings)

@@ -29,8 +29,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
-from .config import get_settings
-from .errors import BrokerUnreachable, ConfigError
+from frappe_celery.config import get_settings
+from frappe_celery.errors import BrokerUnreachable, ConfigError
 
 # Connect fails fast (refused is immediate; a black-holed host costs this), one retry covers a
 # blip: an unreachable broker is reported in about 2 x 2 s, under the 5 s the contract allows.

@@ -13,9 +13,9 @@ import threading
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from .config import get_settings
-from .errors import DocumentLoaderNotConfigured
-from .methods import import_trusted
+from frappe_celery.config import get_settings
+from frappe_celery.errors import DocumentLoaderNotConfigured
+from frappe_celery.methods import import_trusted
 
 
 class JobContext:
@@ -36,7 +36,7 @@ class JobContext:
         ``last_attempt`` says no retry is left.
         """
         # Late import: the generic path lives with the rest of the worker side.
-        from .execute import run_generic_attempt
+        from frappe_celery.worker.task import run_generic_attempt
 
         return run_generic_attempt(self, job_id, payload)
 

@@ -18,11 +18,11 @@ from typing import Any
 
 import redis
 
-from . import keys, scripts
-from .config import Settings, get_settings
-from .connection import as_text, broker_errors, get_redis
-from .job import JobStatus, site_of_job_id
-from .wire import JobPayload, encode_data
+from frappe_celery.broker import keys, scripts
+from frappe_celery.broker.wire import JobPayload, encode_data
+from frappe_celery.config import Settings, get_settings
+from frappe_celery.connection import as_text, broker_errors, get_redis
+from frappe_celery.job import JobStatus, site_of_job_id
 
 logger = logging.getLogger(__name__)
 

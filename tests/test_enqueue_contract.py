@@ -21,9 +21,9 @@ import pytest
 import redis
 
 import frappe_celery as frappe
-from frappe_celery import keys
-from frappe_celery.embedded import free_port
-from frappe_celery.wire import MAX_KWARGS, MAX_MESSAGE_BYTES, START_CHECKED
+from frappe_celery.broker import keys
+from frappe_celery.broker.wire import MAX_KWARGS, MAX_MESSAGE_BYTES, START_CHECKED
+from frappe_celery.ops.embedded import free_port
 
 from . import jobs
 from .conftest import wait_for

@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import frappe_celery as frappe
-from frappe_celery import keys, signing
-from frappe_celery.wire import TASK_NAME
+from frappe_celery.broker import keys, signing
+from frappe_celery.broker.wire import TASK_NAME
 
 from .conftest import wait_for
 from .test_worker_execution import assert_worker_alive
@@ -139,7 +139,7 @@ MALFORMED_ENTRIES = [
 def test_the_commands_survive_any_malformed_queue_entry(r):
     """`status`, `jobs` (with arguments), the Desk's list (monitor.list_jobs) and `purge` read
     the queues' entries: a forged one is skipped, never an exception."""
-    from frappe_celery import admin, monitor
+    from frappe_celery.ops import admin, monitor
 
     from .test_cli import invoke
 

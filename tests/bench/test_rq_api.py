@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 import frappe_celery
-from frappe_celery import keys
+from frappe_celery.broker import keys
 from frappe_celery.connection import get_redis
-from frappe_celery.monitor import get_workers
+from frappe_celery.ops.monitor import get_workers
 
 from .conftest import fresh, wait_for, wait_for_status
 
@@ -48,7 +48,7 @@ def long_paused(site: Any) -> Iterator[str]:
     try:
         yield "long"
     finally:
-        frappe_celery.admin.purge_jobs("long", site=site.local.site)
+        frappe_celery.ops.admin.purge_jobs("long", site=site.local.site)
         app.control.add_consumer("long", destination=nodes, reply=True, timeout=5)
 
 

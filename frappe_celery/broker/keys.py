@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 from bisect import bisect
 
-from .config import PRIORITY_STEPS
+from frappe_celery.config import PRIORITY_STEPS
 
 PREFIX = "frappe_celery:"
 # kombu.transport.redis.Channel.sep: joins a queue name and its priority bucket.

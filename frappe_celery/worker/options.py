@@ -26,8 +26,8 @@ from celery import Celery, bootsteps
 from celery.platforms import EX_OK
 from celery.worker import state
 
-from . import keys
-from .connection import broker_errors, get_redis
+from frappe_celery.broker import keys
+from frappe_celery.connection import broker_errors, get_redis
 
 logger = logging.getLogger(__name__)
 

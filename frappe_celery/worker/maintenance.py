@@ -20,10 +20,11 @@ from typing import Any
 
 from celery import signals
 
-from . import keys, records, recovery
-from .config import get_settings
-from .connection import as_text, broker_errors, get_redis
-from .version import installed_version
+from frappe_celery import records
+from frappe_celery.broker import keys, recovery
+from frappe_celery.config import get_settings
+from frappe_celery.connection import as_text, broker_errors, get_redis
+from frappe_celery.version import installed_version
 
 logger = logging.getLogger(__name__)
 

@@ -34,18 +34,24 @@ from celery.backends.base import DisabledBackend
 from celery.exceptions import InvalidTaskError, Reject
 from celery.worker.request import Request
 
-from . import records
-from .celery_app import app
-from .config import MAX_RETRIES, get_settings
-from .connection import checked_out, get_redis
-from .context import JobContext, get_job_context
-from .errors import BrokerUnreachable, RetryBackgroundJobError
-from .hooks import run_hooks
-from .job import Job, _current_job_id
-from .methods import import_trusted, resolve_job_callable
-from .records import StartDecision
-from .transaction import Transaction, enter_scope
-from .wire import START_CHECKED, TASK_NAME, JobPayload, expand_payload, payload_problem
+from frappe_celery import records
+from frappe_celery.broker.wire import (
+    START_CHECKED,
+    TASK_NAME,
+    JobPayload,
+    expand_payload,
+    payload_problem,
+)
+from frappe_celery.caller.transaction import Transaction, enter_scope
+from frappe_celery.celery_app import app
+from frappe_celery.config import MAX_RETRIES, get_settings
+from frappe_celery.connection import checked_out, get_redis
+from frappe_celery.context import JobContext, get_job_context
+from frappe_celery.errors import BrokerUnreachable, RetryBackgroundJobError
+from frappe_celery.hooks import run_hooks
+from frappe_celery.job import Job, _current_job_id
+from frappe_celery.methods import import_trusted, resolve_job_callable
+from frappe_celery.records import StartDecision
 
 logger = logging.getLogger(__name__)
 

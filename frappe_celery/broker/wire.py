@@ -27,8 +27,8 @@ from celery.utils.nodenames import anon_nodename
 from kombu.exceptions import EncodeError
 from kombu.utils.json import JSONEncoder, register_type
 
-from .errors import InvalidArgumentError, UnserializableArgumentError
-from .signing import SIGNATURE_HEADER, canonical_headers, sign, signature_of
+from frappe_celery.broker.signing import SIGNATURE_HEADER, canonical_headers, sign, signature_of
+from frappe_celery.errors import InvalidArgumentError, UnserializableArgumentError
 
 TASK_NAME = "frappe_celery.execute_job"
 

@@ -9,23 +9,29 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import keys, records, scripts
-from .bench import Bench, EnvState, find_bench
-from .celery_app import app
-from .config import get_settings
-from .connection import as_text, broker_errors, get_redis
-from .control import STOP_COMMAND
-from .enqueue import create_job_id, make_payload, validate_queue
-from .errors import FrappeCeleryError, InvalidArgumentError, InvalidJobOperation
-from .job import Job, JobStatus, is_site_job, readable_message_kwargs
-from .maintenance import read_workers
-from .monitor import list_failed, list_jobs, pending_messages, refused_messages
-from .publish import prepare, publish
-from .scheduler import state
-from .scheduler.beat import scheduled_publication
-from .scheduler.entries import ScheduleEntry, build_entries, known_event_keys, load_events
-from .version import installed_version
-from .wire import encode_body
+from frappe_celery import records
+from frappe_celery.bench_files import Bench, EnvState, find_bench
+from frappe_celery.broker import keys, scripts
+from frappe_celery.broker.wire import encode_body
+from frappe_celery.caller.enqueue import create_job_id, make_payload, validate_queue
+from frappe_celery.caller.publish import prepare, publish
+from frappe_celery.celery_app import app
+from frappe_celery.config import get_settings
+from frappe_celery.connection import as_text, broker_errors, get_redis
+from frappe_celery.errors import FrappeCeleryError, InvalidArgumentError, InvalidJobOperation
+from frappe_celery.job import Job, JobStatus, is_site_job, readable_message_kwargs
+from frappe_celery.ops.monitor import list_failed, list_jobs, pending_messages, refused_messages
+from frappe_celery.scheduler import state
+from frappe_celery.scheduler.beat import scheduled_publication
+from frappe_celery.scheduler.entries import (
+    ScheduleEntry,
+    build_entries,
+    known_event_keys,
+    load_events,
+)
+from frappe_celery.version import installed_version
+from frappe_celery.worker.control import STOP_COMMAND
+from frappe_celery.worker.maintenance import read_workers
 
 Progress = Callable[[int], None]
 
@@ -408,7 +414,7 @@ def version_problems(
 def acl_problems() -> list[Problem]:
     """What the broker's Redis user lacks of the keys, channels and commands frappe-celery uses
     (acl.py): a bench user made by Frappe's ``bench create-rq-users`` has only ``rq:*`` keys."""
-    from . import acl
+    from frappe_celery.ops import acl
 
     client = get_redis()
     with broker_errors():
