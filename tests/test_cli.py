@@ -33,13 +33,13 @@ from click.testing import CliRunner, Result
 import frappe_celery as frappe
 from frappe_celery import JobContext, set_job_context
 from frappe_celery.broker import keys
+from frappe_celery.broker.workers import read_workers
 from frappe_celery.cli import main
 from frappe_celery.connection import answers
 from frappe_celery.ops import monitor
 from frappe_celery.ops.admin import pending_count, scheduler_entries
 from frappe_celery.ops.embedded import free_port
 from frappe_celery.scheduler import state
-from frappe_celery.worker.maintenance import read_workers
 
 from .conftest import ROOT, wait_for
 from .jobs_sched import TICKS

@@ -13,7 +13,7 @@ import pytest
 import frappe_celery as frappe
 from frappe_celery import records
 from frappe_celery.broker import keys
-from frappe_celery.worker.maintenance import GONE_WORKER_KEPT
+from frappe_celery.broker.workers import GONE_WORKER_KEPT
 
 from .conftest import TEST_CONFIG, wait_for
 

@@ -88,7 +88,7 @@ def scheduled_registry(queue: str) -> str:
 
 WORKERS = PREFIX + "workers"
 """Hash: worker node name -> JSON heartbeat (queues, concurrency, pid, last heartbeat); a
-dead worker's entry is pruned after maintenance.GONE_WORKER_KEPT."""
+dead worker's entry is pruned after workers.GONE_WORKER_KEPT."""
 
 
 def failed_registry(queue: str) -> str:

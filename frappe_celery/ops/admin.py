@@ -13,6 +13,7 @@ from frappe_celery import records
 from frappe_celery.bench_files import Bench, EnvState, find_bench
 from frappe_celery.broker import keys, scripts
 from frappe_celery.broker.wire import encode_body
+from frappe_celery.broker.workers import STOP_COMMAND, read_workers
 from frappe_celery.caller.enqueue import create_job_id, make_payload, validate_queue
 from frappe_celery.caller.publish import prepare, publish
 from frappe_celery.celery_app import app
@@ -30,8 +31,6 @@ from frappe_celery.scheduler.entries import (
     load_events,
 )
 from frappe_celery.version import installed_version
-from frappe_celery.worker.control import STOP_COMMAND
-from frappe_celery.worker.maintenance import read_workers
 
 Progress = Callable[[int], None]
 

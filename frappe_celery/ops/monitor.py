@@ -19,6 +19,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from frappe_celery.broker import keys
+from frappe_celery.broker.workers import read_workers
 from frappe_celery.config import PRIORITY_STEPS, get_settings
 from frappe_celery.connection import as_text, broker_errors, get_redis
 from frappe_celery.job import (
@@ -29,10 +30,9 @@ from frappe_celery.job import (
     record_payload,
     site_job_prefix,
 )
-from frappe_celery.records import retention_horizon
+from frappe_celery.retention import retention_horizon
 from frappe_celery.scheduler import state
 from frappe_celery.scheduler.entries import ScheduleEntry, build_entries, load_events
-from frappe_celery.worker.maintenance import read_workers
 
 
 @dataclass

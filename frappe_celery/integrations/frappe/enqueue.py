@@ -27,7 +27,7 @@ from frappe_celery.errors import (
     UnserializableArgumentError,
 )
 from frappe_celery.job import Job
-from frappe_celery.records import site_retention
+from frappe_celery.retention import site_retention
 
 _ENQUEUE = inspect.signature(core_enqueue)
 _REFUSALS = (InvalidArgumentError, UnserializableArgumentError, QueueOverloaded)

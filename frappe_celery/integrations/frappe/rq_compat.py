@@ -48,7 +48,7 @@ from frappe_celery.job import Job, JobStatus, Result, is_site_job, site_job_pref
 from frappe_celery.job import NoSuchJobError as CoreNoSuchJobError
 from frappe_celery.methods import normalize_path, resolve_job_callable
 from frappe_celery.ops import admin, monitor
-from frappe_celery.records import retention_horizon
+from frappe_celery.retention import retention_horizon
 
 # The arguments of Frappe's execute_job, which RQ keeps as the job's kwargs.
 EXECUTE_JOB_ARGS = ("site", "user", "method", "event", "job_name", "kwargs", "is_async")
