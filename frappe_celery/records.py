@@ -73,7 +73,7 @@ def _start_call(
 
 class SentStart:
     """start.lua sent on ``connection`` without waiting for its reply, which :meth:`decision`
-    reads later: the job runs in between (execute.run_while_starting). The caller holds the
+    reads later: the job runs in between (worker/task.py, run_while_starting). The caller holds the
     connection (no other command may use it) until then."""
 
     def __init__(

@@ -42,7 +42,8 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
         {"shared", "broker", "caller", "scheduler", "worker", "ops", "integrations"}
     ),
     "cli": frozenset(
-        {"shared", "broker", "caller", "scheduler", "worker", "ops", "integrations", "cli"}
+        {"package", "shared", "broker", "caller", "scheduler", "worker", "ops", "integrations"}
+        | {"cli"}
     ),
     # frappe_celery/__init__.py: the public API, resolved lazily (see INIT_IMPORTS).
     "package": frozenset(
@@ -69,13 +70,13 @@ ALLOWED: dict[tuple[str, str], str] = {
 class Import:
     importer: str
     imported: str
+    path: str
     line: int
     late: bool  # inside a function
 
     def __str__(self) -> str:
         where = "inside a function" if self.late else "at module level"
-        path = self.importer.replace(".", "/")
-        return f"{self.importer} ({path}.py:{self.line}) imports {self.imported} {where}"
+        return f"{self.importer} ({self.path}:{self.line}) imports {self.imported} {where}"
 
 
 def module_files() -> dict[str, Path]:
@@ -99,6 +100,7 @@ def is_type_checking(node: ast.AST) -> bool:
 
 def imports_of(module: str, path: Path, modules: dict[str, Path]) -> list[Import]:
     is_package = path.name == "__init__.py"
+    shown = str(path.relative_to(ROOT.parent))
     found: list[Import] = []
 
     def targets(node: ast.Import | ast.ImportFrom) -> list[str]:
@@ -128,7 +130,9 @@ def imports_of(module: str, path: Path, modules: dict[str, Path]) -> list[Import
                         # `import frappe_celery.a.b` or a name of a module: its module.
                         while target not in modules and "." in target:
                             target = target.rsplit(".", 1)[0]
-                        found.append(Import(module, target, child.lineno, late))
+                        edge = Import(module, target, shown, child.lineno, late)
+                        if edge not in found:
+                            found.append(edge)
             visit(child, late or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef))
 
     visit(ast.parse(path.read_text("utf-8"), str(path)), False)

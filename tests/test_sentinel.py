@@ -15,9 +15,10 @@ import redis
 import frappe_celery as frappe
 from frappe_celery.broker import keys
 from frappe_celery.config import load_settings
-from frappe_celery.connection import make_client, redact_url
+from frappe_celery.connection import make_client
 from frappe_celery.errors import ConfigError, NotReplicated
 from frappe_celery.ops.embedded import find_redis_server, free_port
+from frappe_celery.urls import redact_url
 
 from .broker_tour import assert_never_shown, tour
 from .conftest import RedisProcess, wait_for

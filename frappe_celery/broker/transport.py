@@ -19,7 +19,7 @@ left the pool children waiting for their next job a third of the time:
   hash; while messages wait, one script (``lua/reserve.lua``) pops and holds the next one. It
   also reads the job's record, and when that lets the job start, says so with the delivery
   (``wire.START_CHECKED``): the pool child then starts the job without first waiting for a
-  round trip of its own (execute.py).
+  round trip of its own (worker/task.py).
 
 And one loss: a message BRPOP popped in the instant Redis died, before kombu's write, was in no
 key any more. So an idle worker waits with BRPOP on its queues' doorbells (``keys.doorbell``,
@@ -73,7 +73,7 @@ RESERVED_AND_CHECKED = 2
 class QoS(kombu_redis.QoS):  # type: ignore[misc]  # kombu < 5.7 ships no type hints
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # Delivery tags whose message a job settled itself (execute.JobRequest.on_success).
+        # Delivery tags whose message a job settled itself (worker/task.py, JobRequest.on_success).
         self._settled: set[str] = set()
         # Delivery tags that reserve.lua already holds in the unacked hash.
         self._held: set[str] = set()
@@ -148,7 +148,7 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]  # kombu < 5.7 ships no type h
             try:
                 super().reject(delivery_tag, requeue=True)
             except self.channel.connection_errors:
-                # Redis is gone (a job handed back as it could not start, execute.NotStarted):
+                # Redis is gone (a job handed back as it could not start, worker.task.NotStarted):
                 # the connection is lost, and recovery returns this message with the others.
                 self.orphan_held()
                 self.ack(delivery_tag)

@@ -15,6 +15,7 @@ from typing import Any
 
 from frappe_celery import records
 from frappe_celery.broker.wire import JobPayload, encode_body, payload_problem
+from frappe_celery.builtin_jobs import run_doc_method
 from frappe_celery.caller.ids import random_token, uuid4_text
 from frappe_celery.caller.publish import (
     Publication,
@@ -29,7 +30,6 @@ from frappe_celery.context import doc_method_call_refusal, get_job_context
 from frappe_celery.errors import InvalidArgumentError, UnserializableArgumentError
 from frappe_celery.job import ACTIVE_STATUSES, Job, JobStatus
 from frappe_celery.methods import call_with_accepted_kwargs, import_trusted, normalize_path
-from frappe_celery.worker.task import run_in_process
 
 RUN_DOC_METHOD = "frappe_celery.jobs.run_doc_method"
 
@@ -241,6 +241,11 @@ def enqueue(
         kwargs,
     )  # fmt: skip
     if not is_async:
+        # The one import of the worker's code from the caller's, on this branch only: the
+        # worker's path run here (worker/attempt.py, which imports nothing of Celery's worker).
+        # A web process that never passes is_async=False loads nothing of the worker.
+        from frappe_celery.worker.attempt import run_in_process
+
         records.create(full_id, payload["token"], record_fields(full_id, payload))
         return run_in_process(full_id, payload)
 
@@ -448,8 +453,6 @@ def enqueue_doc(
     if reason is not None:
         raise InvalidArgumentError("method", method, reason)
     if now:
-        from frappe_celery.builtin_jobs import run_doc_method
-
         return run_doc_method(doctype, name, method, **kwargs)
     return enqueue(
         RUN_DOC_METHOD,

@@ -17,10 +17,11 @@ from frappe_celery.bench_files import COMMON_SITE_CONFIG, SITES_PATH_ENV, Bench,
 from frappe_celery.broker import signing
 from frappe_celery.cli.common import PROBLEM
 from frappe_celery.config import Settings, load_settings
-from frappe_celery.connection import make_client, redact_url
+from frappe_celery.connection import make_client
 from frappe_celery.errors import ConfigError
 from frappe_celery.integrations.frappe import switch
 from frappe_celery.ops import acl
+from frappe_celery.urls import redact_url
 
 
 @click.group("bench")

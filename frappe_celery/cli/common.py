@@ -13,8 +13,9 @@ import click
 from tabulate import tabulate
 
 from frappe_celery.config import get_settings
-from frappe_celery.connection import answers, redact_url
+from frappe_celery.connection import answers
 from frappe_celery.errors import BrokerUnreachable, FrappeCeleryError, InvalidJobOperation
+from frappe_celery.urls import redact_url
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -11,10 +11,12 @@ from types import TracebackType
 import click
 
 from frappe_celery.broker import signing
+from frappe_celery.celery_app import reload_settings
 from frappe_celery.cli.supervise import ManagedProcess, celery_command, child_env
 from frappe_celery.config import Settings
-from frappe_celery.connection import answers, redact_url
+from frappe_celery.connection import answers
 from frappe_celery.ops.embedded import EmbeddedRedis
+from frappe_celery.urls import redact_url
 
 READY_TIMEOUT = 60.0
 # The hooks `start` and `demo` use when FRAPPE_CELERY_HOOKS is not set.
@@ -75,8 +77,6 @@ class Stack:
         )
 
     def _broker(self) -> Settings:
-        from frappe_celery import reload_settings
-
         settings = reload_settings()
         if settings.signing_key is None:
             self._signing_key()

@@ -10,8 +10,9 @@ import click
 
 from frappe_celery.cli.common import PROBLEM, age, needs_broker, print_json, since, table, when
 from frappe_celery.config import get_settings
-from frappe_celery.connection import broker_errors, get_redis, redact_url
+from frappe_celery.connection import broker_errors, get_redis
 from frappe_celery.ops import admin, monitor
+from frappe_celery.urls import redact_url
 
 # How many upcoming scheduler entries `status` lists.
 NEXT_ENTRIES = 5

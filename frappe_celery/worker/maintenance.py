@@ -3,9 +3,10 @@ and the reaper; and the CPU priority of workers and beat.
 
 The heartbeat (every HEARTBEAT_INTERVAL seconds, in ``keys.WORKERS``) is how `frappe-celery
 status` and `doctor` see workers without a broadcast: a worker is online while its heartbeat is
-younger than WORKER_TIMEOUT (broker/workers.py, where ops/ reads it). With it goes the liveness key, and every heartbeat returns the
-messages of workers that died to their queues (recovery.py). The reaper fails started jobs that
-can never finish (records.reap_abandoned), and the heartbeats of workers long gone are pruned.
+younger than WORKER_TIMEOUT (broker/workers.py, where ops/ reads it). With it goes the
+liveness key, and every heartbeat returns the messages of workers that died to their queues
+(recovery.py). The reaper fails started jobs that can never finish (records.reap_abandoned),
+and the heartbeats of workers long gone are pruned.
 """
 
 from __future__ import annotations

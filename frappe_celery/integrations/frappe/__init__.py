@@ -1,6 +1,6 @@
 """Running inside a Frappe bench: Frappe's own site context, documents and transactions.
 
-In a bench (a process whose current folder is the bench's ``sites/``, see ``bench.py``) the
+In a bench (a process whose current folder is the bench's ``sites/``, see ``bench_files.py``) the
 settings select :class:`FrappeJobContext` and :func:`get_doc` by themselves; the switch
 (``switch.py``) sends Frappe's own enqueue call sites here. What this module provides:
 

@@ -38,7 +38,8 @@ import click
 from celery import signals
 
 from frappe_celery.bench_files import broker_url_of, find_bench
-from frappe_celery.config import get_settings, reload_settings
+from frappe_celery.celery_app import reload_settings
+from frappe_celery.config import get_settings
 from frappe_celery.errors import FrappeCeleryError
 from frappe_celery.worker.options import QUEUE_ORDERS
 
