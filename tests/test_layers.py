@@ -13,7 +13,8 @@ under ``if TYPE_CHECKING:`` never run and are left out. Then:
   module loads only what it needs), except the few in :data:`INIT_IMPORTS`.
 
 The few exceptions are listed with their reason in :data:`ALLOWED`; an entry that no longer
-matches an import fails too, so the list cannot go stale.
+matches an import fails too, so the list cannot go stale. One test checks the same in a real
+interpreter (a subprocess, still no Redis): enqueueing and reading load nothing of the worker.
 """
 
 from __future__ import annotations
@@ -238,3 +239,27 @@ def strongly_connected(successors: dict[str, set[str]]) -> list[set[str]]:
         if node not in index:
             connect(node)
     return found
+
+
+def test_a_process_that_enqueues_or_reads_loads_nothing_of_the_worker() -> None:
+    """What the import graph says, checked in a real interpreter: the caller's and the ops'
+    modules, the public API and the app load neither worker/ nor the worker's side of Celery
+    (its request, consumer and worker app; any Celery app loads celery.worker's package for
+    its Django fixup)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "import frappe_celery as frappe\n"
+        "from frappe_celery.caller import enqueue, publish, transaction\n"
+        "from frappe_celery.ops import admin, monitor\n"
+        "frappe.enqueue, frappe.get_job, frappe.Job, frappe.job_lock, frappe.app\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith(\n"
+        "    ('frappe_celery.worker', 'celery.worker.request', 'celery.worker.consumer',\n"
+        "     'celery.apps.worker', 'billiard.pool')))))\n"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.split()
+    assert loaded == [], f"loaded by a process that only enqueues and reads: {loaded}"

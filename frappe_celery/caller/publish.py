@@ -19,7 +19,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from frappe_celery.broker import keys, scripts
 from frappe_celery.broker.wire import JobPayload, build_message
 from frappe_celery.caller.ids import uuid4_text
-from frappe_celery.celery_app import app
+from frappe_celery.celery_app import get_app
 from frappe_celery.config import (
     AT_FRONT_PRIORITY,
     NORMAL_PRIORITY,
@@ -97,7 +97,7 @@ def prepare(
 
     def message(priority: int) -> str:
         return build_message(
-            app,
+            get_app(),
             job_id=job_id,
             queue=queue,
             priority=priority,

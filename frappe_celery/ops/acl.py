@@ -33,6 +33,7 @@ import redis
 from kombu.transport import redis as kombu_redis
 
 from frappe_celery.broker import keys
+from frappe_celery.celery_app import get_app
 from frappe_celery.config import Settings
 from frappe_celery.connection import as_text, checked_out
 
@@ -106,8 +107,7 @@ def required(
     use with ``settings``, each with a probe. Names come from ``keys.py``, the configured
     queues, Celery's mailbox and event exchange and kombu's Redis transport (its defaults, or
     ``transport_options`` as celeryconfig's ``broker_transport_options`` changes them)."""
-    from frappe_celery.celery_app import app
-
+    app = get_app()
     options = {**app.conf.broker_transport_options, **(transport_options or {})}
     channel = kombu_redis.Channel
     prefix = str(options.get("global_keyprefix") or "")

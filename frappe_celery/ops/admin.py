@@ -16,7 +16,7 @@ from frappe_celery.broker.wire import encode_body
 from frappe_celery.broker.workers import STOP_COMMAND, read_workers
 from frappe_celery.caller.enqueue import create_job_id, make_payload, validate_queue
 from frappe_celery.caller.publish import prepare, publish
-from frappe_celery.celery_app import app
+from frappe_celery.celery_app import get_app
 from frappe_celery.config import get_settings
 from frappe_celery.connection import as_text, broker_errors, get_redis
 from frappe_celery.errors import FrappeCeleryError, InvalidArgumentError, InvalidJobOperation
@@ -75,7 +75,7 @@ def stop_job(job_id: str, wait: float = 5.0) -> Job:
     if job.get_status() != JobStatus.STARTED:
         raise InvalidJobOperation(f"job {job.id!r} is not running (status {job.get_status()})")
     # Not app.control.revoke: that would drop every later run of this id for hours.
-    app.control.broadcast(STOP_COMMAND, arguments={"job_id": job.id}, reply=True, timeout=1.0)
+    get_app().control.broadcast(STOP_COMMAND, arguments={"job_id": job.id}, reply=True, timeout=1.0)
     deadline = time.monotonic() + wait
     while job.get_status() == JobStatus.STARTED and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -323,7 +323,7 @@ def doctor() -> list[Problem]:
                 )
             )
     problems += refused_message_problems()
-    visibility = app.conf.broker_transport_options.get("visibility_timeout", 3600)
+    visibility = get_app().conf.broker_transport_options.get("visibility_timeout", 3600)
     if visibility <= settings.longest_hard_time_limit:
         problems.append(
             Problem(
