@@ -32,8 +32,10 @@ case "$task" in
         exec frappe-celery demo "$@"
         ;;
     test)
-        ruff check frappe_celery frappe_celery_switch.py tests hooks_example.py celeryconfig.py
-        ruff format --check frappe_celery frappe_celery_switch.py tests hooks_example.py celeryconfig.py
+        # Everything from the root (the example Frappe app by its own pyproject: Frappe's tabs).
+        ruff check .
+        ruff format --check frappe_celery frappe_celery_switch.py tests benchmarks examples \
+            hooks_example.py celeryconfig.py
         mypy
         exec python -m pytest "$@"
         ;;
