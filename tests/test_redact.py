@@ -13,6 +13,8 @@ from frappe_celery.config import load_settings
 from frappe_celery.connection import redact_url
 from frappe_celery.errors import ConfigError
 
+pytestmark = pytest.mark.unit  # pure: no Redis, no worker
+
 SECRET = "s3cr;e/t?x#y@z"
 
 
