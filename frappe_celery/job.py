@@ -614,8 +614,17 @@ class Job:
 
     def latest_result(self, timeout: float = 0) -> Result | None:
         """The outcome of the job's last run (RQ's ``latest_result``), None while it has none
-        (queued, running, canceled) or once its record expired. ``timeout`` is accepted for
-        RQ's signature; nothing waits."""
+        (queued, running, canceled) or once its record expired. As RQ's, it waits up to
+        ``timeout`` seconds for one (reading the record every 50 ms)."""
+        deadline = time.monotonic() + max(0.0, float(timeout))
+        while True:
+            result = self._result_now()
+            left = deadline - time.monotonic()
+            if result is not None or left <= 0:
+                return result
+            time.sleep(min(0.05, left))
+
+    def _result_now(self) -> Result | None:
         record = self._reload()
         status = record.get("status")
         ended = _timestamp(record.get("ended_at"))

@@ -59,6 +59,23 @@ def pings(client: redis.Redis) -> bool:
         return False
 
 
+# What a unit test (``@pytest.mark.unit``: pure code, run first and alone by `bash run.sh unit`)
+# may not use: anything that starts or reaches Redis or a process.
+NOT_FOR_UNIT_TESTS = frozenset(
+    {"redis_server", "r", "worker_env", "start_worker", "start_beat", "shared_worker",
+     "restartable_redis"}
+)  # fmt: skip
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("unit") is None:
+            continue
+        used = NOT_FOR_UNIT_TESTS.intersection(getattr(item, "fixturenames", ()))
+        if used:
+            raise pytest.UsageError(f"{item.nodeid} is marked unit but uses {sorted(used)}")
+
+
 class RedisServer(EmbeddedRedis):
     """The session's redis-server (frappe-celery's embedded one), plus a client for tests."""
 

@@ -67,6 +67,11 @@ def sleep_then_record(key: str, seconds: float) -> None:
     push(key, "done")
 
 
+def sleep_then_return(seconds: float, value: Any) -> Any:
+    time.sleep(seconds)
+    return value
+
+
 def catch_soft_timeout(key: str, seconds: float) -> None:
     try:
         time.sleep(seconds)

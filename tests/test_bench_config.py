@@ -14,6 +14,8 @@ from frappe_celery.config import FRAPPE_JOB_CONTEXT, load_settings
 from frappe_celery.errors import ConfigError
 from frappe_celery.integrations.frappe import switch
 
+pytestmark = pytest.mark.unit  # pure: no Redis, no worker
+
 
 def make_bench(
     root: Path, config: dict | str, *, apps: str = "frappe\nerpnext\n", version: str = "16.0.0"

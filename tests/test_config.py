@@ -12,6 +12,8 @@ from frappe_celery.celery_app import apply_settings, celery_settings
 from frappe_celery.config import load_settings
 from frappe_celery.errors import ConfigError
 
+pytestmark = pytest.mark.unit  # pure: no Redis, no worker
+
 
 def write_config(tmp_path: Path, data: dict) -> str:
     path = tmp_path / "common_site_config.json"

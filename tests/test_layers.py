@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.unit  # pure: reads the source, no Redis, no worker
+
 PACKAGE = "frappe_celery"
 ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 

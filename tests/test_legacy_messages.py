@@ -13,6 +13,8 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 import frappe_celery as frappe
 from frappe_celery.broker import signing
 
@@ -65,6 +67,7 @@ def test_jobs_queued_by_the_flat_layout_run_on_this_layout(r, start_worker):
     assert frappe.get_job(doc_job).return_value() == "Legacy Doc/LD-1: queued by the flat layout"
 
 
+@pytest.mark.unit
 def test_the_aliases_name_the_same_objects():
     """The paths that travel in messages and settings name what the new modules define."""
     import frappe_celery.builtin_jobs

@@ -13,6 +13,8 @@ from frappe_celery.config import load_settings
 from frappe_celery.errors import ConfigError
 from frappe_celery.urls import redact_url
 
+pytestmark = pytest.mark.unit  # pure: no Redis, no worker
+
 SECRET = "s3cr;e/t?x#y@z"
 
 

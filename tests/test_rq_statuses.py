@@ -85,6 +85,17 @@ def test_latest_result_gives_the_return_value_or_the_traceback(r, shared_worker)
     assert "no luck" in (failed.exc_string or "")
 
 
+def test_latest_result_waits_up_to_its_timeout_as_rqs_does(r, shared_worker):
+    job = frappe.enqueue("tests.jobs.sleep_then_return", queue="short", seconds=1, value=7)
+    assert job.latest_result() is None  # no timeout: does not wait
+    result = job.latest_result(timeout=30)
+    assert result is not None and result.return_value == 7
+    never = frappe.enqueue("tests.jobs.add", queue="reports", a=1, b=1)  # no worker on it
+    started = time.monotonic()
+    assert never.latest_result(timeout=0.3) is None
+    assert time.monotonic() - started >= 0.3
+
+
 def test_meta_is_saved_with_the_job_and_read_back_by_a_new_handle(r):
     job = frappe.enqueue("tests.jobs.add", queue="reports", a=1, b=1)
     job.meta["progress_key"] = "abc"

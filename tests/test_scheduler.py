@@ -43,6 +43,7 @@ def ticks(r) -> list[float]:
 # -- mapping ------------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_mapping_table_generates_schedule_queue_and_job_id_per_key():
     site = "site1.local"
     h = int(hashlib.sha1(site.encode()).hexdigest(), 16) % 60
@@ -76,6 +77,7 @@ def test_mapping_table_generates_schedule_queue_and_job_id_per_key():
     assert len({e.job_id for e in entries}) == len(entries)
 
 
+@pytest.mark.unit
 def test_every_site_gets_every_entry_with_its_own_maintenance_offset():
     events = {"daily": ["tests.jobs_sched.tick"], "hourly_maintenance": ["tests.jobs_sched.tick"]}
     entries = build_entries(events, settings_for(FRAPPE_CELERY_SITES="a.local,b.local"))
@@ -90,6 +92,7 @@ def test_every_site_gets_every_entry_with_its_own_maintenance_offset():
     assert all(e.job_id.startswith(f"{e.site}||scheduled_job||") for e in entries)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("interval", "expression"), [(240, "*/4 * * * *"), (60, "*/1 * * * *"), (30, "* * * * * */30")]
 )
@@ -102,11 +105,13 @@ def test_scheduler_interval_sets_the_all_event(tmp_path, interval, expression):
     assert [e.expression for e in entries] == [expression]
 
 
+@pytest.mark.unit
 def test_unknown_event_key_stops_start_up_naming_the_key():
     with pytest.raises(ConfigError, match="unknown key 'dailly'"):
         build_entries({"dailly": ["tests.jobs_sched.tick"]}, settings_for())
 
 
+@pytest.mark.unit
 def test_invalid_cron_expression_stops_start_up_naming_key_and_expression():
     with pytest.raises(
         ConfigError,
@@ -115,6 +120,7 @@ def test_invalid_cron_expression_stops_start_up_naming_key_and_expression():
         build_entries({"cron_long": {"61 * * * *": ["tests.jobs_sched.tick"]}}, settings_for())
 
 
+@pytest.mark.unit
 def test_unimportable_method_is_reported_by_name_and_skipped(caplog):
     events = {"daily": ["tests.jobs_sched.tick", "tests.jobs_sched.missing"]}
     with caplog.at_level(logging.ERROR):
@@ -123,6 +129,7 @@ def test_unimportable_method_is_reported_by_name_and_skipped(caplog):
     assert "skipping 'tests.jobs_sched.missing'" in caplog.text
 
 
+@pytest.mark.unit
 def test_scheduler_strict_makes_an_unimportable_method_fatal(tmp_path):
     path = tmp_path / "conf.json"
     path.write_text(json.dumps({"frappe_celery": {"scheduler_strict": True}}))
@@ -132,6 +139,7 @@ def test_scheduler_strict_makes_an_unimportable_method_fatal(tmp_path):
         )
 
 
+@pytest.mark.unit
 def test_a_schedule_whose_entries_are_all_skipped_says_so(caplog):
     with caplog.at_level(logging.ERROR):
         entries = build_entries({"daily": ["os.system", "nowhere.at.all"]}, settings_for())
@@ -152,6 +160,7 @@ def fires(expression: str, start: datetime, count: int) -> list[datetime]:
     return moments
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "start",
     [datetime(2026, 3, 26, 12, tzinfo=BERLIN), datetime(2026, 10, 22, 12, tzinfo=BERLIN)],
@@ -168,6 +177,7 @@ def test_a_daily_job_fires_once_per_local_day_across_dst(start, expression):
         assert {(m.hour, m.minute) for m in moments} == {(0, 0)}
 
 
+@pytest.mark.unit
 def test_a_time_skipped_by_spring_forward_fires_in_the_shifted_hour():
     # 02:30 does not exist in Berlin on 2026-03-29: the run happens once, at 03:30 CEST.
     moments = fires("30 2 * * *", datetime(2026, 3, 28, 12, tzinfo=BERLIN), 2)

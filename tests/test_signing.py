@@ -150,6 +150,7 @@ def test_without_a_signing_key_nothing_is_enqueued_and_no_worker_starts(r, worke
     assert "signing_key: none is set" in started.stdout + started.stderr
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("value", ["short", 12345])
 def test_a_weak_or_malformed_signing_key_is_refused_without_echoing_it(value):
     env = {signing.KEY_ENV: str(value)} if isinstance(value, str) else {}
@@ -169,6 +170,7 @@ def test_the_settings_never_print_the_keys():
     assert len(session_key()) >= signing.MIN_KEY_LENGTH
 
 
+@pytest.mark.unit
 def test_a_bench_without_a_key_gets_one_generated_once_into_its_config(tmp_path):
     """Web processes and workers of one bench may start together: all read one key."""
     bench = tmp_path / "bench"

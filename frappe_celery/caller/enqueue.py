@@ -9,6 +9,7 @@ Nothing is written to Redis until every argument passed validation.
 from __future__ import annotations
 
 import functools
+import inspect
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -227,20 +228,15 @@ def enqueue(
     Raises :class:`InvalidArgumentError` / :class:`UnserializableArgumentError` (nothing is
     written), :class:`QueueOverloaded`, :class:`BrokerUnreachable`.
     """
-    # Frappe still accepts the pre-3.7 spelling.
-    is_async = kwargs.pop("async", is_async)
-    timeout = _validate_options(queue, timeout, job_id, deduplicate, job_name)
+    call = _checked(locals())
     if now:
         # Frappe's frappe.call: in-process, keyword arguments the function lacks are dropped.
         func: Callable[..., Any] = (
             import_trusted(normalize_path("method", method)) if isinstance(method, str) else method
         )
-        return call_with_accepted_kwargs(func, kwargs)
-    full_id, payload, body_json = _encode_job(
-        method, queue, timeout, event, job_name, bool(is_async), job_id, on_success, on_failure,
-        kwargs,
-    )  # fmt: skip
-    if not is_async:
+        return call_with_accepted_kwargs(func, call["kwargs"])
+    full_id, payload, body_json = _encode_job(call)
+    if not call["is_async"]:
         # The one import of the worker's code from the caller's, on this branch only: the
         # worker's path run here (worker/attempt.py, which imports nothing of Celery's worker).
         # A web process that never passes is_async=False loads nothing of the worker.
@@ -248,74 +244,76 @@ def enqueue(
 
         records.create(full_id, payload["token"], record_fields(full_id, payload))
         return run_in_process(full_id, payload)
-
-    publication = prepare(
-        full_id,
-        payload,
-        body_json,
-        at_front=at_front,
-        deduplicate=deduplicate,
-        at_front_when_starved=at_front_when_starved,
-    )
+    publication = _prepare(call, full_id, payload, body_json)
     if enqueue_after_commit:
         publish_after_commit(publication)
         return None
     return publish(publication)
 
 
-def _validate_options(
-    queue: Any, timeout: Any, job_id: Any, deduplicate: bool, job_name: Any
-) -> float | None:
-    """Checks every option and returns the timeout in seconds (None: the queue's)."""
-    _validate_job_id(job_id, deduplicate)
-    validate_queue(queue)
-    seconds = parse_timeout(timeout)
-    if job_name is not None:
+# enqueue's signature is the one definition of its parameters: enqueue_many binds each call to
+# it, and both check a call's arguments with _checked.
+ENQUEUE_SIGNATURE = inspect.signature(enqueue)
+# What a tuple call gives, in order: enqueue's positional parameters.
+POSITIONAL = tuple(
+    name for name, parameter in ENQUEUE_SIGNATURE.parameters.items()
+    if parameter.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+)  # fmt: skip
+
+
+def _checked(arguments: dict[str, Any]) -> dict[str, Any]:
+    """A call's arguments (enqueue's parameters by name, the job's in ``kwargs``), checked,
+    with the timeout in seconds (None: the queue's) and ``is_async`` a bool."""
+    call = dict(arguments)
+    kwargs = dict(call["kwargs"])
+    # Frappe still accepts the pre-3.7 spelling.
+    call["is_async"] = bool(kwargs.pop("async", call["is_async"]))
+    call["kwargs"] = kwargs
+    _validate_job_id(call["job_id"], call["deduplicate"])
+    validate_queue(call["queue"])
+    call["timeout"] = parse_timeout(call["timeout"])
+    if call["job_name"] is not None:
         warnings.warn(
             "enqueue(job_name=...) is deprecated, use job_id=...; job_name is kept as the "
             "job's display name",
             DeprecationWarning,
             stacklevel=3,
         )
-    return seconds
+    return call
 
 
-def _encode_job(
-    method: str | Callable[..., Any],
-    queue: str,
-    timeout: float | None,
-    event: str | None,
-    job_name: str | None,
-    is_async: bool,
-    job_id: str | None,
-    on_success: str | Callable[..., Any] | None,
-    on_failure: str | Callable[..., Any] | None,
-    kwargs: dict[str, Any],
-) -> tuple[str, JobPayload, str]:
+def _prepare(call: dict[str, Any], full_id: str, payload: JobPayload, body: str) -> Publication:
+    return prepare(
+        full_id, payload, body, at_front=call["at_front"], deduplicate=call["deduplicate"],
+        at_front_when_starved=call["at_front_when_starved"],
+    )  # fmt: skip
+
+
+def _encode_job(call: dict[str, Any]) -> tuple[str, JobPayload, str]:
     """The job's full id, its payload and its encoded body; raises for anything a worker would
     refuse, before anything is written."""
     context = get_job_context()
     # A framework's own argument types (Frappe's Documents, a Document's bound method) become
     # JSON here, so a bad argument is refused before anything is written.
-    method, kwargs, job_name = context.encode_call(method, kwargs, job_name)
+    method, kwargs, job_name = context.encode_call(call["method"], call["kwargs"], call["job_name"])
     method_path = normalize_path("method", method)
     refused = doc_method_call_refusal(context, method_path, kwargs)
     if refused is not None:
         raise InvalidArgumentError(*refused)
     site = current_site()
-    full_id = create_job_id(job_id, site=site)
+    full_id = create_job_id(call["job_id"], site=site)
     payload = make_payload(
         method_path,
-        queue,
-        timeout,
+        call["queue"],
+        call["timeout"],
         site=site,
         user=context.current_user(),
-        event=event,
+        event=call["event"],
         job_name=job_name,
         kwargs=kwargs,
-        is_async=is_async,
-        on_success=_validate_callback("on_success", on_success),
-        on_failure=_validate_callback("on_failure", on_failure),
+        is_async=call["is_async"],
+        on_success=_validate_callback("on_success", call["on_success"]),
+        on_failure=_validate_callback("on_failure", call["on_failure"]),
     )
     # What a worker will check (wire.payload_problem): event, job_name... of the wrong type are
     # refused here rather than failed there.
@@ -327,10 +325,6 @@ def _encode_job(
 
 
 # -- enqueue_many --------------------------------------------------------------------------------
-
-# enqueue's positional parameters, in order: what a tuple call gives.
-_POSITIONAL = ("method", "queue", "timeout", "event", "is_async", "job_name", "now",
-               "enqueue_after_commit")  # fmt: skip
 
 
 def enqueue_many(calls: Iterable[Mapping[str, Any] | Sequence[Any]]) -> list[Job | None]:
@@ -379,58 +373,38 @@ def _prepare_call(
     """One enqueue_many call, validated and encoded: what builds its publication, and whether
     it waits for the transaction's commit."""
     if isinstance(call, Mapping):
-        arguments = dict(call)
+        if "method" not in call:
+            raise InvalidArgumentError("method", None, "every call needs the method to run")
+        bound = _bind(call, lambda: ENQUEUE_SIGNATURE.bind(**call))
     elif isinstance(call, (tuple, list)):
-        if len(call) > len(_POSITIONAL):
+        if len(call) > len(POSITIONAL):
             raise InvalidArgumentError(
-                "", call, f"a tuple of at most {len(_POSITIONAL)} of enqueue's positional "
-                f"arguments ({', '.join(_POSITIONAL)}); use a dict for keyword arguments",
+                "", call, f"a tuple of at most {len(POSITIONAL)} of enqueue's positional "
+                f"arguments ({', '.join(POSITIONAL)}); use a dict for keyword arguments",
             )  # fmt: skip
-        arguments = dict(zip(_POSITIONAL, call, strict=False))
+        bound = _bind(call, lambda: ENQUEUE_SIGNATURE.bind(*call))
     else:
         raise InvalidArgumentError(
             "", call, "a dict of enqueue's keyword arguments or a tuple of its positional ones"
         )
-    if "method" not in arguments:
-        raise InvalidArgumentError("method", None, "every call needs the method to run")
-    arguments["is_async"] = arguments.pop("async", arguments.get("is_async", True))
-    return _validated_call(**arguments)
-
-
-def _validated_call(
-    method: str | Callable[..., Any],
-    queue: str = "default",
-    timeout: float | None = None,
-    event: str | None = None,
-    is_async: bool = True,
-    job_name: str | None = None,
-    now: bool = False,
-    enqueue_after_commit: bool = False,
-    *,
-    on_success: str | Callable[..., Any] | None = None,
-    on_failure: str | Callable[..., Any] | None = None,
-    at_front: bool = False,
-    job_id: str | None = None,
-    deduplicate: bool = False,
-    at_front_when_starved: bool = False,
-    **kwargs: Any,
-) -> tuple[Callable[[], Publication], bool]:
-    """enqueue's signature and checks, stopping before the publication is built."""
-    timeout = _validate_options(queue, timeout, job_id, deduplicate, job_name)
-    for name, value in (("now", now), ("is_async", not is_async)):
+    bound.apply_defaults()
+    checked = _checked(bound.arguments)
+    for name, value in (("now", checked["now"]), ("is_async", not checked["is_async"])):
         if value:
             raise InvalidArgumentError(
                 name, not value if name == "is_async" else value,
                 "enqueue_many only queues jobs; run this one with enqueue",
             )  # fmt: skip
-    full_id, payload, body_json = _encode_job(
-        method, queue, timeout, event, job_name, True, job_id, on_success, on_failure, kwargs
-    )
-    build = functools.partial(
-        prepare, full_id, payload, body_json, at_front=at_front, deduplicate=deduplicate,
-        at_front_when_starved=at_front_when_starved,
-    )  # fmt: skip
-    return build, bool(enqueue_after_commit)
+    full_id, payload, body_json = _encode_job(checked)
+    build = functools.partial(_prepare, checked, full_id, payload, body_json)
+    return build, bool(checked["enqueue_after_commit"])
+
+
+def _bind(call: Any, bind: Callable[[], inspect.BoundArguments]) -> inspect.BoundArguments:
+    try:
+        return bind()
+    except TypeError as exc:  # the method given twice, by position and by name
+        raise InvalidArgumentError("", call, f"enqueue's arguments: {exc}") from None
 
 
 def enqueue_doc(

@@ -158,7 +158,7 @@ def demo(data_dir: Path, timeout: float) -> None:
     os.environ.setdefault("FRAPPE_CELERY_HOOKS", DEFAULT_HOOKS)
     import frappe_celery as frappe
 
-    with Stack(data_dir):
+    with Stack(data_dir, log_dir=data_dir / "logs"):
         started = time.time()
         inline = frappe.enqueue("hooks_example.heartbeat", now=True)
         click.echo(f"now=True runs in-process and returns: {inline!r}")

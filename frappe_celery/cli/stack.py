@@ -35,12 +35,20 @@ class Stack:
     """``with Stack(...) as stack:`` runs the parts; leaving the block stops them, Redis last."""
 
     def __init__(
-        self, data_dir: Path, concurrency: int = 2, with_beat: bool = True, echo: bool = True
+        self,
+        data_dir: Path,
+        concurrency: int = 2,
+        with_beat: bool = True,
+        echo: bool = True,
+        log_dir: Path | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.concurrency = concurrency
         self.with_beat = with_beat
         self.echo = echo
+        # Given a folder, the worker's and beat's output goes to NAME.log there, not to the
+        # terminal (the demo's table stays readable); the paths are printed.
+        self.log_dir = log_dir
         self.embedded: EmbeddedRedis | None = None
         self.processes: list[ManagedProcess] = []
 
@@ -95,6 +103,13 @@ class Stack:
     def _env(self) -> dict[str, str]:
         return child_env({"FRAPPE_CELERY_BROKER_URL": self.settings.broker_url})
 
+    def _log_path(self, name: str) -> Path | None:
+        if self.log_dir is None:
+            return None
+        path = self.log_dir / f"{name}.log"
+        click.echo(f"The {name}'s log: {path}")
+        return path
+
     def _start_worker(self) -> None:
         worker = ManagedProcess(
             "worker",
@@ -105,18 +120,22 @@ class Stack:
             ),
             self._env(),
             echo=self.echo,
+            log_path=self._log_path("worker"),
         )  # fmt: skip
         self.processes.append(worker)
         if not worker.wait_for_line(lambda line: " ready." in line, READY_TIMEOUT):
-            raise click.ClickException("the Celery worker did not start; see its output above")
+            raise click.ClickException(
+                f"the Celery worker did not start; see {worker.where_output_is()}"
+            )
 
     def _start_beat(self) -> None:
         beat = ManagedProcess(
-            "beat", celery_command("beat", "--loglevel", "INFO"), self._env(), echo=self.echo
-        )
+            "beat", celery_command("beat", "--loglevel", "INFO"), self._env(), echo=self.echo,
+            log_path=self._log_path("beat"),
+        )  # fmt: skip
         self.processes.append(beat)
         if not beat.wait_for_line(lambda line: "beat: Starting" in line, READY_TIMEOUT):
-            raise click.ClickException("celery beat did not start; see its output above")
+            raise click.ClickException(f"celery beat did not start; see {beat.where_output_is()}")
 
     def wait(self) -> int:
         """Block until a part exits and return its exit code (Ctrl-C: KeyboardInterrupt)."""

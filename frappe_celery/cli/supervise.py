@@ -28,15 +28,27 @@ def child_env(extra: dict[str, str]) -> dict[str, str]:
 
 
 class ManagedProcess:
-    """A child whose output lines are echoed as ``[name] line`` and kept for inspection."""
+    """A child whose output lines are kept for inspection and either echoed as ``[name] line``
+    or, given ``log_path``, written to that file instead."""
 
     def __init__(
-        self, name: str, argv: list[str], env: dict[str, str], echo: bool = True, err: bool = False
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str],
+        echo: bool = True,
+        err: bool = False,
+        log_path: Path | None = None,
     ) -> None:
         self.name = name
         self.lines: list[str] = []
-        self.echo = echo
+        self.echo = echo and log_path is None
         self.err = err
+        self.log_path = log_path
+        self._log = None
+        if log_path is not None:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log = log_path.open("w", buffering=1)  # line-buffered: readable while it runs
         self.process = subprocess.Popen(
             argv,
             env=env,
@@ -55,6 +67,8 @@ class ManagedProcess:
         for line in self.process.stdout:
             line = line.rstrip("\n")
             self.lines.append(line)
+            if self._log is not None:
+                self._log.write(line + "\n")
             if self.echo:
                 click.echo(f"[{self.name}] {line}", err=self.err)
 
@@ -82,3 +96,9 @@ class ManagedProcess:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(5)
         self._reader.join(2)
+        if self._log is not None:
+            self._log.close()
+
+    def where_output_is(self) -> str:
+        """Where to read this child's output: its log file, or the lines echoed above."""
+        return f"its log, {self.log_path}" if self.log_path else "its output above"

@@ -20,12 +20,9 @@ def after_job(method=None, kwargs=None, result=None):
 
 def record(label, **kwargs):
 	"""Insert a ToDo saying who ran the job and what the before_job hook saw."""
-	todo = frappe.get_doc(
-		{
-			"doctype": "ToDo",
-			"description": f"{label}|user={frappe.session.user}|before_job={frappe.flags.celery_example_before_job}",
-		}
-	).insert(ignore_permissions=True)
+	seen = frappe.flags.celery_example_before_job
+	description = f"{label}|user={frappe.session.user}|before_job={seen}"
+	todo = frappe.get_doc({"doctype": "ToDo", "description": description}).insert(ignore_permissions=True)
 	frappe.local.job.after_job.add(lambda: frappe.cache.set_value(f"celery_example:callback:{label}", "ran"))
 	return todo.name
 
@@ -174,5 +171,7 @@ def resumable_repost(label, seconds=30):
 
 def insert_todo(label):
 	"""A ToDo saying who ran this and what the before_job hook saw; runs inside a job or not."""
-	description = f"{label}|user={frappe.session.user}|before_job={frappe.flags.celery_example_before_job}"
-	return frappe.get_doc({"doctype": "ToDo", "description": description}).insert(ignore_permissions=True).name
+	seen = frappe.flags.celery_example_before_job
+	description = f"{label}|user={frappe.session.user}|before_job={seen}"
+	todo = frappe.get_doc({"doctype": "ToDo", "description": description})
+	return todo.insert(ignore_permissions=True).name
