@@ -1,4 +1,11 @@
-"""The Celery application and the Celery settings derived from frappe-celery's settings."""
+"""The Celery application and the Celery settings derived from frappe-celery's settings.
+
+The app is built on first use (:func:`get_app`): a caller builds it to write its messages, a
+worker and beat when ``celery -A frappe_celery`` asks for ``frappe_celery.app``. Building it
+imports none of Celery's worker code: the worker's classes and steps are named by dotted path
+(worker/process.py, worker/options.py), and a worker and beat import the worker's task and
+signal handlers as they start (WORKER_MODULES, through Celery's ``include``).
+"""
 
 from __future__ import annotations
 
