@@ -457,6 +457,14 @@ def fail_job_named_in(headers: Any, body: Any, reason: str, exc_type: str) -> No
     if not all(isinstance(value, str) for value in (job_id, token, queue)):
         return
     try:
+        # A lone surrogate (a "\ud800" escape in the JSON) cannot be sent to Redis: no job of
+        # ours is named so, and the error left the consumer's handler after the message was
+        # rejected (a forged message found by tests/test_wire_fuzz.py).
+        for value in (job_id, token, queue):
+            value.encode("utf-8")
+    except UnicodeEncodeError:
+        return
+    try:
         records.fail(job_id, token, queue, exc_type, f"{reason}; it was not run")
     except BrokerUnreachable:
         logger.warning("job %s: could not record its dropped message as failed", job_id)

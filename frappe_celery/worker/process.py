@@ -6,6 +6,7 @@ and the step that refills the pool promptly.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import bootsteps
@@ -14,6 +15,8 @@ from celery.worker.consumer import Consumer as CeleryConsumer
 
 from frappe_celery.broker.transport import fail_job_named_in
 from frappe_celery.config import get_settings
+
+logger = logging.getLogger(__name__)
 
 
 class Worker(CeleryWorker):  # type: ignore[misc]
@@ -64,6 +67,11 @@ class Consumer(CeleryConsumer):  # type: ignore[misc]
             except passes:
                 raise
             except Exception as exc:  # a message must never stop the worker
+                if message.acknowledged:
+                    # Celery's handler settled it (rejected it as invalid), then something
+                    # after raised: settling it again would raise out of the event loop.
+                    logger.exception("a dropped message raised after it was settled")
+                    return None
                 return self.on_invalid_task(None, message, exc)
 
         return on_task_received
