@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import select
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import redis
 from celery.exceptions import SoftTimeLimitExceeded
 
 from frappe_celery import JobContext, RetryBackgroundJobError
-from frappe_celery.connection import make_client
+from frappe_celery.connection import get_redis, make_client
 
 _client: redis.Redis | None = None
 
@@ -297,7 +298,17 @@ def shut_redis_down_as_next_starts(key: str, retries: int = 0) -> None:
         if job_kwargs.get("key") != key or sender.request.retries != retries:
             return
         signals.task_prerun.disconnect(shut_down)
+        # The worker's idle pooled connections: the job's start takes one of them.
+        idle = [c._sock for c in get_redis().connection_pool._available_connections if c._sock]
         conn().shutdown(nosave=True)  # appendfsync always: every write is on disk already
+        # Before the job goes on, each idle connection has seen Redis close it (readable: EOF).
+        # Otherwise the start could still be written into a socket whose close is on its way
+        # (the kernel delivers it a moment after the process has exited): the job would then
+        # run, and this test is about a start that meets a dead Redis.
+        deadline = time.monotonic() + 10
+        while idle and time.monotonic() < deadline:
+            readable, _, _ = select.select(idle, [], [], 0.05)
+            idle = [sock for sock in idle if sock not in readable]
 
     signals.task_prerun.connect(shut_down, weak=False)
 
