@@ -35,10 +35,13 @@ def test_the_readme_quickstart_runs_as_written(redis_server, tmp_path):
     assert lines[0].startswith("pip install frappe-celery")  # installed here already
     script = "\n".join(["set -euo pipefail", *lines[1:]])
     # Its Redis is the test session's (the quickstart's default, 127.0.0.1:6379, says the same
-    # through FRAPPE_CELERY_BROKER_URL, as its first comment tells a user with Redis elsewhere).
+    # through FRAPPE_CELERY_BROKER_URL, as its first comment tells a user with Redis elsewhere),
+    # in a database of its own: the session's shared worker, if started, consumes `short` in
+    # database 0 and would take the quickstart's job (signed with another key) and fail it.
+    own_db = redis_server.url.rsplit("/", 1)[0] + "/14"
     shell = subprocess.Popen(
         ["bash", "-c", script], cwd=tmp_path,
-        env=clean_env(FRAPPE_CELERY_BROKER_URL=redis_server.url),
+        env=clean_env(FRAPPE_CELERY_BROKER_URL=own_db),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
     try:
