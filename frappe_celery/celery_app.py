@@ -41,6 +41,12 @@ HOOKS_SCHEDULER = "frappe_celery.scheduler.beat:FrappeScheduler"
 # sentinel:// broker URLs.
 TRANSPORT = "frappe_celery.broker.transport:Transport"
 SENTINEL_TRANSPORT = "frappe_celery.broker.transport:SentinelTransport"
+# The same classes under the paths they had before the subpackages (frappe_celery/transport.py
+# is their alias): a celeryconfig written for them names the transport this package sets.
+LEGACY_TRANSPORTS = {
+    "frappe_celery.transport:Transport": TRANSPORT,
+    "frappe_celery.transport:SentinelTransport": SENTINEL_TRANSPORT,
+}
 BENCH_SCHEDULER = "frappe_celery.integrations.frappe.beat:BenchScheduler"
 # The worker's classes (worker/process.py), named so that building the app imports none of
 # Celery's worker code: a web process builds the app to publish, and never runs a worker.
@@ -173,6 +179,9 @@ def apply_settings(app: Celery, settings: Settings) -> None:
     """
     derived = celery_settings(settings)
     overrides = user_overrides()
+    transport = overrides.get("broker_transport")
+    if isinstance(transport, str) and transport in LEGACY_TRANSPORTS:
+        overrides["broker_transport"] = LEGACY_TRANSPORTS[transport]
     for key in OWNED_CELERY_SETTINGS:
         if key in overrides and overrides[key] != derived[key]:
             raise ConfigError(
