@@ -6,7 +6,7 @@ Run from the repository root::
     python -m benchmarks.bench_enqueue --quick  # smoke run, small numbers, writes nothing
 
 Everything runs against ONE redis-server started here on a free loopback port
-(``frappe_celery.embedded.EmbeddedRedis``) and stopped at the end, also on errors; the
+(``frappe_celery.ops.embedded.EmbeddedRedis``) and stopped at the end, also on errors; the
 end-to-end part starts ``celery worker`` processes and stops them the same way.
 
 1. Throughput/latency: R rounds of N enqueues per variant, no worker consuming. Variants are
@@ -916,7 +916,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.alarm(args.time_limit)
 
     from benchmarks.common import use_broker
-    from frappe_celery.embedded import EmbeddedRedis
+    from frappe_celery.ops.embedded import EmbeddedRedis
 
     started = time.monotonic()
     load_before = os.getloadavg()

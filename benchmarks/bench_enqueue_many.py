@@ -29,7 +29,7 @@ from typing import Any
 import redis
 
 from benchmarks.common import use_broker
-from frappe_celery.embedded import EmbeddedRedis
+from frappe_celery.ops.embedded import EmbeddedRedis
 
 NOOP = "benchmarks.jobs.noop"
 QUEUE = "default"

@@ -510,7 +510,7 @@ class Store:
                 sum(1 for item in self.conn.lrange(key, 0, -1) if item not in mine)
                 for key in self._scan("rq:queue:*")
             )
-        from frappe_celery import keys
+        from frappe_celery.broker import keys
 
         total = sum(self.conn.llen(name) for q in QUEUES.split(",") for name in keys.queue_lists(q))
         return max(0, int(total) - len(ids))

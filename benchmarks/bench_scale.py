@@ -45,7 +45,7 @@ Parts (``--parts``, default all, always run in this order):
 Every timing is min / median / max over ``-r`` repetitions (default 5). A measurement that misses
 its target is profiled once afterwards with cProfile (and, for a command, ``-X importtime``), and
 the top of the profile is printed (``--no-profile`` skips it). Nothing is asserted about timings.
-One redis-server (frappe_celery.embedded.EmbeddedRedis, no maxmemory, no persistence) on a free
+One redis-server (frappe_celery.ops.embedded.EmbeddedRedis, no maxmemory, no persistence) on a free
 loopback port is started here and stopped at the end, on errors and on Ctrl-C.
 """
 
@@ -72,10 +72,10 @@ from typing import Any
 
 import redis
 
+from frappe_celery.broker.signing import generate_key
 from frappe_celery.connection import Client
 from frappe_celery.context import JobContext
-from frappe_celery.embedded import EmbeddedRedis
-from frappe_celery.signing import generate_key
+from frappe_celery.ops.embedded import EmbeddedRedis
 
 NOOP = "benchmarks.jobs.noop"
 QUEUES = ("short", "default", "long")
@@ -264,7 +264,7 @@ def publish_frappe(n: int) -> None:
 def part_bytes(opts: Options, server: EmbeddedRedis, client: Client, report: Report) -> None:
     import frappe_celery
     from benchmarks.celery_raw import make_app
-    from frappe_celery import keys
+    from frappe_celery.broker import keys
     from frappe_celery.config import NORMAL_PRIORITY
 
     raw_app = make_app(server.url, profile="reliable")
@@ -408,7 +408,7 @@ def fill_worker(worker: int, workers: int, batches: int, sites: int, last_batch:
 
 
 def part_pending(opts: Options, client: Client, report: Report) -> None:
-    from frappe_celery import keys
+    from frappe_celery.broker import keys
 
     client.flushall()
     before = used_memory(client)
@@ -493,7 +493,7 @@ def part_status(
 ) -> None:
     import frappe_celery
     from frappe_celery.cli.status import collect
-    from frappe_celery.monitor import list_jobs
+    from frappe_celery.ops.monitor import list_jobs
 
     pending = sum(q["pending"] for q in collect()["queues"])
     command = str(Path(sys.executable).parent / "frappe-celery")
@@ -586,7 +586,7 @@ def part_status(
 
 def part_scheduler(opts: Options, client: Client, report: Report) -> None:
     import frappe_celery
-    from frappe_celery import keys
+    from frappe_celery.broker import keys
     from frappe_celery.scheduler.beat import FrappeScheduler
     from frappe_celery.scheduler.entries import build_entries, load_events
 

@@ -18,8 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from frappe_celery.embedded import EmbeddedRedis
-from frappe_celery.signing import generate_key
+from frappe_celery.broker.signing import generate_key
+from frappe_celery.ops.embedded import EmbeddedRedis
 
 ENTRIES = 1000
 ROUNDS = 7
@@ -64,7 +64,7 @@ def main() -> int:
             }
         )
         import frappe_celery as frappe
-        from frappe_celery import keys
+        from frappe_celery.broker import keys
         from frappe_celery.scheduler.beat import FrappeScheduler
         from frappe_celery.scheduler.entries import build_entries, load_events
 

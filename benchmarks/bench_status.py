@@ -18,8 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from frappe_celery.embedded import EmbeddedRedis
-from frappe_celery.signing import generate_key
+from frappe_celery.broker.signing import generate_key
+from frappe_celery.ops.embedded import EmbeddedRedis
 
 PENDING = 100_000
 ROUNDS = 5
@@ -28,7 +28,7 @@ BATCH = 1000
 
 def fill(frappe: object) -> None:
     """PENDING jobs on the default queue (1 in 10 at_front), published in pipelined batches."""
-    from frappe_celery.transaction import transaction_scope
+    from frappe_celery.caller.transaction import transaction_scope
 
     for start in range(0, PENDING, BATCH):
         with transaction_scope():
@@ -56,7 +56,7 @@ def main() -> int:
         os.environ.update(env)
         import frappe_celery as frappe
         from frappe_celery.cli.status import collect
-        from frappe_celery.monitor import list_jobs
+        from frappe_celery.ops.monitor import list_jobs
 
         frappe.reload_settings()
         started = time.perf_counter()

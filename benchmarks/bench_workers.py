@@ -23,7 +23,7 @@ Variants (every one runs the same no-op job, ``benchmarks.jobs.stamp``):
 Both Celery workers and RQ start with their own defaults otherwise (raw Celery keeps mingle,
 gossip and heartbeat, which frappe-celery's worker turns off; RQ logs every job at INFO).
 
-Method. ONE redis-server (``frappe_celery.embedded.EmbeddedRedis``, loopback, free port),
+Method. ONE redis-server (``frappe_celery.ops.embedded.EmbeddedRedis``, loopback, free port),
 cleared between variants. Each job records, with ``time.time()``, when the caller sent it, when
 it started and when it ended, into one Redis list (one RPUSH, the same cost for every variant);
 all timestamps come from one machine's clock, so they compare across processes. In each
@@ -667,7 +667,7 @@ def _overtime(signum: int, frame: Any) -> None:
 
 def run(args: argparse.Namespace, results: Results, workdir: Path) -> dict[str, str]:
     from benchmarks.common import use_broker
-    from frappe_celery.embedded import EmbeddedRedis
+    from frappe_celery.ops.embedded import EmbeddedRedis
 
     server = EmbeddedRedis(workdir / "redis")  # loopback, free port, no persistence
     with ExitStack() as stack:

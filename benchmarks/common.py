@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from frappe_celery.signing import generate_key
+from frappe_celery.broker.signing import generate_key
 
 
 def use_broker(url: str, workdir: Path, max_queued_jobs: int, **extra: str) -> None:

@@ -1,4 +1,11 @@
-"""The Celery application and the Celery settings derived from frappe-celery's settings."""
+"""The Celery application and the Celery settings derived from frappe-celery's settings.
+
+The app is built on first use (:func:`get_app`): a caller builds it to write its messages, a
+worker and beat when ``celery -A frappe_celery`` asks for ``frappe_celery.app``. Building it
+imports none of Celery's worker code: the worker's classes and steps are named by dotted path
+(worker/process.py, worker/options.py), and a worker and beat import the worker's task and
+signal handlers as they start (WORKER_MODULES, through Celery's ``include``).
+"""
 
 from __future__ import annotations
 
@@ -6,24 +13,24 @@ import importlib
 import importlib.util
 import inspect
 import os
+import threading
 from typing import Any
 
-from celery import Celery, bootsteps
-from celery.apps.worker import Worker as CeleryWorker
-from celery.worker.consumer import Consumer as CeleryConsumer
+import click
+from celery import Celery
 from kombu.entity import Exchange, Queue
+from kombu.utils.objects import cached_property
 
-from .config import (
+from frappe_celery import config, connection
+from frappe_celery.config import (
     NORMAL_PRIORITY,
     OWNED_CELERY_SETTINGS,
     PRIORITY_STEPS,
     Settings,
     get_settings,
 )
-from .connection import is_sentinel_url, tls_options
-from .errors import ConfigError
-from .transport import fail_job_named_in
-from .worker_options import install as install_worker_options
+from frappe_celery.errors import ConfigError
+from frappe_celery.urls import is_sentinel_url, tls_options
 
 # Imported by a worker that runs in a bench (see integrations/frappe/worker.py).
 FRAPPE_WORKER_MODULE = "frappe_celery.integrations.frappe.worker"
@@ -32,11 +39,36 @@ FRAPPE_WORKER_MODULE = "frappe_celery.integrations.frappe.worker"
 HOOKS_SCHEDULER = "frappe_celery.scheduler.beat:FrappeScheduler"
 # kombu's Redis transport with our queue order (transport.py), for redis://, rediss:// and
 # sentinel:// broker URLs.
-TRANSPORT = "frappe_celery.transport:Transport"
-SENTINEL_TRANSPORT = "frappe_celery.transport:SentinelTransport"
+TRANSPORT = "frappe_celery.broker.transport:Transport"
+SENTINEL_TRANSPORT = "frappe_celery.broker.transport:SentinelTransport"
+# The same classes under the paths they had before the subpackages (frappe_celery/transport.py
+# is their alias): a celeryconfig written for them names the transport this package sets.
+LEGACY_TRANSPORTS = {
+    "frappe_celery.transport:Transport": TRANSPORT,
+    "frappe_celery.transport:SentinelTransport": SENTINEL_TRANSPORT,
+}
 BENCH_SCHEDULER = "frappe_celery.integrations.frappe.beat:BenchScheduler"
-# Celery's consumer, failing the record of a job whose body it cannot decode (Consumer below).
-CONSUMER = "frappe_celery.celery_app:Consumer"
+# The worker's classes (worker/process.py), named so that building the app imports none of
+# Celery's worker code: a web process builds the app to publish, and never runs a worker.
+WORKER = "frappe_celery.worker.process:Worker"
+# Celery's consumer, failing the record of a job whose body it cannot decode.
+CONSUMER = "frappe_celery.worker.process:Consumer"
+POOL_REFILL = "frappe_celery.worker.process:PromptPoolRefill"
+# --burst and --queue-order (worker/options.py).
+WORKER_OPTION_STEPS = {
+    "worker": "frappe_celery.worker.options:QueueOrder",
+    "consumer": "frappe_celery.worker.options:Burst",
+}
+QUEUE_ORDER_NAMES = ("priority", "random", "round_robin")
+# What a worker (and beat) imports as it starts (Celery's `include`): the one task, the stop
+# command, the heartbeat and reaper, the memory handling at fork. They register a task and
+# signal handlers, so they are imported only by the processes that run them.
+WORKER_MODULES = (
+    "frappe_celery.worker.task",
+    "frappe_celery.worker.control",
+    "frappe_celery.worker.maintenance",
+    "frappe_celery.worker.memory",
+)
 
 # Pool child recycling (see celery_settings): a fork costs tens of milliseconds, so 1000 jobs
 # per child keeps it well under 0.1 % of the work; 1 GiB is far above a Frappe worker's usual
@@ -118,6 +150,7 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         # scheduler_events, with state and the leader lock in Redis (see scheduler/beat.py).
         "beat_scheduler": HOOKS_SCHEDULER,
         "worker_consumer": CONSUMER,
+        "include": list(WORKER_MODULES),
         **(in_bench if settings.sites_path else {}),
     }
 
@@ -146,6 +179,9 @@ def apply_settings(app: Celery, settings: Settings) -> None:
     """
     derived = celery_settings(settings)
     overrides = user_overrides()
+    transport = overrides.get("broker_transport")
+    if isinstance(transport, str) and transport in LEGACY_TRANSPORTS:
+        overrides["broker_transport"] = LEGACY_TRANSPORTS[transport]
     for key in OWNED_CELERY_SETTINGS:
         if key in overrides and overrides[key] != derived[key]:
             raise ConfigError(
@@ -161,6 +197,11 @@ def apply_settings(app: Celery, settings: Settings) -> None:
                 "FRAPPE_CELERY_SENTINEL_MASTER or frappe_celery.sentinel_master"
             )
     merged = {**derived, **overrides}
+    # A celeryconfig `include` adds to the worker's own modules, never replaces them.
+    merged["include"] = [
+        *WORKER_MODULES,
+        *(name for name in overrides.get("include") or () if name not in WORKER_MODULES),
+    ]
     # A dict setting (broker_transport_options...) is merged key by key, so overriding one
     # transport option keeps the derived visibility timeout and priority settings.
     for key, value in overrides.items():
@@ -176,91 +217,82 @@ def apply_settings(app: Celery, settings: Settings) -> None:
     app.conf.update(merged)
 
 
-class Worker(CeleryWorker):  # type: ignore[misc]
-    """``celery -A frappe_celery worker``, without Celery's mingle and gossip steps, and only
-    with a signing key.
+class FrappeCelery(Celery):  # type: ignore[misc]
+    """The Celery app, whose worker class is named (WORKER) and loaded by the worker only."""
 
-    Mingle makes every starting worker wait about 1 s for its peers' revoked-task sets and
-    logical clocks, and gossip keeps a pub/sub subscription for worker events: frappe-celery
-    keeps no state in Celery's revoked sets (cancel and stop go through the job records and
-    its own control command) and finds workers through their heartbeats, so both only cost.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        # It runs only signed messages (signing.py): without a key it would drop every one.
-        get_settings().require_signing_key()
-        kwargs.update(without_mingle=True, without_gossip=True)
-        super().__init__(*args, **kwargs)
+    @cached_property
+    def Worker(self) -> Any:
+        return self.subclass_with_self(WORKER)
 
 
-class Consumer(CeleryConsumer):  # type: ignore[misc]
-    """Celery's consumer, never killed by a message, and failing the record of a job whose
-    message it drops (it said ``queued`` until it expired, its id taken).
-
-    Celery logs and drops a task message whose body it cannot decode (a kombu type tag its
-    decoder raises on) or that it finds invalid; anything else a message made its task handler
-    raise (a body that is not ``[args, kwargs, embed]``: a ValueError out of Celery's Request)
-    went out of the event loop and stopped the worker. The transport drops an envelope kombu
-    cannot read itself (transport.readable_message)."""
-
-    def on_decode_error(self, message: Any, exc: Exception) -> None:
-        super().on_decode_error(message, exc)
-        reason = f"malformed job message: its body cannot be decoded ({type(exc).__name__})"
-        fail_job_named_in(message.headers, message.body, reason, "MalformedMessage")
-
-    def on_invalid_task(self, body: Any, message: Any, exc: Exception) -> None:
-        super().on_invalid_task(body, message, exc)
-        reason = f"malformed job message: {exc}"
-        fail_job_named_in(message.headers, message.body, reason, "MalformedMessage")
-
-    def create_task_handler(self, *args: Any, **kwargs: Any) -> Any:
-        handle = super().create_task_handler(*args, **kwargs)
-        # Raised on a lost connection: the consumer reconnects on these, as Celery's own does.
-        passes = (MemoryError, *self.connection_errors)
-
-        def on_task_received(message: Any) -> Any:
-            try:
-                return handle(message)
-            except passes:
-                raise
-            except Exception as exc:  # a message must never stop the worker
-                return self.on_invalid_task(None, message, exc)
-
-        return on_task_received
+def add_worker_options(app: Celery) -> None:
+    """Add ``--burst`` and ``--queue-order`` to ``celery -A ... worker``; their steps are in
+    worker/options.py."""
+    app.user_options["worker"].add(
+        click.Option(
+            ["--burst"],
+            is_flag=True,
+            default=False,
+            help="Exit (status 0) once the consumed queues are empty and no job runs (RQ's "
+            "burst mode).",
+        )
+    )
+    app.user_options["worker"].add(
+        click.Option(
+            ["--queue-order"],
+            type=click.Choice(sorted(QUEUE_ORDER_NAMES)),
+            default=None,
+            help="Which consumed queue to take the next job from: priority (strict -Q order, "
+            "the default), round_robin or random (RQ's --strategy).",
+        )
+    )
+    for blueprint, step in WORKER_OPTION_STEPS.items():
+        app.steps[blueprint].add(step)
 
 
-# How often the worker looks for pool children that exited, to start their replacements.
-POOL_REFILL_INTERVAL = 0.25
+def build_app(settings: Settings) -> Celery:
+    """A configured app (Celery's app is cheap to build; configuring it reads the settings and
+    the celeryconfig module)."""
+    app = FrappeCelery("frappe_celery", set_as_current=True)
+    app.steps["worker"].add(POOL_REFILL)
+    add_worker_options(app)
+    apply_settings(app, settings)
+    app.on_after_finalize.connect(drop_celery_builtin_tasks, weak=False)
+    return app
 
 
-class PromptPoolRefill(bootsteps.StartStopStep):  # type: ignore[misc]
-    """Replace an exited pool child within POOL_REFILL_INTERVAL, not up to 5 s later.
-
-    A child leaves after worker_max_tasks_per_child jobs (1000 by default here). Celery starts
-    its replacement when it sees the exit, but when the child had been handed its next job just
-    before exiting, it misses it (celery/celery#9588), and only the pool's 5 s maintenance timer
-    starts the replacement: meanwhile that job waits. Measured in the drain benchmark: the last
-    of 2000 jobs on ``-c 2`` waited 2.2 to 4.7 s in 3 runs of 5. The same maintenance, run more
-    often here, costs a few system calls per run.
-    """
-
-    requires = ("celery.worker.components:Pool",)
-
-    def start(self, worker: Any) -> None:
-        hub = getattr(worker, "hub", None)
-        maintain = getattr(getattr(worker.pool, "_pool", None), "maintain_pool", None)
-        if hub is not None and maintain is not None:  # the prefork pool on an event loop
-            hub.call_repeatedly(POOL_REFILL_INTERVAL, maintain)
+_app_lock = threading.Lock()
+_app: Celery | None = None
 
 
-app = Celery("frappe_celery")
-app.Worker = app.subclass_with_self(Worker)
-app.steps["worker"].add(PromptPoolRefill)
-install_worker_options(app)
-apply_settings(app, get_settings())
+def get_app() -> Celery:
+    """The process's Celery app, built on first use (``celery -A frappe_celery`` asks for it as
+    ``frappe_celery.app``; the caller's publish path to build its messages)."""
+    global _app
+    if _app is None:
+        with _app_lock:
+            if _app is None:
+                _app = build_app(get_settings())
+    return _app
 
 
-@app.on_after_finalize.connect
+def reload_settings() -> Settings:
+    """Re-read settings (after the environment changed) and re-apply them to the Redis
+    connection and, once built, the Celery app."""
+    settings = config.reload()
+    connection.reset()
+    if _app is not None:
+        apply_settings(_app, settings)
+    return settings
+
+
+def __getattr__(name: str) -> Any:
+    # `from frappe_celery.celery_app import app`, as before the app was built lazily.
+    if name == "app":
+        return get_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def drop_celery_builtin_tasks(sender: Celery, **_: Any) -> None:
     """Celery registers its own tasks in every app (``celery.map``, ``celery.chord_unlock``,
     ``celery.backend_cleanup``, ...). frappe-celery uses none of them, and a message naming one

@@ -4,7 +4,7 @@ Precedence, highest first:
 
 1. environment variables (``FRAPPE_CELERY_*``);
 2. the Frappe-style ``common_site_config.json`` named by ``FRAPPE_CELERY_CONFIG``, or else the
-   one of the bench this process runs in (see bench.py; Frappe's own keys at the top level;
+   one of the bench this process runs in (see bench_files.py; Frappe's own keys at the top level;
    frappe-celery's own under a ``"frappe_celery"`` block);
 3. built-in defaults, which are Frappe's. Inside a bench they follow the bench: its apps may
    run as jobs, jobs run in Frappe's site context, job ids are spelled as its Frappe does.
@@ -25,9 +25,16 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from . import signing
-from .bench import Bench, broker_url_of, find_bench
-from .errors import ConfigError
+from frappe_celery.bench_files import Bench, broker_url_of, find_bench
+from frappe_celery.broker import signing
+from frappe_celery.errors import ConfigError
+from frappe_celery.urls import (
+    check_password_encoded,
+    is_sentinel_url,
+    parse_sentinel_url,
+    redact_url,
+    tls_options,
+)
 
 # Frappe's queues and their default timeouts, in the order RQ workers take them.
 DEFAULT_QUEUES: dict[str, int] = {"short": 300, "default": 300, "long": 1500}
@@ -386,14 +393,6 @@ def _check_broker_urls(
     """Refuse at start-up what every component would later fail on: a password that breaks the
     URL, a sentinel:// URL without the master name, a malformed sentinel list, bad TLS options
     of a rediss:// URL."""
-    from .connection import (
-        check_password_encoded,
-        is_sentinel_url,
-        parse_sentinel_url,
-        redact_url,
-        tls_options,
-    )
-
     if sentinel_master is not None and (
         not isinstance(sentinel_master, str) or not sentinel_master.strip()
     ):
@@ -466,17 +465,12 @@ def get_settings() -> Settings:
     return _settings
 
 
-def reload_settings() -> Settings:
-    """Re-read settings (after the environment changed) and re-apply them to the Celery app."""
+def reload() -> Settings:
+    """Re-read the settings (after the environment changed). ``reload_settings`` (celery_app.py)
+    also re-applies them to the connection and the Celery app."""
     global _settings
     with _lock:
         _settings = load_settings()
-    # Late imports: these modules import this one.
-    from . import connection
-    from .celery_app import app, apply_settings
-
-    connection.reset()
-    apply_settings(app, _settings)
     return _settings
 
 

@@ -13,9 +13,9 @@ import threading
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from .config import get_settings
-from .errors import DocumentLoaderNotConfigured
-from .methods import import_trusted
+from frappe_celery.config import get_settings
+from frappe_celery.errors import DocumentLoaderNotConfigured
+from frappe_celery.methods import import_trusted
 
 
 class JobContext:
@@ -30,15 +30,19 @@ class JobContext:
     """
 
     def run(self, job_id: str, payload: Any, *, last_attempt: bool) -> Any:
-        """Run one attempt of the job and return the method's value.
+        """Run one attempt of the job in the framework's own order and return the method's
+        value; override it to replace the generic order (Frappe's ``execute_job`` order).
 
-        Raise :class:`RetryBackgroundJobError` (or a configured retry exception) to be retried;
-        ``last_attempt`` says no retry is left.
+        Not overridden, the worker runs the generic order itself (``worker/attempt.py``:
+        :meth:`setup`, the before_job hooks, the call, :meth:`commit` or :meth:`rollback`, the
+        after_job hooks, :meth:`teardown`), so that this shared module needs nothing of the
+        worker. Raise :class:`RetryBackgroundJobError` (or a configured retry exception) to be
+        retried; ``last_attempt`` says no retry is left.
         """
-        # Late import: the generic path lives with the rest of the worker side.
-        from .execute import run_generic_attempt
-
-        return run_generic_attempt(self, job_id, payload)
+        raise NotImplementedError(
+            "JobContext.run is the hook a framework overrides; the generic order is "
+            "frappe_celery.worker.attempt.run_attempt"
+        )
 
     def encode_call(
         self, method: Any, kwargs: dict[str, Any], job_name: str | None

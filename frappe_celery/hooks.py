@@ -14,9 +14,9 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from .config import get_settings
-from .errors import ConfigError
-from .methods import call_with_accepted_kwargs, import_trusted
+from frappe_celery.config import get_settings
+from frappe_celery.errors import ConfigError
+from frappe_celery.methods import call_with_accepted_kwargs, import_trusted
 
 
 def hooks_modules() -> list[ModuleType]:

@@ -40,11 +40,12 @@ from typing import Any
 from kombu.utils.json import dumps as kombu_dumps
 from kombu.utils.json import loads as kombu_loads
 
-from . import keys, scripts
-from .config import get_settings
-from .connection import as_text, broker_errors, get_redis
-from .errors import FrappeCeleryError, InvalidArgumentError, InvalidJobOperation
-from .wire import expand_payload
+from frappe_celery.broker import keys, scripts
+from frappe_celery.broker.wire import expand_payload
+from frappe_celery.config import get_settings
+from frappe_celery.connection import as_text, broker_errors, get_redis
+from frappe_celery.errors import FrappeCeleryError, InvalidArgumentError, InvalidJobOperation
+from frappe_celery.retention import retention_horizon, site_retention
 
 
 class JobStatus(str, Enum):
@@ -512,8 +513,6 @@ class Job:
         record = self._reload()
         if not record:
             raise InvalidJobOperation(f"job {self.id!r}: no such job (expired or never enqueued)")
-        from .records import retention_horizon, site_retention  # records imports this module
-
         retention = site_retention(record.get("site"))
         failure_ttl = int(record.get("failure_ttl") or retention.failure_ttl)
         # The canceled registry is bounded as records.cancel bounds it.
@@ -585,8 +584,6 @@ class Job:
         """Seconds a failed, canceled or stopped run of this job is kept: its own (see
         :meth:`keep_for`), else ``rq_job_failure_ttl`` of the job's site (site_config.json, else
         common_site_config.json, else 7 days)."""
-        from .records import site_retention  # records imports this module
-
         own = self.record.get("failure_ttl")
         return int(own) if own else site_retention(self.record.get("site")).failure_ttl
 
@@ -595,8 +592,6 @@ class Job:
         """Seconds a finished run of this job is kept: its own (see :meth:`keep_for`), else
         ``rq_results_ttl`` of the job's site (site_config.json, else common_site_config.json,
         else 600)."""
-        from .records import site_retention  # records imports this module
-
         own = self.record.get("results_ttl")
         return int(own) if own else site_retention(self.record.get("site")).results_ttl
 

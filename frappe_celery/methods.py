@@ -37,8 +37,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from .config import Settings, get_settings
-from .errors import InvalidArgumentError, MethodNotAllowed
+from frappe_celery.config import Settings, get_settings
+from frappe_celery.errors import InvalidArgumentError, MethodNotAllowed
 
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 _DOTTED = rf"{_IDENT}(?:\.{_IDENT})*"
@@ -46,8 +46,10 @@ _DOTTED = rf"{_IDENT}(?:\.{_IDENT})*"
 PATH_PATTERN = re.compile(rf"^(?:{_IDENT}(?:\.{_IDENT})+|{_DOTTED}:{_DOTTED})$")
 
 _STDLIB = frozenset(sys.stdlib_module_names) | {"builtins", "__main__"}
-# frappe-celery's own job functions (enqueue_doc's run_doc_method): always allowed.
-INTERNAL_JOBS_MODULE = "frappe_celery.jobs"
+# frappe-celery's own job functions (enqueue_doc's run_doc_method): always allowed. Messages name
+# them under ``frappe_celery.jobs`` (the alias their paths travel as); they are defined in
+# ``frappe_celery.builtin_jobs``.
+INTERNAL_JOBS_MODULES = frozenset({"frappe_celery.jobs", "frappe_celery.builtin_jobs"})
 
 # Functions of allowed modules that run anything at all: a shell command, Python source, or a
 # function named by their arguments. A job message names one only if the signing key is
@@ -167,7 +169,7 @@ def refusal_reason(module: str, settings: Settings | None = None) -> str | None:
 def _refusal(module: str, allowed: tuple[str, ...]) -> str | None:
     if module.split(".")[0] in _STDLIB:
         return "standard-library functions can never be run as jobs"
-    if module == INTERNAL_JOBS_MODULE:
+    if module in INTERNAL_JOBS_MODULES:
         return None
     if not _under_any(module, allowed):
         shown = ", ".join(allowed) or "none configured"

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from frappe_celery.embedded import EmbeddedRedis
-from frappe_celery.signing import generate_key
+from frappe_celery.broker.signing import generate_key
+from frappe_celery.ops.embedded import EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -114,7 +114,8 @@ def r(redis_server: RedisServer) -> Iterator[redis.Redis]:
 
     Not FLUSHDB: that would also drop kombu's queue bindings that running workers rely on.
     """
-    from frappe_celery import get_queue_list, keys
+    from frappe_celery import get_queue_list
+    from frappe_celery.broker import keys
 
     client = redis_server.client
     doomed = list(client.scan_iter(match=keys.PREFIX + "*")) + list(client.scan_iter("test:*"))

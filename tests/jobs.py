@@ -291,7 +291,7 @@ def shut_redis_down_as_next_starts(key: str, retries: int = 0) -> None:
     down. The job's start is then the first thing to meet the dead broker. Fires once."""
     from celery import signals
 
-    from frappe_celery.wire import expand_payload
+    from frappe_celery.broker.wire import expand_payload
 
     def shut_down(sender: Any = None, kwargs: Any = None, **_: Any) -> None:
         job_kwargs = expand_payload(kwargs or {}).get("kwargs", {})

@@ -20,9 +20,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from frappe_celery import acl, keys
+from frappe_celery.broker import keys
 from frappe_celery.config import Settings, load_settings
-from frappe_celery.embedded import find_redis_server, free_port
+from frappe_celery.ops import acl
+from frappe_celery.ops.embedded import find_redis_server, free_port
 
 from .conftest import ROOT, RedisProcess, Worker, wait_for
 

@@ -8,8 +8,8 @@ import os
 import pytest
 
 import frappe_celery as frappe
-from frappe_celery import keys
-from frappe_celery.transaction import begin, commit, rollback, transaction_scope
+from frappe_celery.broker import keys
+from frappe_celery.caller.transaction import begin, commit, rollback, transaction_scope
 
 from .conftest import wait_for
 

@@ -31,12 +31,14 @@ import redis
 from click.testing import CliRunner, Result
 
 import frappe_celery as frappe
-from frappe_celery import JobContext, keys, monitor, set_job_context
-from frappe_celery.admin import pending_count, scheduler_entries
+from frappe_celery import JobContext, set_job_context
+from frappe_celery.broker import keys
+from frappe_celery.broker.workers import read_workers
 from frappe_celery.cli import main
 from frappe_celery.connection import answers
-from frappe_celery.embedded import free_port
-from frappe_celery.maintenance import read_workers
+from frappe_celery.ops import monitor
+from frappe_celery.ops.admin import pending_count, scheduler_entries
+from frappe_celery.ops.embedded import free_port
 from frappe_celery.scheduler import state
 
 from .conftest import ROOT, wait_for
@@ -1079,7 +1081,7 @@ def test_listing_commands_exit_0_on_an_empty_broker(r, args):
 
 
 def test_job_ids_lists_a_queues_jobs_by_status_newest_ended_first(r, shared_worker):
-    from frappe_celery.monitor import job_ids
+    from frappe_celery.ops.monitor import job_ids
 
     first = frappe.enqueue("tests.jobs.fail", queue="short", message="ids-1")
     wait_for(lambda: first.get_status() == "failed", 30)
@@ -1098,7 +1100,7 @@ def test_job_ids_lists_a_queues_jobs_by_status_newest_ended_first(r, shared_work
 
 
 def test_remove_failed_jobs_forgets_one_sites_failed_jobs_only(r, two_sites, shared_worker):
-    from frappe_celery.admin import remove_failed_jobs
+    from frappe_celery.ops.admin import remove_failed_jobs
 
     mine = frappe.enqueue("tests.jobs.fail", queue="short", message="mine")
     with as_other_site():
@@ -1112,8 +1114,8 @@ def test_remove_failed_jobs_forgets_one_sites_failed_jobs_only(r, two_sites, sha
 
 
 def test_forget_job_refuses_a_queued_job_and_forgets_an_ended_one(r, shared_worker):
-    from frappe_celery.admin import forget_job
     from frappe_celery.errors import InvalidJobOperation
+    from frappe_celery.ops.admin import forget_job
 
     queued = frappe.enqueue("tests.jobs.add", queue="batch", a=1, b=1)  # no worker on batch
     with pytest.raises(InvalidJobOperation, match="has not ended"):

@@ -161,6 +161,19 @@ def test_celeryconfig_dict_settings_merge_with_the_derived_ones(tmp_path, monkey
     assert options["visibility_timeout"] > 1500
 
 
+def test_celeryconfig_may_name_the_transport_by_its_path_before_the_subpackages(
+    tmp_path, monkeypatch
+):
+    """frappe_celery.transport is an alias of frappe_celery.broker.transport: a celeryconfig
+    written for the flat layout names the transport this package sets, and is accepted."""
+    app = _app_with_celeryconfig(
+        tmp_path, monkeypatch, "broker_transport = 'frappe_celery.transport:Transport'\n"
+    )
+    assert app.conf.broker_transport == "frappe_celery.broker.transport:Transport"
+    with pytest.raises(ConfigError, match="broker_transport"):
+        _app_with_celeryconfig(tmp_path, monkeypatch, "broker_transport = 'redis'\n")
+
+
 def test_celeryconfig_cannot_turn_on_pickle(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="accept_content"):
         _app_with_celeryconfig(tmp_path, monkeypatch, "accept_content = ['json', 'pickle']\n")

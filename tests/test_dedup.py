@@ -12,7 +12,8 @@ import time
 import pytest
 
 import frappe_celery as frappe
-from frappe_celery import keys, records
+from frappe_celery import records
+from frappe_celery.broker import keys
 
 from .conftest import wait_for
 from .jobs_tx import enqueue_same_id_many_times

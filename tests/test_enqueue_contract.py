@@ -21,9 +21,9 @@ import pytest
 import redis
 
 import frappe_celery as frappe
-from frappe_celery import keys
-from frappe_celery.embedded import free_port
-from frappe_celery.wire import MAX_KWARGS, MAX_MESSAGE_BYTES, START_CHECKED
+from frappe_celery.broker import keys
+from frappe_celery.broker.wire import MAX_KWARGS, MAX_MESSAGE_BYTES, START_CHECKED
+from frappe_celery.ops.embedded import free_port
 
 from . import jobs
 from .conftest import wait_for
@@ -178,7 +178,7 @@ def test_job_waits_on_its_own_queue_list_until_a_worker_on_that_queue_starts(
 
 
 def test_a_job_without_job_id_gets_a_uuid4_id_and_its_own_token_and_delivery_tag(r):
-    """The ids enqueue makes itself (frappe_celery.ids, not uuid.uuid4): the job id ends in a
+    """The ids enqueue makes itself (frappe_celery.caller.ids, not uuid.uuid4): the job id ends in a
     version-4 UUID's text as Frappe's str(uuid4()), the token is 128 bits of hex, the delivery
     tag is a UUID, and no two jobs share any of them."""
     made = [frappe.enqueue("tests.jobs.add", queue="short", a=1, b=2) for _ in range(50)]

@@ -8,9 +8,9 @@ import json
 import pytest
 
 import frappe_celery as frappe
-from frappe_celery import keys
+from frappe_celery.broker import keys
+from frappe_celery.caller.transaction import transaction_scope
 from frappe_celery.config import NORMAL_PRIORITY
-from frappe_celery.transaction import transaction_scope
 
 from .conftest import wait_for
 from .test_enqueue_contract import redis_state
@@ -110,8 +110,8 @@ def test_a_generator_s_jobs_are_published_a_script_call_at_a_time_as_they_come(r
     """publish_batch sends each SCRIPT_BATCH of a generator's jobs before asking it for the
     next ones, so Redis runs a call while the caller encodes the next (the scheduler's all-due
     tick); every job is published once, in order."""
-    from frappe_celery.enqueue import _prepare_call
-    from frappe_celery.publish import SCRIPT_BATCH, publish_batch
+    from frappe_celery.caller.enqueue import _prepare_call
+    from frappe_celery.caller.publish import SCRIPT_BATCH, publish_batch
 
     total = SCRIPT_BATCH + 5
     seen_when_asked: dict[int, int] = {}
@@ -136,7 +136,7 @@ def test_a_generator_s_jobs_are_published_a_script_call_at_a_time_as_they_come(r
 
 
 def test_an_empty_batch_writes_nothing(r):
-    from frappe_celery.publish import publish_batch
+    from frappe_celery.caller.publish import publish_batch
 
     before = redis_state(r)
     assert publish_batch(iter([])) == []
@@ -154,7 +154,7 @@ def test_a_batch_job_s_record_and_message_are_those_a_single_enqueue_writes(r):
     """One script call carries each queue's keys and the record's field names once: every job
     still gets the record, list and message a single enqueue gives it, across queues,
     priorities and optional fields."""
-    from frappe_celery.publish import RECORD_FIELDS
+    from frappe_celery.caller.publish import RECORD_FIELDS
 
     calls = [
         {"method": "tests.jobs.add", "queue": queue, "a": 1, "b": 2, "at_front": at_front,
@@ -191,8 +191,8 @@ def test_an_enqueue_script_call_sent_twice_publishes_its_job_once(r, deduplicate
     """redis-py re-sends a command whose reply a broken connection lost (the client's one
     retry), though Redis may have run it: the second run finds the job's own token in its
     record and writes nothing, and the caller still gets its job, not a dedup's None."""
-    from frappe_celery.enqueue import _prepare_call
-    from frappe_celery.publish import publish
+    from frappe_celery.caller.enqueue import _prepare_call
+    from frappe_celery.caller.publish import publish
 
     call = {"method": "tests.jobs.add", "queue": "batch", "a": 1, "b": 2}
     if deduplicate:

@@ -9,6 +9,7 @@ import pytest
 import redis
 
 import frappe_celery as frappe
+from frappe_celery.broker import keys
 
 STOP = "hot-path-monitor-stop"
 
@@ -60,4 +61,4 @@ def test_enqueue_is_one_redis_command_with_no_new_connection(r, redis_server, de
     # The pooled connection was reused: no connection set-up per call (the MONITOR one aside).
     assert r.info("stats")["total_connections_received"] - connections_before == 1
     assert len(enqueuer._available_connections) + len(enqueuer._in_use_connections) == 1
-    assert sum(r.llen(key) for key in frappe.keys.queue_lists("reports")) == 21
+    assert sum(r.llen(key) for key in keys.queue_lists("reports")) == 21

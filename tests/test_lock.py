@@ -8,8 +8,8 @@ import time
 import pytest
 
 import frappe_celery as frappe
-from frappe_celery import keys
-from frappe_celery.lock import JobLock
+from frappe_celery.broker import keys
+from frappe_celery.broker.lock import JobLock
 
 
 def test_a_held_lock_refuses_a_second_holder_with_a_clear_error(r):

@@ -30,7 +30,7 @@ import pytest
 import redis
 
 import frappe_celery as frappe
-from frappe_celery.embedded import find_redis_server, free_port
+from frappe_celery.ops.embedded import find_redis_server, free_port
 
 from .conftest import pings, wait_for
 from .test_cli import settings_env

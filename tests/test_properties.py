@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import frappe_celery as frappe
-from frappe_celery import keys
+from frappe_celery.broker import keys
 from frappe_celery.config import get_settings
 from frappe_celery.errors import ConfigError
 from frappe_celery.scheduler.entries import CRON_KEYS, FREQUENCY_CRON, build_entries

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from frappe_celery.embedded import EmbeddedRedis, free_port
+from frappe_celery.ops.embedded import EmbeddedRedis, free_port
 
 from .conftest import ROOT
 

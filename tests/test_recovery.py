@@ -13,7 +13,7 @@ import signal
 import time
 
 import frappe_celery as frappe
-from frappe_celery import keys, recovery
+from frappe_celery.broker import keys, recovery
 from tests.conftest import wait_for
 
 JOBS = 200

@@ -10,8 +10,8 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from frappe_celery.config import load_settings
-from frappe_celery.connection import redact_url
 from frappe_celery.errors import ConfigError
+from frappe_celery.urls import redact_url
 
 pytestmark = pytest.mark.unit  # pure: no Redis, no worker
 

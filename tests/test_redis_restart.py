@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 import frappe_celery as frappe
+from frappe_celery.broker import keys
 from frappe_celery.connection import answers
-from frappe_celery.embedded import find_redis_server, free_port
 from frappe_celery.errors import BrokerUnreachable
+from frappe_celery.ops.embedded import find_redis_server, free_port
 
 from .conftest import wait_for
 from .jobs_sched import TICKS
@@ -93,8 +94,8 @@ def diagnosis(client, accepted: set[str], worker_log: str) -> str:
         statuses[status] = statuses.get(status, 0) + 1
         if status == "failed":
             failures.append(f"{job_id}: {job.record.get('exc_type')}: {job.exc_info}"[:600])
-    waiting = {q: sum(client.llen(k) for k in frappe.keys.queue_lists(q)) for q in ("short",)}
-    unacked = client.hlen(frappe.keys.KOMBU_UNACKED)
+    waiting = {q: sum(client.llen(k) for k in keys.queue_lists(q)) for q in ("short",)}
+    unacked = client.hlen(keys.KOMBU_UNACKED)
     return (f"not all acknowledged jobs finished: {statuses}; waiting {waiting}; "
             f"unacked {unacked}\nfailed: {failures[:3]}\n"
             f"worker log tail:\n{worker_log[-6000:]}")  # fmt: skip

@@ -11,8 +11,9 @@ import time
 import pytest
 
 import frappe_celery as frappe
-from frappe_celery import keys, records
-from frappe_celery.maintenance import GONE_WORKER_KEPT
+from frappe_celery import records
+from frappe_celery.broker import keys
+from frappe_celery.broker.workers import GONE_WORKER_KEPT
 
 from .conftest import TEST_CONFIG, wait_for
 

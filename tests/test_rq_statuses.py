@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 
 import frappe_celery as frappe
-from frappe_celery import admin, keys, monitor
+from frappe_celery.broker import keys
 from frappe_celery.config import get_settings
 from frappe_celery.job import Job, NoSuchJobError, Result
-from frappe_celery.records import site_retention
+from frappe_celery.ops import admin, monitor
+from frappe_celery.retention import site_retention
 
 from .conftest import wait_for
 

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 import frappe_celery as frappe
-from frappe_celery import keys
+from frappe_celery.broker import keys
 from frappe_celery.config import load_settings
 from frappe_celery.errors import ConfigError
 from frappe_celery.scheduler import state

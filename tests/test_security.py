@@ -18,9 +18,9 @@ import pytest
 import redis
 
 import frappe_celery as frappe
-from frappe_celery.embedded import find_redis_server, free_port
 from frappe_celery.errors import InvalidArgumentError, MethodNotAllowed
 from frappe_celery.methods import DENIED, resolve_job_callable
+from frappe_celery.ops.embedded import find_redis_server, free_port
 
 from .conftest import pings, wait_for
 from .test_cli import run_cli, settings_env

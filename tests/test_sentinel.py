@@ -13,10 +13,12 @@ import pytest
 import redis
 
 import frappe_celery as frappe
+from frappe_celery.broker import keys
 from frappe_celery.config import load_settings
-from frappe_celery.connection import make_client, redact_url
-from frappe_celery.embedded import find_redis_server, free_port
+from frappe_celery.connection import make_client
 from frappe_celery.errors import ConfigError, NotReplicated
+from frappe_celery.ops.embedded import find_redis_server, free_port
+from frappe_celery.urls import redact_url
 
 from .broker_tour import assert_never_shown, tour
 from .conftest import RedisProcess, wait_for
@@ -187,7 +189,7 @@ def test_with_enqueue_wait_replicas_a_returned_job_is_already_on_the_replica(
         for _ in range(20):
             job = frappe.enqueue("tests.jobs.add", queue="batch", a=1, b=2)
             # WAIT returned: the replica has it, so a failover now cannot lose it.
-            assert replica.exists(frappe.keys.job(job.id))
+            assert replica.exists(keys.job(job.id))
 
 
 def test_fewer_replicas_than_enqueue_wait_replicas_raises_not_replicated(

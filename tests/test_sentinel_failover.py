@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 import frappe_celery as frappe
-from frappe_celery import keys
+from frappe_celery.broker import keys
 from frappe_celery.connection import make_client
 from frappe_celery.errors import FrappeCeleryError
 

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 import frappe_celery as frappe
-from frappe_celery import keys, signing
-from frappe_celery.admin import refused_message_problems
+from frappe_celery.broker import keys, signing
 from frappe_celery.config import load_settings
 from frappe_celery.errors import ConfigError
+from frappe_celery.ops.admin import refused_message_problems
 
 from .conftest import ROOT, wait_for
 from .test_cli import invoke

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from frappe_celery.embedded import find_redis_server, free_port
 from frappe_celery.errors import ConfigError
+from frappe_celery.ops.embedded import find_redis_server, free_port
 
 from .broker_tour import assert_never_shown, tour
 from .conftest import RedisProcess

@@ -15,9 +15,9 @@ import redis
 from kombu import Connection, Exchange, Queue
 
 import frappe_celery as frappe
-from frappe_celery import keys, recovery, scripts
-from frappe_celery.transport import Channel
-from frappe_celery.wire import START_CHECKED
+from frappe_celery.broker import keys, recovery, scripts
+from frappe_celery.broker.transport import Channel
+from frappe_celery.broker.wire import START_CHECKED
 from tests.conftest import wait_for
 
 # More than a few names: a set of them coming out in this order by chance is unlikely.
@@ -26,7 +26,7 @@ QUEUES = ["long", "reports", "short", "batch", "q5", "default", "a", "zz"]
 
 def test_channel_keeps_the_order_queues_were_added_in(redis_server):
     """The worker's -Q order reaches the BRPOP; kombu before 5.7 kept it in a set (hash order)."""
-    with Connection(redis_server.url, transport="frappe_celery.transport:Transport") as conn:
+    with Connection(redis_server.url, transport="frappe_celery.broker.transport:Transport") as conn:
         channel = conn.channel()
         try:
             assert isinstance(channel, Channel)
@@ -43,7 +43,7 @@ def test_an_ack_for_a_message_its_job_settled_leaves_redis_alone(redis_server, r
     """The job's FINISH script removed the message from kombu's unacked hash already
     (lua/finish.lua); the main process's ack then only updates the channel's bookkeeping."""
     queue = "test-settled"
-    with Connection(redis_server.url, transport="frappe_celery.transport:Transport") as conn:
+    with Connection(redis_server.url, transport="frappe_celery.broker.transport:Transport") as conn:
         channel = conn.channel()
         try:
             producer = conn.Producer(channel)
@@ -74,10 +74,10 @@ def test_an_ack_for_a_message_its_job_settled_leaves_redis_alone(redis_server, r
 def test_an_ack_leaves_a_message_another_worker_holds_now(redis_server, r):
     """A worker given up for dead (cut off) acks late: the message went back to its queue and
     another worker holds it now (frappe_celery:holders), so the late ack must not drop it."""
-    from frappe_celery import keys
+    from frappe_celery.broker import keys
 
     queue = "test-settle"
-    with Connection(redis_server.url, transport="frappe_celery.transport:Transport") as conn:
+    with Connection(redis_server.url, transport="frappe_celery.broker.transport:Transport") as conn:
         channel = conn.channel()
         try:
             producer = conn.Producer(channel)
@@ -138,7 +138,7 @@ def test_every_message_is_popped_and_held_unacked_in_one_script_idle_or_not(redi
     queue = "test-reserve"
     declare = [Queue(queue, Exchange(queue), routing_key=queue)]
     held_at_delivery: dict[str, bool] = {}
-    with Connection(redis_server.url, transport="frappe_celery.transport:Transport") as conn:
+    with Connection(redis_server.url, transport="frappe_celery.broker.transport:Transport") as conn:
         channel = conn.channel()
 
         def on_message(body: Any, message: Any) -> None:
@@ -189,7 +189,7 @@ def test_after_redis_lost_its_scripts_the_worker_waits_with_brpop_and_reloads(re
     queue = "test-reserve-noscript"
     declare = [Queue(queue, Exchange(queue), routing_key=queue)]
     got: list[str] = []
-    with Connection(redis_server.url, transport="frappe_celery.transport:Transport") as conn:
+    with Connection(redis_server.url, transport="frappe_celery.broker.transport:Transport") as conn:
         channel = conn.channel()
 
         def on_message(body: Any, message: Any) -> None:
@@ -237,7 +237,7 @@ def test_a_delivery_says_the_start_was_checked_only_when_its_own_record_lets_it_
     r.hset(keys.job(superseded.id), "delivery_tag", "the-tag-of-a-later-message")
     declare = [Queue(queue, Exchange(queue), routing_key=queue)]
     checked: dict[str, Any] = {}
-    with Connection(redis_server.url, transport="frappe_celery.transport:Transport") as conn:
+    with Connection(redis_server.url, transport="frappe_celery.broker.transport:Transport") as conn:
         channel = conn.channel()
 
         def on_message(body: Any, message: Any) -> None:
@@ -269,7 +269,7 @@ def test_a_delivery_says_the_start_was_checked_only_when_its_own_record_lets_it_
 )
 def test_a_message_from_the_cached_template_is_the_one_celerys_builder_gives(job_id):
     """wire.build_message fills a cached template; it must equal a fresh build, byte for byte."""
-    from frappe_celery.wire import build_message, build_message_uncached
+    from frappe_celery.broker.wire import build_message, build_message_uncached
 
     body_json = json.dumps([[], {"kwargs": {"x": "é"}}, {}])
     common = {"queue": "short", "priority": 3, "soft_time_limit": 300.0, "time_limit": 330.0,
@@ -296,7 +296,7 @@ def test_a_message_held_by_a_reserve_whose_reply_the_lost_connection_swallowed_g
         r.delete(name)
     job = frappe.enqueue("tests.jobs.add", queue=queue, a=1, b=1)
     tag = job.refresh()["delivery_tag"]
-    with Connection(redis_server.url, transport="frappe_celery.transport:Transport") as conn:
+    with Connection(redis_server.url, transport="frappe_celery.broker.transport:Transport") as conn:
         channel = conn.channel()
         try:
             r.script_load(scripts.RESERVE.source)

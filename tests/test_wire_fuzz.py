@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import frappe_celery as frappe
-from frappe_celery import keys, signing
-from frappe_celery.wire import TASK_NAME
+from frappe_celery.broker import keys, signing
+from frappe_celery.broker.wire import TASK_NAME
 
 from .conftest import wait_for
 from .test_worker_execution import assert_worker_alive
@@ -139,7 +139,7 @@ MALFORMED_ENTRIES = [
 def test_the_commands_survive_any_malformed_queue_entry(r):
     """`status`, `jobs` (with arguments), the Desk's list (monitor.list_jobs) and `purge` read
     the queues' entries: a forged one is skipped, never an exception."""
-    from frappe_celery import admin, monitor
+    from frappe_celery.ops import admin, monitor
 
     from .test_cli import invoke
 
@@ -161,3 +161,30 @@ def test_the_commands_survive_any_malformed_queue_entry(r):
     assert job.get_status() == "canceled"
     for name in keys.queue_lists(queue):
         r.delete(name)
+
+
+def test_a_rejected_message_naming_its_job_in_unencodable_text_leaves_the_worker_alive(
+    redis_server, shared_worker
+):
+    """Found by the fuzzing above: a signed message Celery rejects as invalid (its body's args
+    are not empty) whose id and token hold a lone surrogate. Failing its record raised
+    UnicodeEncodeError out of Celery's handler after the rejection, and the consumer rejected
+    it again, which raised out of the event loop and stopped the worker."""
+    client = redis_server.client
+    body = json.dumps([[1], {"token": "\ud800", "queue": QUEUE}, {}])
+    body_b64 = base64.b64encode(body.encode()).decode()
+    headers: dict[str, Any] = {"task": TASK_NAME, "id": "forged-\ud800"}
+    key = frappe.get_settings().require_signing_key()
+    headers[signing.SIGNATURE_HEADER] = signing.sign(key, headers, body_b64)
+    envelope = {
+        "body": body_b64, "content-type": "application/json", "content-encoding": "utf-8",
+        "headers": headers,
+        "properties": {"delivery_tag": "forged-tag", "body_encoding": "base64", "priority": 3,
+                       "delivery_info": {"exchange": "", "routing_key": QUEUE}},
+    }  # fmt: skip
+    target = keys.queue_list(QUEUE, 3)
+    client.lpush(target, json.dumps(envelope))
+    client.lpush(keys.doorbell(QUEUE), "1")
+    wait_for(lambda: client.llen(target) == 0, 20)
+    wait_for(lambda: client.hlen(keys.KOMBU_UNACKED) == 0, 20)
+    assert_worker_alive(shared_worker)

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 import frappe_celery as frappe
-from frappe_celery import keys, signing
+from frappe_celery.broker import keys, signing
 from frappe_celery.job import find_waiting
 
 from . import jobs

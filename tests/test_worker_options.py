@@ -97,3 +97,12 @@ def test_an_unknown_queue_order_is_refused_naming_the_choices(worker_env):
     result = run_worker(worker_env, "-Q", "batch", "--burst", "--queue-order", "fifo")
     assert result.returncode != 0
     assert "--queue-order" in result.stderr and "round_robin" in result.stderr
+
+
+@pytest.mark.unit
+def test_the_queue_orders_the_option_offers_are_the_ones_the_worker_knows():
+    """--queue-order is declared with the app (celery_app.py), its step in worker/options.py."""
+    from frappe_celery.celery_app import QUEUE_ORDER_NAMES
+    from frappe_celery.worker.options import QUEUE_ORDERS
+
+    assert sorted(QUEUE_ORDERS) == sorted(QUEUE_ORDER_NAMES)

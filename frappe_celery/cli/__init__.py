@@ -11,9 +11,9 @@ import sys
 
 import click
 
-from .bench import bench_group
-from .demo import demo
-from .jobs import (
+from frappe_celery.cli.bench import bench_group
+from frappe_celery.cli.demo import demo
+from frappe_celery.cli.jobs import (
     cancel_command,
     failed_command,
     jobs_command,
@@ -21,9 +21,9 @@ from .jobs import (
     retry_command,
     stop_command,
 )
-from .run import start_command, worker_command
-from .scheduler import scheduler_group, trigger_command
-from .status import doctor_command, status_command
+from frappe_celery.cli.run import start_command, worker_command
+from frappe_celery.cli.scheduler import scheduler_group, trigger_command
+from frappe_celery.cli.status import doctor_command, status_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -13,13 +13,15 @@ from typing import Any
 import click
 import redis
 
-from .. import acl, signing
-from ..bench import COMMON_SITE_CONFIG, SITES_PATH_ENV, Bench, find_bench
-from ..config import Settings, load_settings
-from ..connection import make_client, redact_url
-from ..errors import ConfigError
-from ..integrations.frappe import switch
-from .common import PROBLEM
+from frappe_celery.bench_files import COMMON_SITE_CONFIG, SITES_PATH_ENV, Bench, find_bench
+from frappe_celery.broker import signing
+from frappe_celery.cli.common import PROBLEM
+from frappe_celery.config import Settings, load_settings
+from frappe_celery.connection import make_client
+from frappe_celery.errors import ConfigError
+from frappe_celery.integrations.frappe import switch
+from frappe_celery.ops import acl
+from frappe_celery.urls import redact_url
 
 
 @click.group("bench")

@@ -12,9 +12,10 @@ from typing import Any, ParamSpec, TypeVar
 import click
 from tabulate import tabulate
 
-from ..config import get_settings
-from ..connection import answers, redact_url
-from ..errors import BrokerUnreachable, FrappeCeleryError, InvalidJobOperation
+from frappe_celery.config import get_settings
+from frappe_celery.connection import answers
+from frappe_celery.errors import BrokerUnreachable, FrappeCeleryError, InvalidJobOperation
+from frappe_celery.urls import redact_url
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -35,7 +36,7 @@ def needs_broker(command: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        from ..admin import UnknownTarget
+        from frappe_celery.ops.admin import UnknownTarget
 
         settings = get_settings()
         url = settings.broker_url

@@ -18,9 +18,9 @@ from typing import Any
 import click
 from tabulate import tabulate
 
-from ..monitor import exception_summary
-from ..scheduler.entries import ScheduleEntry
-from .stack import DEFAULT_HOOKS, Stack, data_dir_option
+from frappe_celery.cli.stack import DEFAULT_HOOKS, Stack, data_dir_option
+from frappe_celery.ops.monitor import exception_summary
+from frappe_celery.scheduler.entries import ScheduleEntry
 
 FINAL = ("finished", "failed", "canceled")
 # hooks_example's every-10-seconds entry: beat fires it during the demo.

@@ -7,9 +7,9 @@ from dataclasses import asdict
 
 import click
 
-from .. import admin, monitor
-from ..job import JobStatus
-from .common import PROBLEM, age, needs_broker, print_json, since, table, when
+from frappe_celery.cli.common import PROBLEM, age, needs_broker, print_json, since, table, when
+from frappe_celery.job import JobStatus
+from frappe_celery.ops import admin, monitor
 
 QUEUE_HELP = "Only this queue (default: every queue)."
 SITE_HELP = "Only jobs of this site."

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import click
 
-from .. import admin
-from ..config import get_settings
-from .common import needs_broker
-from .stack import DEFAULT_HOOKS, Stack, data_dir_option
-from .supervise import celery_command, child_env
+from frappe_celery.cli.common import needs_broker
+from frappe_celery.cli.stack import DEFAULT_HOOKS, Stack, data_dir_option
+from frappe_celery.cli.supervise import celery_command, child_env
+from frappe_celery.config import get_settings
+from frappe_celery.ops import admin
 
 
 def _queues(value: str | None) -> list[str]:

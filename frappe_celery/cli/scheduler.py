@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from .. import admin, monitor
-from .common import needs_broker, print_json
+from frappe_celery.cli.common import needs_broker, print_json
+from frappe_celery.ops import admin, monitor
 
 SITE_HELP = "Only this site (default: every site)."
 

@@ -10,11 +10,13 @@ from types import TracebackType
 
 import click
 
-from .. import signing
-from ..config import Settings
-from ..connection import answers, redact_url
-from ..embedded import EmbeddedRedis
-from .supervise import ManagedProcess, celery_command, child_env
+from frappe_celery.broker import signing
+from frappe_celery.celery_app import reload_settings
+from frappe_celery.cli.supervise import ManagedProcess, celery_command, child_env
+from frappe_celery.config import Settings
+from frappe_celery.connection import answers
+from frappe_celery.ops.embedded import EmbeddedRedis
+from frappe_celery.urls import redact_url
 
 READY_TIMEOUT = 60.0
 # The hooks `start` and `demo` use when FRAPPE_CELERY_HOOKS is not set.
@@ -83,8 +85,6 @@ class Stack:
         )
 
     def _broker(self) -> Settings:
-        from .. import reload_settings
-
         settings = reload_settings()
         if settings.signing_key is None:
             self._signing_key()

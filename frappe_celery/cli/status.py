@@ -8,10 +8,11 @@ from typing import Any
 
 import click
 
-from .. import admin, monitor
-from ..config import get_settings
-from ..connection import broker_errors, get_redis, redact_url
-from .common import PROBLEM, age, needs_broker, print_json, since, table, when
+from frappe_celery.cli.common import PROBLEM, age, needs_broker, print_json, since, table, when
+from frappe_celery.config import get_settings
+from frappe_celery.connection import broker_errors, get_redis
+from frappe_celery.ops import admin, monitor
+from frappe_celery.urls import redact_url
 
 # How many upcoming scheduler entries `status` lists.
 NEXT_ENTRIES = 5

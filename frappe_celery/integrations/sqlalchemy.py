@@ -20,8 +20,8 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from ..publish import Publication, publish_batch
-from ..transaction import enter_scope
+from frappe_celery.caller.publish import Publication, publish_batch
+from frappe_celery.caller.transaction import enter_scope
 
 _PENDING = "frappe_celery.after_commit"
 

@@ -27,13 +27,13 @@ from zoneinfo import ZoneInfo
 
 from celery.beat import Scheduler
 
-from ..config import get_settings
-from ..enqueue import make_payload
-from ..errors import BrokerUnreachable, PublishError
-from ..publish import Publication, prepare, publish_batch
-from ..wire import encode_body
-from .entries import ScheduleEntry, build_entries, load_events
-from .state import (
+from frappe_celery.broker.wire import encode_body
+from frappe_celery.caller.enqueue import make_payload
+from frappe_celery.caller.publish import Publication, prepare, publish_batch
+from frappe_celery.config import get_settings
+from frappe_celery.errors import BrokerUnreachable, PublishError
+from frappe_celery.scheduler.entries import ScheduleEntry, build_entries, load_events
+from frappe_celery.scheduler.state import (
     LeaderLock,
     claim_ticks,
     last_run_field,

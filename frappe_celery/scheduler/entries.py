@@ -37,10 +37,10 @@ from zoneinfo import ZoneInfo
 
 from croniter import croniter
 
-from ..config import Settings
-from ..errors import ConfigError, InvalidArgumentError
-from ..hooks import hooks_modules
-from ..methods import import_trusted, normalize_path
+from frappe_celery.config import Settings
+from frappe_celery.errors import ConfigError, InvalidArgumentError
+from frappe_celery.hooks import hooks_modules
+from frappe_celery.methods import import_trusted, normalize_path
 
 logger = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 
-from .. import keys, scripts
-from ..connection import as_text, broker_errors, get_redis
-from ..version import installed_version
+from frappe_celery.broker import keys, scripts
+from frappe_celery.connection import as_text, broker_errors, get_redis
+from frappe_celery.version import installed_version
 
 # A leader renews its lock every tick (at most 1 s apart); if it dies, the lock expires and a
 # standby takes over at its next tick: within LEADER_TTL + 1 s.

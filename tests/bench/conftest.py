@@ -234,7 +234,7 @@ def start_celery_worker(
 ) -> Worker:
     """``celery -A frappe_celery worker`` started from the bench's sites/, as bench starts
     workers: it reads the bench from there (no FRAPPE_CELERY_* settings in its environment)."""
-    from frappe_celery.monitor import get_workers
+    from frappe_celery.ops.monitor import get_workers
 
     node = f"bench-tests-{uuid.uuid4().hex[:8]}@%h"
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAPPE_CELERY_")}

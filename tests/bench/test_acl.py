@@ -22,8 +22,8 @@ import pytest
 import redis
 
 import frappe_celery
-from frappe_celery.embedded import free_port
 from frappe_celery.integrations.frappe import switch
+from frappe_celery.ops.embedded import free_port
 
 from ..conftest import RedisProcess
 from .conftest import Bench, start_celery_worker, wait_for_status

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 import frappe_celery
+from frappe_celery.broker import keys
 from frappe_celery.errors import InvalidArgumentError
 
 from .conftest import HttpSink, fresh, wait_for, wait_for_status
@@ -475,6 +476,6 @@ def test_the_enqueuing_processs_frappe_conf_ttls_go_with_the_job(site):
         assert (job.failure_ttl, job.result_ttl) == (600, 90)
         assert wait_for_status(job.id, ("finished", "failed")).get_status() == "finished"
         client = frappe_celery.connection.get_redis()
-        assert 60 < client.ttl(frappe_celery.keys.job(job.id)) <= 90
+        assert 60 < client.ttl(keys.job(job.id)) <= 90
     finally:
         del site.conf["rq_job_failure_ttl"], site.conf["rq_results_ttl"]

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 import frappe_celery
-from frappe_celery import publish, wire
+from frappe_celery.broker import wire
+from frappe_celery.caller import publish
 from frappe_celery.job import site_job_prefix
 
 from .conftest import custom_queues, wait_for, wait_for_status
@@ -168,7 +169,7 @@ def test_a_worker_view_shows_a_running_job_of_this_site_only_not_of_a_longer_nam
     name; the RQ Worker list of test.local must not show it as the worker's current job."""
     other = f"{site_job_prefix(site.local.site + '.au')}{uuid.uuid4().hex}"
     kwargs = {"label": label(), "seconds": 60}
-    payload = importlib.import_module("frappe_celery.enqueue").make_payload(
+    payload = importlib.import_module("frappe_celery.caller.enqueue").make_payload(
         "celery_example.tasks.sleep_for", "default", None, site=site.local.site,
         user="Administrator", kwargs=kwargs,
     )  # fmt: skip
@@ -189,7 +190,7 @@ def test_a_worker_view_shows_a_running_job_of_this_site_only_not_of_a_longer_nam
         assert busy, current_jobs()
         assert all(row.current_job_id != other for row in current_jobs().values())
     finally:
-        from frappe_celery.admin import stop_job
+        from frappe_celery.ops.admin import stop_job
 
         stop_job(other)
         wait_for(lambda: job.get_status() in ("stopped", "finished", "failed"), 30)
@@ -198,8 +199,8 @@ def test_a_worker_view_shows_a_running_job_of_this_site_only_not_of_a_longer_nam
 def test_a_list_call_returns_at_most_the_desks_largest_page(bench, site):
     """reportview.get with any page_length: one web request fetches and serializes at most
     2500 job records (the Desk's largest page), not every job of the site."""
-    from frappe_celery import admin
     from frappe_celery.integrations.frappe.desk import MAX_PAGE_LENGTH
+    from frappe_celery.ops import admin
 
     queue = "pagecap"
     # A queue no worker consumes, allowed more waiting jobs than the page holds.

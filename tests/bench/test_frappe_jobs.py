@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 import frappe_celery
-from frappe_celery import publish, signing, wire
+from frappe_celery.broker import signing, wire
+from frappe_celery.caller import publish
 from frappe_celery.errors import InvalidArgumentError, UnserializableArgumentError
 from frappe_celery.integrations.frappe.arguments import TAG
 
@@ -261,7 +262,7 @@ def publish_unvalidated(
     """What anyone with write access to the queue Redis and the bench's signing key can do: a
     well-formed message that no enqueue validation has seen (without the key: ``signed=False``,
     the same message without its signature)."""
-    enqueue_module = importlib.import_module("frappe_celery.enqueue")
+    enqueue_module = importlib.import_module("frappe_celery.caller.enqueue")
     payload = enqueue_module.make_payload(
         method, "short", None, site=enqueue_module.current_site(), user="Administrator",
         kwargs=kwargs,

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 import frappe_celery
-from frappe_celery import admin
-from frappe_celery.monitor import get_workers
+from frappe_celery.ops import admin
+from frappe_celery.ops.monitor import get_workers
 
 from .conftest import Bench, custom_queues, fresh, wait_for
 from .test_beat import DAILY, Beat, logs_since, make_due
@@ -311,7 +311,7 @@ def test_uninstalled_with_the_switch_on_every_process_starts_cleanly_and_says_so
 
 
 def bench_of(bench: Bench) -> Any:
-    from frappe_celery.bench import Bench as ConfigBench
+    from frappe_celery.bench_files import Bench as ConfigBench
 
     return ConfigBench(bench.sites)
 
@@ -324,7 +324,7 @@ def test_doctor_reads_a_rebuilt_virtualenv_as_not_installed(bench, tmp_path):
     (fake / "sites" / "common_site_config.json").write_text("{}")
     subprocess.run(["python3", "-m", "venv", "--without-pip", str(fake / "env")], check=True,
                    timeout=120)  # fmt: skip
-    from frappe_celery.bench import Bench as ConfigBench
+    from frappe_celery.bench_files import Bench as ConfigBench
 
     problems = admin.switch_problems(ConfigBench(fake / "sites"),
                                      ConfigBench(fake / "sites").probe_env())  # fmt: skip

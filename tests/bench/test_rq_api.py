@@ -14,10 +14,11 @@ from typing import Any
 
 import pytest
 
-import frappe_celery
-from frappe_celery import keys
+from frappe_celery.broker import keys
 from frappe_celery.connection import get_redis
-from frappe_celery.monitor import get_workers
+from frappe_celery.errors import InvalidArgumentError
+from frappe_celery.ops import admin
+from frappe_celery.ops.monitor import get_workers
 
 from .conftest import fresh, wait_for, wait_for_status
 
@@ -48,7 +49,7 @@ def long_paused(site: Any) -> Iterator[str]:
     try:
         yield "long"
     finally:
-        frappe_celery.admin.purge_jobs("long", site=site.local.site)
+        admin.purge_jobs("long", site=site.local.site)
         app.control.add_consumer("long", destination=nodes, reply=True, timeout=5)
 
 
@@ -235,8 +236,6 @@ def test_every_registry_has_count_len_and_job_ids_for_frappes_monitoring(site):
 def test_queue_enqueue_takes_rqs_signature_and_runs_in_the_site(site):
     from frappe.utils.background_jobs import get_queue
 
-    import frappe_celery.errors
-
     queue = get_queue("default")
     name = label()
     job = queue.enqueue(
@@ -254,7 +253,7 @@ def test_queue_enqueue_takes_rqs_signature_and_runs_in_the_site(site):
     assert inside.return_value() == {
         "id": inside.id, "site": site.local.site, "user": "Administrator",
     }  # fmt: skip
-    with pytest.raises(frappe_celery.errors.InvalidArgumentError, match="result_ttl"):
+    with pytest.raises(InvalidArgumentError, match="result_ttl"):
         queue.enqueue("celery_example.rq_api.add", 1, 1, result_ttl=10)
 
 

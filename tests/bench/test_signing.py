@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from frappe_celery import signing
+from frappe_celery.broker import signing
 
 from .conftest import Bench, wait_for_status
 from .test_frappe_jobs import publish_unvalidated

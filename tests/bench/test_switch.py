@@ -139,7 +139,7 @@ def test_job_ids_are_spelled_as_the_installed_frappe_spells_them(site):
 def test_a_bench_worker_preloads_the_database_driver_of_every_sites_db_type(tmp_path):
     """What the worker's main process imports before forking (integrations/frappe/worker.py):
     Frappe's default driver, plus each db_type the bench or a site names."""
-    from frappe_celery.bench import Bench
+    from frappe_celery.bench_files import Bench
     from frappe_celery.integrations.frappe.worker import database_types
 
     both, broken = tmp_path / "both", tmp_path / "broken"

@@ -25,7 +25,8 @@ def label() -> str:
 
 
 def queued_lengths(site: Any) -> dict[str, int]:
-    from frappe_celery import get_queue_list, keys
+    from frappe_celery import get_queue_list
+    from frappe_celery.broker import keys
     from frappe_celery.connection import get_redis
 
     r = get_redis()

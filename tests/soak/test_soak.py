@@ -38,9 +38,9 @@ import redis
 from tabulate import tabulate
 
 import frappe_celery as frappe
-from frappe_celery import keys
-from frappe_celery.embedded import find_redis_server, free_port
-from frappe_celery.signing import generate_key
+from frappe_celery.broker import keys
+from frappe_celery.broker.signing import generate_key
+from frappe_celery.ops.embedded import find_redis_server, free_port
 
 from ..conftest import Beat, Worker, wait_for
 from ..test_cli import settings_env

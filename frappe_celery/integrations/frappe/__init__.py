@@ -1,6 +1,6 @@
 """Running inside a Frappe bench: Frappe's own site context, documents and transactions.
 
-In a bench (a process whose current folder is the bench's ``sites/``, see ``bench.py``) the
+In a bench (a process whose current folder is the bench's ``sites/``, see ``bench_files.py``) the
 settings select :class:`FrappeJobContext` and :func:`get_doc` by themselves; the switch
 (``switch.py``) sends Frappe's own enqueue call sites here. What this module provides:
 
@@ -19,21 +19,21 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ...bench import Bench
-from ...config import get_settings
-from ...context import (
+from frappe_celery.bench_files import Bench
+from frappe_celery.broker.wire import JobPayload
+from frappe_celery.caller.publish import Publication, publish
+from frappe_celery.caller.transaction import register_scope_finder
+from frappe_celery.config import get_settings
+from frappe_celery.context import (
     JobContext,
     doc_method_call_refusal,
     set_document_loader,
     set_job_context,
 )
-from ...errors import MethodNotAllowed, RetryBackgroundJobError, SiteNotFound
-from ...job import _current_job_id
-from ...methods import resolve_job_callable
-from ...publish import Publication, publish
-from ...transaction import register_scope_finder
-from ...wire import JobPayload
-from . import arguments, doc_methods
+from frappe_celery.errors import MethodNotAllowed, RetryBackgroundJobError, SiteNotFound
+from frappe_celery.integrations.frappe import arguments, doc_methods
+from frappe_celery.job import _current_job_id
+from frappe_celery.methods import resolve_job_callable
 
 
 def _frappe() -> Any:
@@ -161,7 +161,7 @@ class FrappeJobContext(JobContext):
         )
         # Imported here: rq (and Frappe) exist only in a bench, while this package is imported
         # by the CLI anywhere.
-        from .timeouts import install_job_timeout
+        from frappe_celery.integrations.frappe.timeouts import install_job_timeout
 
         install_job_timeout()
         retval = None

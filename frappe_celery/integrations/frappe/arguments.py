@@ -37,8 +37,8 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from ...errors import InvalidArgumentError, UnserializableArgumentError
-from ...methods import dunder_in, normalize_path, resolve_job_callable
+from frappe_celery.errors import InvalidArgumentError, UnserializableArgumentError
+from frappe_celery.methods import dunder_in, normalize_path, resolve_job_callable
 
 TAG = "__frappe_celery__"
 _SCALARS = (str, int, float, bool, type(None), datetime, date, time, Decimal, UUID)
@@ -226,7 +226,7 @@ def encode_call(
     from frappe.model.document import Document
 
     if isinstance(instance, Document):
-        from .doc_methods import refusal
+        from frappe_celery.integrations.frappe.doc_methods import refusal
 
         reason = refusal(_frappe(), instance.doctype, name)
         if reason is not None:

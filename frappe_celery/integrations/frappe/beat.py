@@ -26,12 +26,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ...bench import Bench
-from ...config import get_settings
-from ...errors import BrokerUnreachable
-from ...scheduler.beat import TICK_SECONDS, LeaderScheduler
-from . import _frappe, scheduled_jobs
-from .switch import apply as apply_switch
+from frappe_celery.bench_files import Bench
+from frappe_celery.config import get_settings
+from frappe_celery.errors import BrokerUnreachable
+from frappe_celery.integrations.frappe import _frappe, scheduled_jobs
+from frappe_celery.integrations.frappe.switch import apply as apply_switch
+from frappe_celery.scheduler.beat import TICK_SECONDS, LeaderScheduler
 
 logger = logging.getLogger(__name__)
 

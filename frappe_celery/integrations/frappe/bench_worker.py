@@ -37,10 +37,11 @@ from typing import Any, NoReturn
 import click
 from celery import signals
 
-from ...bench import broker_url_of, find_bench
-from ...config import get_settings, reload_settings
-from ...errors import FrappeCeleryError
-from ...worker_options import QUEUE_ORDERS
+from frappe_celery.bench_files import broker_url_of, find_bench
+from frappe_celery.celery_app import get_app, reload_settings
+from frappe_celery.config import get_settings
+from frappe_celery.errors import FrappeCeleryError
+from frappe_celery.worker.options import QUEUE_ORDERS
 
 # What the worker's main process imports before its pool forks (worker.py reads it).
 PRELOAD_ENV = "FRAPPE_CELERY_PRELOAD"
@@ -118,8 +119,7 @@ def _run(options: dict[str, Any]) -> NoReturn:
     0.1 s of modules (click-repl, prompt-toolkit) that a worker never uses, and Frappe's own
     tests measure a ``bench worker``'s CPU from 1 s after its start.
     """
-    from ...celery_app import app
-
+    app = get_app()
     signals.after_setup_logger.connect(log_to_stdout, weak=False)
     signals.after_setup_task_logger.connect(log_to_stdout, weak=False)
     # Nothing imported before the pool forks, as Frappe's `bench worker` (worker.py).

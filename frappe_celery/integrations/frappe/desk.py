@@ -21,11 +21,11 @@ import sys
 from datetime import datetime, timezone
 from typing import Any
 
-from ... import admin, monitor
-from ...config import get_settings
-from ...errors import InvalidJobOperation
-from ...job import Job, JobStatus, is_site_job
-from . import _frappe, rq_compat
+from frappe_celery.config import get_settings
+from frappe_celery.errors import InvalidJobOperation
+from frappe_celery.integrations.frappe import _frappe, rq_compat
+from frappe_celery.job import Job, JobStatus, is_site_job
+from frappe_celery.ops import admin, monitor
 
 RQ_JOB = "frappe.core.doctype.rq_job.rq_job"
 RQ_WORKER = "frappe.core.doctype.rq_worker.rq_worker"

@@ -17,9 +17,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from types import ModuleType
 
-from ...errors import BrokerUnreachable
-from ...scheduler import state
-from . import rq_compat
+from frappe_celery.errors import BrokerUnreachable
+from frappe_celery.integrations.frappe import rq_compat
+from frappe_celery.scheduler import state
 
 
 def beat_leads() -> bool:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from ... import methods
+from frappe_celery import methods
 
 # Frappe's Document methods named by Frappe's own jobs: the doctype and method arguments.
 DOC_METHOD_JOBS = {

@@ -17,17 +17,17 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from ...enqueue import enqueue as core_enqueue
-from ...enqueue import enqueue_doc as core_enqueue_doc
-from ...errors import (
+from frappe_celery.caller.enqueue import enqueue as core_enqueue
+from frappe_celery.caller.enqueue import enqueue_doc as core_enqueue_doc
+from frappe_celery.errors import (
     BrokerUnreachable,
     FrappeCeleryError,
     InvalidArgumentError,
     QueueOverloaded,
     UnserializableArgumentError,
 )
-from ...job import Job
-from ...records import site_retention
+from frappe_celery.job import Job
+from frappe_celery.retention import site_retention
 
 _ENQUEUE = inspect.signature(core_enqueue)
 _REFUSALS = (InvalidArgumentError, UnserializableArgumentError, QueueOverloaded)

@@ -26,23 +26,29 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from ... import admin, monitor
-from ...config import get_settings
-from ...connection import as_text, broker_errors, get_redis
-from ...enqueue import _namespaced, create_job_id, current_site, enqueue, validate_queue
-from ...errors import InvalidArgumentError, InvalidJobOperation
-from ...job import Job, JobStatus, Result, is_site_job, site_job_prefix
-from ...job import NoSuchJobError as CoreNoSuchJobError
-from ...keys import (
+from frappe_celery.broker.keys import (
     canceled_registry,
     failed_registry,
     finished_registry,
     scheduled_registry,
     started_registry,
 )
-from ...methods import normalize_path, resolve_job_callable
-from ...records import retention_horizon
-from ...wire import JobPayload
+from frappe_celery.broker.wire import JobPayload
+from frappe_celery.caller.enqueue import (
+    _namespaced,
+    create_job_id,
+    current_site,
+    enqueue,
+    validate_queue,
+)
+from frappe_celery.config import get_settings
+from frappe_celery.connection import as_text, broker_errors, get_redis
+from frappe_celery.errors import InvalidArgumentError, InvalidJobOperation
+from frappe_celery.job import Job, JobStatus, Result, is_site_job, site_job_prefix
+from frappe_celery.job import NoSuchJobError as CoreNoSuchJobError
+from frappe_celery.methods import normalize_path, resolve_job_callable
+from frappe_celery.ops import admin, monitor
+from frappe_celery.retention import retention_horizon
 
 # The arguments of Frappe's execute_job, which RQ keeps as the job's kwargs.
 EXECUTE_JOB_ARGS = ("site", "user", "method", "event", "job_name", "kwargs", "is_async")
@@ -198,7 +204,7 @@ def get_job(job_id: str) -> RQJob | None:
 
 def current_job_getter(original: Callable[..., Any]) -> Callable[..., Any]:
     """``rq.get_current_job`` that knows frappe-celery's running job (and RQ's, if any)."""
-    from . import running_job
+    from frappe_celery.integrations.frappe import running_job
 
     def get_current_job(connection: Any = None, job_class: Any = None) -> Any:
         running = running_job.get()

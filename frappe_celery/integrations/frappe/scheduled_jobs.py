@@ -26,8 +26,8 @@ import importlib
 import sys
 from typing import Any
 
-from ...scheduler.entries import CRON_KEYS, base_event, known_event_keys, queue_for
-from . import _frappe
+from frappe_celery.integrations.frappe import _frappe
+from frappe_celery.scheduler.entries import CRON_KEYS, base_event, known_event_keys, queue_for
 
 MODULE = "frappe.core.doctype.scheduled_job_type.scheduled_job_type"
 _INSTALLED = "__frappe_celery_wrapped__"

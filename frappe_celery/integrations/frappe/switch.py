@@ -29,8 +29,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from ... import monitor
-from ...enqueue import (
+from frappe_celery.caller.enqueue import (
     create_job_id,
     get_job_status,
     get_queue_list,
@@ -38,9 +37,10 @@ from ...enqueue import (
     is_job_enqueued,
     validate_queue,
 )
-from ...job import Job, NoSuchJobError
-from . import bench_worker, rq_compat
-from . import enqueue as frappe_enqueue
+from frappe_celery.integrations.frappe import bench_worker, rq_compat
+from frappe_celery.integrations.frappe import enqueue as frappe_enqueue
+from frappe_celery.job import Job, NoSuchJobError
+from frappe_celery.ops import monitor
 
 BACKGROUND_JOBS = "frappe.utils.background_jobs"
 

@@ -25,10 +25,10 @@ import frappe.model.document
 import frappe.utils.redis_wrapper  # noqa: F401
 from celery import signals
 
-from ...bench import Bench, find_bench
-from ...errors import ConfigError
-from .bench_worker import PRELOAD_ENV
-from .switch import apply
+from frappe_celery.bench_files import Bench, find_bench
+from frappe_celery.errors import ConfigError
+from frappe_celery.integrations.frappe.bench_worker import PRELOAD_ENV
+from frappe_celery.integrations.frappe.switch import apply
 
 logger = logging.getLogger(__name__)
 

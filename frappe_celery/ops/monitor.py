@@ -18,10 +18,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from . import keys
-from .config import PRIORITY_STEPS, get_settings
-from .connection import as_text, broker_errors, get_redis
-from .job import (
+from frappe_celery.broker import keys
+from frappe_celery.broker.workers import read_workers
+from frappe_celery.config import PRIORITY_STEPS, get_settings
+from frappe_celery.connection import as_text, broker_errors, get_redis
+from frappe_celery.job import (
     JobStatus,
     is_site_job,
     message_job_id,
@@ -29,10 +30,9 @@ from .job import (
     record_payload,
     site_job_prefix,
 )
-from .maintenance import read_workers
-from .records import retention_horizon
-from .scheduler import state
-from .scheduler.entries import ScheduleEntry, build_entries, load_events
+from frappe_celery.retention import retention_horizon
+from frappe_celery.scheduler import state
+from frappe_celery.scheduler.entries import ScheduleEntry, build_entries, load_events
 
 
 @dataclass

@@ -47,7 +47,7 @@ for i = 4, last_list do
     redis.call('HSET', KEYS[1], tag, unacked_value)
     redis.call('HSET', KEYS[3], tag, ARGV[2])
     -- Checked here, the worker's pool child can start the job without waiting for start.lua's
-    -- reply (execute.py). A retry's message (a tag of its own), a record of another enqueue
+    -- reply (worker/task.py). A retry's message (a tag of its own), a record of another enqueue
     -- or none, a canceled or ended job: start.lua decides, before the job runs.
     local held = 1
     local headers = payload['headers']

@@ -22,9 +22,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import ParamSpec, TypeVar
 
-from . import keys, scripts
-from .connection import broker_errors, get_redis
-from .errors import FrappeCeleryError, InvalidArgumentError
+from frappe_celery.broker import keys, scripts
+from frappe_celery.connection import broker_errors, get_redis
+from frappe_celery.errors import FrappeCeleryError, InvalidArgumentError
 
 P = ParamSpec("P")
 R = TypeVar("R")

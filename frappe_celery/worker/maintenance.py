@@ -3,14 +3,14 @@ and the reaper; and the CPU priority of workers and beat.
 
 The heartbeat (every HEARTBEAT_INTERVAL seconds, in ``keys.WORKERS``) is how `frappe-celery
 status` and `doctor` see workers without a broadcast: a worker is online while its heartbeat is
-younger than WORKER_TIMEOUT. With it goes the liveness key, and every heartbeat returns the
-messages of workers that died to their queues (recovery.py). The reaper fails started jobs that
-can never finish (records.reap_abandoned), and the heartbeats of workers long gone are pruned.
+younger than WORKER_TIMEOUT (broker/workers.py, where ops/ reads it). With it goes the
+liveness key, and every heartbeat returns the messages of workers that died to their queues
+(recovery.py). The reaper fails started jobs that can never finish (records.reap_abandoned),
+and the heartbeats of workers long gone are pruned.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -20,61 +20,17 @@ from typing import Any
 
 from celery import signals
 
-from . import keys, records, recovery
-from .config import get_settings
-from .connection import as_text, broker_errors, get_redis
-from .version import installed_version
+from frappe_celery import records
+from frappe_celery.broker import keys, recovery
+from frappe_celery.broker.workers import prune_gone_workers, write_heartbeat
+from frappe_celery.config import get_settings
+from frappe_celery.connection import broker_errors, get_redis
+from frappe_celery.version import installed_version
 
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL = 5.0
-# A worker whose heartbeat is older than this is considered gone.
-WORKER_TIMEOUT = 30.0
 REAP_INTERVAL = 30.0
-# A worker killed without its shutdown (SIGKILL, OOM, a lost host) never removes its heartbeat,
-# and one started under a new node name (a container's host name, a pid in the name) never
-# overwrites it: such entries go after a day. Long enough to see in the hash which workers died
-# overnight; short enough that a bench whose workers churn keeps a few days' worth at most.
-GONE_WORKER_KEPT = 24 * 3600.0
-
-
-def write_heartbeat(node: str, info: dict[str, Any]) -> None:
-    with broker_errors():
-        get_redis().hset(keys.WORKERS, node, json.dumps({**info, "last_heartbeat": time.time()}))
-
-
-def read_workers(include_gone: bool = False) -> list[dict[str, Any]]:
-    """Heartbeats of the workers (online only, unless ``include_gone``), oldest node first."""
-    with broker_errors():
-        raw = get_redis().hgetall(keys.WORKERS)
-    now = time.time()
-    workers = []
-    for value in raw.values():
-        info = json.loads(value)
-        info["online"] = now - info["last_heartbeat"] < WORKER_TIMEOUT
-        if info["online"] or include_gone:
-            workers.append(info)
-    return sorted(workers, key=lambda info: info["node"])
-
-
-def prune_gone_workers() -> list[str]:
-    """Remove the heartbeats older than GONE_WORKER_KEPT; returns their node names.
-
-    Not atomic: a worker coming back under a pruned name between the read and the delete
-    loses one heartbeat, and writes it again HEARTBEAT_INTERVAL later.
-    """
-    with broker_errors():
-        client = get_redis()
-        raw = client.hgetall(keys.WORKERS)
-        oldest_kept = time.time() - GONE_WORKER_KEPT
-        gone = [
-            as_text(node)
-            for node, value in raw.items()
-            if json.loads(value)["last_heartbeat"] < oldest_kept
-        ]
-        if gone:
-            client.hdel(keys.WORKERS, *gone)
-    return gone
 
 
 class Maintenance(threading.Thread):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 from bisect import bisect
 
-from .config import PRIORITY_STEPS
+from frappe_celery.config import PRIORITY_STEPS
 
 PREFIX = "frappe_celery:"
 # kombu.transport.redis.Channel.sep: joins a queue name and its priority bucket.
@@ -88,7 +88,7 @@ def scheduled_registry(queue: str) -> str:
 
 WORKERS = PREFIX + "workers"
 """Hash: worker node name -> JSON heartbeat (queues, concurrency, pid, last heartbeat); a
-dead worker's entry is pruned after maintenance.GONE_WORKER_KEPT."""
+dead worker's entry is pruned after workers.GONE_WORKER_KEPT."""
 
 
 def failed_registry(queue: str) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from .errors import ConfigError
+from frappe_celery.errors import ConfigError
 
 SITES_PATH_ENV = "FRAPPE_CELERY_SITES_PATH"
 COMMON_SITE_CONFIG = "common_site_config.json"

@@ -16,20 +16,20 @@ from typing import Any
 
 from redis.exceptions import NoScriptError, ResponseError
 
-from . import keys, scripts
-from .celery_app import app
-from .config import (
+from frappe_celery.broker import keys, scripts
+from frappe_celery.broker.wire import JobPayload, build_message
+from frappe_celery.caller.ids import uuid4_text
+from frappe_celery.celery_app import get_app
+from frappe_celery.config import (
     AT_FRONT_PRIORITY,
     NORMAL_PRIORITY,
     PRIORITY_STEPS,
     QUEUE_STARVATION_THRESHOLD,
     get_settings,
 )
-from .connection import as_text, broker_errors, checked_out, get_redis
-from .errors import NotReplicated, PublishError, QueueOverloaded
-from .ids import uuid4_text
-from .job import Job, JobStatus
-from .wire import JobPayload, build_message
+from frappe_celery.connection import as_text, broker_errors, checked_out, get_redis
+from frappe_celery.errors import NotReplicated, PublishError, QueueOverloaded
+from frappe_celery.job import Job, JobStatus
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def prepare(
 
     def message(priority: int) -> str:
         return build_message(
-            app,
+            get_app(),
             job_id=job_id,
             queue=queue,
             priority=priority,

@@ -1,10 +1,5 @@
-"""Worker side: the one generic Celery task and the execution path every job takes.
-
-Order of one attempt, as in Frappe's ``execute_job``::
-
-    record started ─► context.setup(site, user) ─► before_job hooks ─► method(**kwargs)
-    ─► commit (rollback on error) ─► after_job hooks ─► context.teardown
-    ─► record finished / failed (or queued again for a retry) ─► on_success / on_failure
+"""Worker side: the one generic Celery task every job runs through, around one attempt
+(attempt.py), and what the worker's main process records for it.
 
 "Record started" is one round trip (start.lua) that the pool child waits for, except for a
 delivery reserve.lua already found startable as the worker took it (:func:`start_checked`): its
@@ -21,11 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import socket
 import time
 import traceback
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from billiard.einfo import ExceptionInfo
 from billiard.exceptions import WorkerLostError
@@ -34,109 +27,31 @@ from celery.backends.base import DisabledBackend
 from celery.exceptions import InvalidTaskError, Reject
 from celery.worker.request import Request
 
-from . import records
-from .celery_app import app
-from .config import MAX_RETRIES, get_settings
-from .connection import checked_out, get_redis
-from .context import JobContext, get_job_context
-from .errors import BrokerUnreachable, RetryBackgroundJobError
-from .hooks import run_hooks
-from .job import Job, _current_job_id
-from .methods import import_trusted, resolve_job_callable
-from .records import StartDecision
-from .transaction import Transaction, enter_scope
-from .wire import START_CHECKED, TASK_NAME, JobPayload, expand_payload, payload_problem
+from frappe_celery import records
+from frappe_celery.broker.wire import (
+    START_CHECKED,
+    TASK_NAME,
+    JobPayload,
+    expand_payload,
+    payload_problem,
+)
+from frappe_celery.celery_app import get_app
+from frappe_celery.config import MAX_RETRIES
+from frappe_celery.connection import checked_out, get_redis
+from frappe_celery.errors import BrokerUnreachable
+from frappe_celery.records import StartDecision
+from frappe_celery.worker.attempt import (
+    HOSTNAME,
+    hard_time_limit,
+    patiently,
+    record_failure,
+    retry_exception_classes,
+    run_attempt,
+    run_callback,
+    start_or_skip,
+)
 
 logger = logging.getLogger(__name__)
-
-_HOSTNAME = socket.gethostname()
-
-T = TypeVar("T")
-
-
-# A job that ends while Redis restarts still records its outcome: a pool child retries its final
-# record write this long (a restart takes seconds) before giving up; the job's message is then
-# still held, and runs again once Redis is back (at-least-once).
-FINAL_WRITE_PATIENCE = 15.0
-
-
-def patiently(write: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """``write(*args, **kwargs)``, retried while Redis cannot be reached, for at most
-    FINAL_WRITE_PATIENCE seconds."""
-    deadline = time.monotonic() + FINAL_WRITE_PATIENCE
-    while True:
-        try:
-            return write(*args, **kwargs)
-        except BrokerUnreachable:
-            if time.monotonic() >= deadline:
-                raise
-            logger.warning("Redis unreachable while recording a job's outcome; retrying")
-            time.sleep(0.5)
-
-
-def retry_exception_classes() -> tuple[type[BaseException], ...]:
-    """RetryBackgroundJobError plus the configured ``retry_exceptions``."""
-    configured = tuple(import_trusted(path) for path in get_settings().retry_exceptions)
-    return (RetryBackgroundJobError, *configured)
-
-
-def hard_time_limit(payload: JobPayload) -> float:
-    return float(payload["timeout"]) + get_settings().time_limit_grace
-
-
-def run_attempt(job_id: str, payload: JobPayload, *, last_attempt: bool) -> Any:
-    """One attempt, as the job context runs it. Returns the method's value."""
-    return get_job_context().run(job_id, payload, last_attempt=last_attempt)
-
-
-def run_generic_attempt(context: JobContext, job_id: str, payload: JobPayload) -> Any:
-    """One attempt: context, hooks, the call, commit or rollback. Returns the method's value."""
-    method_path, kwargs = payload["method"], payload["kwargs"]
-    result = None
-    # The job is the transaction: what it enqueues with enqueue_after_commit is published once
-    # its work is committed, and dropped if it fails.
-    after_commit = Transaction()
-    context.setup(payload["site"], payload["user"])
-    try:
-        try:
-            with enter_scope(after_commit):
-                run_hooks("before_job", method=method_path, kwargs=kwargs, transaction_type="job")
-                method = resolve_job_callable(method_path)
-                current = _current_job_id.set(job_id)
-                try:
-                    result = method(**kwargs)
-                finally:
-                    _current_job_id.reset(current)
-            context.commit()
-            after_commit.commit()
-        except BaseException:
-            after_commit.rollback()
-            context.rollback()
-            raise
-        finally:
-            run_hooks("after_job", method=method_path, kwargs=kwargs, result=result)
-    finally:
-        context.teardown()
-    return result
-
-
-def run_callback(job_id: str, path: str | None, *args: Any) -> None:
-    """Call an on_success / on_failure callback with RQ's signature; never let it raise."""
-    if not path:
-        return
-    try:
-        callback: Callable[..., Any] = resolve_job_callable(path)
-        callback(Job(job_id), get_redis(), *args)
-    except Exception:
-        logger.exception("job %s: callback %s raised; the job's outcome is unchanged", job_id, path)
-
-
-def record_failure(
-    job_id: str, payload: JobPayload, exc: BaseException, tb: str, run_by: str = ""
-) -> None:
-    exc_type = type(exc).__name__
-    records.fail(job_id, payload["token"], payload["queue"], exc_type, tb, run_by)
-    run_callback(job_id, payload["on_failure"], type(exc), exc, exc.__traceback__)
 
 
 class NotStarted(Exception):
@@ -151,13 +66,6 @@ def hand_back(job_id: str, exc: Exception) -> Reject:
     logger.warning("job %s: not started, Redis is unreachable (%s); its message goes back to "
                    "its queue", job_id, exc)  # fmt: skip
     return Reject(str(exc), requeue=True)
-
-
-def start_or_skip(job_id: str, payload: JobPayload, worker: str) -> StartDecision:
-    decision = records.start(job_id, payload, hard_time_limit(payload), worker)
-    if decision in (StartDecision.CANCELED, StartDecision.ALREADY_DONE):
-        logger.info("job %s: skipped, its record says %s", job_id, decision.name.lower())
-    return decision
 
 
 def run_while_starting(job_id: str, payload: JobPayload, worker: str, *, last_attempt: bool) -> Any:
@@ -203,43 +111,6 @@ def start_checked(request: Any) -> bool:
     return properties.get(START_CHECKED) is True and not getattr(request, "eta", None)
 
 
-def run_in_process(job_id: str, payload: JobPayload) -> Job:
-    """``is_async=False``: the worker's path, run here and now; returns the finished handle.
-
-    As RQ's synchronous mode does, a failure is recorded and then re-raised, unless an
-    on_failure callback was given (it has handled it; the failed handle is returned). Retries
-    wait here (Frappe's 1, 2, ... 5 s), since no worker is involved.
-    """
-    start_or_skip(job_id, payload, f"in-process@{_HOSTNAME}")
-    retryable = retry_exception_classes()
-    attempt = 0
-    while True:
-        try:
-            result = run_attempt(job_id, payload, last_attempt=attempt >= MAX_RETRIES)
-        except retryable as exc:
-            if attempt >= MAX_RETRIES:
-                return _fail_in_process(job_id, payload, exc)
-            attempt += 1
-            records.requeue(
-                job_id, payload["token"], payload["queue"], time.time() + attempt, retries=attempt
-            )
-            time.sleep(attempt)
-            start_or_skip(job_id, payload, f"in-process@{_HOSTNAME}")
-            continue
-        except Exception as exc:
-            return _fail_in_process(job_id, payload, exc)
-        records.finish(job_id, payload["token"], payload["queue"], result)
-        run_callback(job_id, payload["on_success"], result)
-        return Job(job_id)
-
-
-def _fail_in_process(job_id: str, payload: JobPayload, exc: BaseException) -> Job:
-    record_failure(job_id, payload, exc, traceback.format_exc())
-    if payload["on_failure"]:
-        return Job(job_id)
-    raise exc
-
-
 # What execute_job returns when its FINISH script also settled the message (see finish.lua).
 SETTLED = "frappe-celery:message-settled"
 
@@ -263,7 +134,7 @@ class JobRequest(Request):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         # A job's body is ([], payload, embed): anything else never reaches the pool, where the
         # call would fail before execute_job could record why (Celery's consumer drops it, and
-        # celery_app.Consumer fails the job's record).
+        # worker/process.py's Consumer fails the job's record).
         if not isinstance(self.kwargs, dict) or self.args not in ((), []):
             raise InvalidTaskError("its body is not [[], {job payload}, {embed}]")
         # Celery's worker subclasses this class per task with its own on_success, which does not
@@ -328,6 +199,11 @@ def refuse_malformed(job_id: str, payload: dict[str, Any], problem: str) -> None
         records.fail(job_id, token, queue, "MalformedMessage", reason)
 
 
+# The task is registered on the app as this module is imported: by the worker and beat, which
+# import it at start (celery_app.WORKER_MODULES), and by frappe_celery.execute_job.
+app = get_app()
+
+
 # No result backend: statuses and results live in our own records. Celery still writes to a
 # task's backend when it cancels a running job on a lost connection (worker_cancel_long_running_
 # tasks_on_connection_loss); with Redis down that write raised and stopped the whole worker.
@@ -345,7 +221,7 @@ def execute_job(self: Task, **payload: Any) -> str | None:
         return None
     job: JobPayload = carried  # type: ignore[assignment]
     # This run's worker: its end is recorded only while the record still names it (finish.lua).
-    worker = self.request.hostname or _HOSTNAME
+    worker = self.request.hostname or HOSTNAME
     checked = start_checked(self.request)
     if not checked:
         try:
@@ -403,4 +279,4 @@ def record_revoked(sender: Any = None, request: Any = None, **info: Any) -> None
     records.cancel(request.id, payload["token"], payload["queue"], f"{how} by Celery")
 
 
-__all__ = ["JobRequest", "execute_job", "run_in_process"]
+__all__ = ["JobRequest", "execute_job"]

@@ -15,7 +15,7 @@ from redis.exceptions import NoScriptError
 
 
 def _source(name: str) -> str:
-    return (files("frappe_celery") / "lua" / f"{name}.lua").read_text("utf-8")
+    return (files("frappe_celery.broker") / "lua" / f"{name}.lua").read_text("utf-8")
 
 
 class LuaScript:

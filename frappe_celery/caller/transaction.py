@@ -22,9 +22,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Protocol
 
-from .errors import FrappeCeleryError
-from .job import Job
-from .publish import Publication, publish, publish_batch
+from frappe_celery.caller.publish import Publication, publish, publish_batch
+from frappe_celery.errors import FrappeCeleryError
+from frappe_celery.job import Job
 
 
 class TransactionScope(Protocol):

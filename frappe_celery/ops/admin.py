@@ -9,23 +9,28 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import keys, records, scripts
-from .bench import Bench, EnvState, find_bench
-from .celery_app import app
-from .config import get_settings
-from .connection import as_text, broker_errors, get_redis
-from .control import STOP_COMMAND
-from .enqueue import create_job_id, make_payload, validate_queue
-from .errors import FrappeCeleryError, InvalidArgumentError, InvalidJobOperation
-from .job import Job, JobStatus, is_site_job, readable_message_kwargs
-from .maintenance import read_workers
-from .monitor import list_failed, list_jobs, pending_messages, refused_messages
-from .publish import prepare, publish
-from .scheduler import state
-from .scheduler.beat import scheduled_publication
-from .scheduler.entries import ScheduleEntry, build_entries, known_event_keys, load_events
-from .version import installed_version
-from .wire import encode_body
+from frappe_celery import records
+from frappe_celery.bench_files import Bench, EnvState, find_bench
+from frappe_celery.broker import keys, scripts
+from frappe_celery.broker.wire import encode_body
+from frappe_celery.broker.workers import STOP_COMMAND, read_workers
+from frappe_celery.caller.enqueue import create_job_id, make_payload, validate_queue
+from frappe_celery.caller.publish import prepare, publish
+from frappe_celery.celery_app import get_app
+from frappe_celery.config import get_settings
+from frappe_celery.connection import as_text, broker_errors, get_redis
+from frappe_celery.errors import FrappeCeleryError, InvalidArgumentError, InvalidJobOperation
+from frappe_celery.job import Job, JobStatus, is_site_job, readable_message_kwargs
+from frappe_celery.ops.monitor import list_failed, list_jobs, pending_messages, refused_messages
+from frappe_celery.scheduler import state
+from frappe_celery.scheduler.beat import scheduled_publication
+from frappe_celery.scheduler.entries import (
+    ScheduleEntry,
+    build_entries,
+    known_event_keys,
+    load_events,
+)
+from frappe_celery.version import installed_version
 
 Progress = Callable[[int], None]
 
@@ -70,7 +75,7 @@ def stop_job(job_id: str, wait: float = 5.0) -> Job:
     if job.get_status() != JobStatus.STARTED:
         raise InvalidJobOperation(f"job {job.id!r} is not running (status {job.get_status()})")
     # Not app.control.revoke: that would drop every later run of this id for hours.
-    app.control.broadcast(STOP_COMMAND, arguments={"job_id": job.id}, reply=True, timeout=1.0)
+    get_app().control.broadcast(STOP_COMMAND, arguments={"job_id": job.id}, reply=True, timeout=1.0)
     deadline = time.monotonic() + wait
     while job.get_status() == JobStatus.STARTED and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -318,7 +323,7 @@ def doctor() -> list[Problem]:
                 )
             )
     problems += refused_message_problems()
-    visibility = app.conf.broker_transport_options.get("visibility_timeout", 3600)
+    visibility = get_app().conf.broker_transport_options.get("visibility_timeout", 3600)
     if visibility <= settings.longest_hard_time_limit:
         problems.append(
             Problem(
@@ -408,7 +413,7 @@ def version_problems(
 def acl_problems() -> list[Problem]:
     """What the broker's Redis user lacks of the keys, channels and commands frappe-celery uses
     (acl.py): a bench user made by Frappe's ``bench create-rq-users`` has only ``rq:*`` keys."""
-    from . import acl
+    from frappe_celery.ops import acl
 
     client = get_redis()
     with broker_errors():

@@ -14,17 +14,23 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from . import records
-from .config import get_settings
-from .context import doc_method_call_refusal, get_job_context
-from .errors import InvalidArgumentError, UnserializableArgumentError
-from .execute import run_in_process
-from .ids import random_token, uuid4_text
-from .job import ACTIVE_STATUSES, Job, JobStatus
-from .methods import call_with_accepted_kwargs, import_trusted, normalize_path
-from .publish import Publication, prepare, publish, publish_batch, record_fields
-from .transaction import publish_after_commit
-from .wire import JobPayload, encode_body, payload_problem
+from frappe_celery import records
+from frappe_celery.broker.wire import JobPayload, encode_body, payload_problem
+from frappe_celery.builtin_jobs import run_doc_method
+from frappe_celery.caller.ids import random_token, uuid4_text
+from frappe_celery.caller.publish import (
+    Publication,
+    prepare,
+    publish,
+    publish_batch,
+    record_fields,
+)
+from frappe_celery.caller.transaction import publish_after_commit
+from frappe_celery.config import get_settings
+from frappe_celery.context import doc_method_call_refusal, get_job_context
+from frappe_celery.errors import InvalidArgumentError, UnserializableArgumentError
+from frappe_celery.job import ACTIVE_STATUSES, Job, JobStatus
+from frappe_celery.methods import call_with_accepted_kwargs, import_trusted, normalize_path
 
 RUN_DOC_METHOD = "frappe_celery.jobs.run_doc_method"
 
@@ -231,6 +237,11 @@ def enqueue(
         return call_with_accepted_kwargs(func, call["kwargs"])
     full_id, payload, body_json = _encode_job(call)
     if not call["is_async"]:
+        # The one import of the worker's code from the caller's, on this branch only: the
+        # worker's path run here (worker/attempt.py, which imports nothing of Celery's worker).
+        # A web process that never passes is_async=False loads nothing of the worker.
+        from frappe_celery.worker.attempt import run_in_process
+
         records.create(full_id, payload["token"], record_fields(full_id, payload))
         return run_in_process(full_id, payload)
     publication = _prepare(call, full_id, payload, body_json)
@@ -416,8 +427,6 @@ def enqueue_doc(
     if reason is not None:
         raise InvalidArgumentError("method", method, reason)
     if now:
-        from .jobs import run_doc_method
-
         return run_doc_method(doctype, name, method, **kwargs)
     return enqueue(
         RUN_DOC_METHOD,

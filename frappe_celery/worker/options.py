@@ -11,7 +11,8 @@
   ``--strategy``): ``priority`` (RQ's default and ours: strictly in ``-Q`` order),
   ``round_robin`` (the queue just served goes last), ``random`` (a new order every wait).
 
-``bench worker`` on a switched bench passes them (``integrations/frappe/bench_worker.py``).
+The options are declared with the app (celery_app.add_worker_options); their steps are
+here. ``bench worker`` on a switched bench passes them (``integrations/frappe/bench_worker.py``).
 """
 
 from __future__ import annotations
@@ -21,13 +22,12 @@ import random
 import time
 from typing import Any
 
-import click
-from celery import Celery, bootsteps
+from celery import bootsteps
 from celery.platforms import EX_OK
 from celery.worker import state
 
-from . import keys
-from .connection import broker_errors, get_redis
+from frappe_celery.broker import keys
+from frappe_celery.connection import broker_errors, get_redis
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ BURST_CHECK_INTERVAL = 0.5
 # Consecutive empty checks before a burst worker leaves: one check can fall between a message
 # leaving its list and the worker receiving it.
 BURST_EMPTY_CHECKS = 2
-# A retry's countdown is at most a few seconds (execute.py); one due longer ago than this is
+# A retry's countdown is at most a few seconds (worker/task.py); one due longer ago than this is
 # not waiting for anything.
 RETRY_OVERDUE = 60
 
@@ -57,6 +57,7 @@ class RandomCycle:
 
 
 # --queue-order -> kombu's queue_order_strategy (a name kombu knows, or a cycle class's path).
+# The option itself is declared with the app (celery_app.QUEUE_ORDER_NAMES, the same names).
 QUEUE_ORDERS = {
     "priority": "priority",
     "round_robin": "round_robin",
@@ -130,27 +131,3 @@ def pending(queues: list[str]) -> int:
                 pipe.llen(key)
             pipe.zcount(keys.scheduled_registry(queue), since, "+inf")
         return sum(int(n) for n in pipe.execute())
-
-
-def install(app: Celery) -> None:
-    """Add ``--burst`` and ``--queue-order`` to ``celery -A ... worker`` and their steps."""
-    app.user_options["worker"].add(
-        click.Option(
-            ["--burst"],
-            is_flag=True,
-            default=False,
-            help="Exit (status 0) once the consumed queues are empty and no job runs (RQ's "
-            "burst mode).",
-        )
-    )
-    app.user_options["worker"].add(
-        click.Option(
-            ["--queue-order"],
-            type=click.Choice(sorted(QUEUE_ORDERS)),
-            default=None,
-            help="Which consumed queue to take the next job from: priority (strict -Q order, "
-            "the default), round_robin or random (RQ's --strategy).",
-        )
-    )
-    app.steps["worker"].add(QueueOrder)
-    app.steps["consumer"].add(Burst)

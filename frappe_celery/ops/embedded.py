@@ -13,8 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-from .connection import answers
-from .errors import FrappeCeleryError
+from frappe_celery.connection import answers
+from frappe_celery.errors import FrappeCeleryError
 
 
 def find_redis_server() -> str:

@@ -31,8 +31,8 @@ import uuid
 from collections import defaultdict
 from typing import Any
 
-from . import keys, scripts
-from .connection import as_text, broker_errors, get_redis
+from frappe_celery.broker import keys, scripts
+from frappe_celery.connection import as_text, broker_errors, get_redis
 
 logger = logging.getLogger(__name__)
 

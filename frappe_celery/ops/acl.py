@@ -32,9 +32,10 @@ from typing import Any
 import redis
 from kombu.transport import redis as kombu_redis
 
-from . import keys
-from .config import Settings
-from .connection import as_text, checked_out
+from frappe_celery.broker import keys
+from frappe_celery.celery_app import get_app
+from frappe_celery.config import Settings
+from frappe_celery.connection import as_text, checked_out
 
 # A script id no script has: EVALSHA with it checks the keys' ACL and, allowed, says NOSCRIPT.
 NO_SCRIPT = "0" * 40
@@ -106,8 +107,7 @@ def required(
     use with ``settings``, each with a probe. Names come from ``keys.py``, the configured
     queues, Celery's mailbox and event exchange and kombu's Redis transport (its defaults, or
     ``transport_options`` as celeryconfig's ``broker_transport_options`` changes them)."""
-    from .celery_app import app
-
+    app = get_app()
     options = {**app.conf.broker_transport_options, **(transport_options or {})}
     channel = kombu_redis.Channel
     prefix = str(options.get("global_keyprefix") or "")

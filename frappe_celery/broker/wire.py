@@ -27,14 +27,14 @@ from celery.utils.nodenames import anon_nodename
 from kombu.exceptions import EncodeError
 from kombu.utils.json import JSONEncoder, register_type
 
-from .errors import InvalidArgumentError, UnserializableArgumentError
-from .signing import SIGNATURE_HEADER, canonical_headers, sign, signature_of
+from frappe_celery.broker.signing import SIGNATURE_HEADER, canonical_headers, sign, signature_of
+from frappe_celery.errors import InvalidArgumentError, UnserializableArgumentError
 
 TASK_NAME = "frappe_celery.execute_job"
 
 # A message property the worker's transport sets on every delivery: True when reserve.lua found,
 # as it took the message, that the job's record lets it start, so its pool child need not wait
-# for start.lua's reply before running it (execute.run_while_starting). The transport always
+# for start.lua's reply before running it (worker/task.py, run_while_starting). The transport always
 # overwrites it: a message cannot vouch for itself.
 START_CHECKED = "frappe_celery_start_checked"
 
@@ -382,6 +382,6 @@ _HEADER_DEFAULTS: dict[str, Any] = {
     "stamps": {},
     # Read by nothing in the worker (Celery's protocol-1 converter aside).
     "lang": "py",
-    # Missing, the worker takes the task's own setting, which is True (execute.py).
+    # Missing, the worker takes the task's own setting, which is True (worker/task.py).
     "ignore_result": True,
 }

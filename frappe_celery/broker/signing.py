@@ -32,7 +32,7 @@ from typing import Any
 
 from kombu.utils.json import dumps
 
-from .errors import ConfigError
+from frappe_celery.errors import ConfigError
 
 SIGNATURE_HEADER = "frappe_celery_signature"
 # Headers a message may gain on its way without being re-signed.
