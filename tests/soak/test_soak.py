@@ -23,8 +23,10 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
@@ -533,7 +535,11 @@ def summarize(
         print(f"  lost: {handle}, runs: {[r for r in runs if r['label'] == handle.label]}")
     # Every memory sample, for a closer look than the table's (per child process: the curve).
     (logdir / "memory.json").write_text(json.dumps(ledger.memory))
-    print(f"== logs (and memory.json, the memory samples) in {logdir}")
+    # Kept out of pytest's temporary folders, which later sessions prune (a 1-hour soak's
+    # worker logs were gone before its one finding could be read).
+    kept = Path(tempfile.gettempdir()) / f"frappe-celery-soak-{time.strftime('%Y%m%d-%H%M%S')}"
+    shutil.copytree(logdir, kept, ignore=shutil.ignore_patterns("redis-data"))
+    print(f"== logs (and memory.json, the memory samples) in {kept}")
     assert not lost, f"{len(lost)} jobs did not end as designed (see the list above)"
     assert dedup_overlaps == 0
     assert tick_overlaps == 0
