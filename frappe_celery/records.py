@@ -39,6 +39,17 @@ class StartDecision(IntEnum):
     RUN_UNTRACKED = 0
     CANCELED = -1
     ALREADY_DONE = -2
+    # A deduplicated enqueue took the id after this delivery's message was given up as lost.
+    SUPERSEDED = -3
+
+    @property
+    def skips(self) -> bool:
+        """Whether the delivery is not run."""
+        return self in (
+            StartDecision.CANCELED,
+            StartDecision.ALREADY_DONE,
+            StartDecision.SUPERSEDED,
+        )
 
 
 def create(job_id: str, token: str, fields: dict[str, Any]) -> None:

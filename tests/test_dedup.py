@@ -189,6 +189,33 @@ def test_a_lost_message_frees_the_id_after_the_grace_period(r):
     assert sum(r.llen(k) for k in keys.queue_lists("reports")) == 1
 
 
+def test_a_deduplicated_enqueue_taken_over_never_runs_beside_the_one_that_took_its_id(
+    r, start_worker
+):
+    """The id of a deduplicated job whose message was out of sight for the grace is taken over
+    by a newer enqueue. If the old message shows up again, it is superseded: skipped, never run
+    beside (or after) the newer job. (A 1-hour soak saw the old one run beside the new one.)"""
+    key = "test:dedup:superseded"
+    old = frappe.enqueue("tests.jobs.record", queue="reports", job_id="taken", deduplicate=True,
+                         key=key, value="old")  # fmt: skip
+    assert old is not None
+    (lst,) = [k for k in keys.queue_lists("reports") if r.llen(k)]
+    message = r.rpop(lst)  # out of sight: in no list and held by no worker
+    assert frappe.enqueue("tests.jobs.record", queue="reports", job_id="taken",
+                          deduplicate=True, key=key, value="new") is None  # fmt: skip
+    time.sleep(1.2)  # the test config's lost_message_grace is 1 s
+    new = frappe.enqueue("tests.jobs.record", queue="reports", job_id="taken", deduplicate=True,
+                         key=key, value="new")  # fmt: skip
+    assert new is not None
+    r.rpush(lst, message)  # back at the head of the queue: the worker takes it first
+
+    start_worker("reports", concurrency=1)
+    wait_for(lambda: new.get_status() == "finished", 30)
+    wait_for(lambda: not any(r.llen(k) for k in keys.queue_lists("reports"))
+             and not r.hlen(keys.KOMBU_UNACKED), 30)  # fmt: skip
+    assert [json.loads(v) for v in r.lrange(key, 0, -1)] == ["new"]
+
+
 def test_killing_the_pool_child_runs_the_job_again_at_once(r, start_worker):
     key = "test:dedup:child"
     worker = start_worker("reports", concurrency=1)

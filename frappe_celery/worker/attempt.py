@@ -133,7 +133,7 @@ def record_failure(
 
 def start_or_skip(job_id: str, payload: JobPayload, worker: str) -> StartDecision:
     decision = records.start(job_id, payload, hard_time_limit(payload), worker)
-    if decision in (StartDecision.CANCELED, StartDecision.ALREADY_DONE):
+    if decision.skips:
         logger.info("job %s: skipped, its record says %s", job_id, decision.name.lower())
     return decision
 

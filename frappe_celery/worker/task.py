@@ -39,7 +39,6 @@ from frappe_celery.celery_app import get_app
 from frappe_celery.config import MAX_RETRIES
 from frappe_celery.connection import checked_out, get_redis
 from frappe_celery.errors import BrokerUnreachable
-from frappe_celery.records import StartDecision
 from frappe_celery.worker.attempt import (
     HOSTNAME,
     hard_time_limit,
@@ -96,7 +95,7 @@ def run_while_starting(job_id: str, payload: JobPayload, worker: str, *, last_at
             decision = None
         if decision is None:
             logger.warning("job %s: the reply to its start was lost with Redis", job_id)
-        elif decision in (StartDecision.CANCELED, StartDecision.ALREADY_DONE):
+        elif decision.skips:
             logger.warning("job %s: its record said %s as it started; it ran",
                            job_id, decision.name.lower())  # fmt: skip
     if failure is not None:
@@ -228,7 +227,7 @@ def execute_job(self: Task, **payload: Any) -> str | None:
             decision = start_or_skip(job_id, job, worker)
         except BrokerUnreachable as exc:
             raise hand_back(job_id, exc) from exc
-        if decision in (StartDecision.CANCELED, StartDecision.ALREADY_DONE):
+        if decision.skips:
             return None
     attempt = self.request.retries
     last_attempt = attempt >= MAX_RETRIES

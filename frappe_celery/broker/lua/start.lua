@@ -4,10 +4,17 @@
 -- ARGV[6] record TTL   ARGV[7] JSON of the job's payload (its arguments; kept for the record's
 -- readers and for a retry, since the message leaves Redis once the job ends)
 -- Returns 1 run it, 0 the record belongs to another enqueue of this id (run, don't record),
--- -1 canceled or stopped (skip), -2 already finished or failed (a redelivered duplicate: skip).
+-- -1 canceled or stopped (skip), -2 already finished or failed (a redelivered duplicate: skip),
+-- -3 superseded: a deduplicated enqueue has taken the id since (skip).
 local record = KEYS[1]
-local fields = redis.call('HMGET', record, 'token', 'status')
+local fields = redis.call('HMGET', record, 'token', 'status', 'message')
 if fields[1] ~= ARGV[1] then
+  -- Only a deduplicated enqueue keeps a copy of its message (enqueue.lua). It took the id
+  -- because this delivery's message was out of sight for the lost-message grace: this one was
+  -- given up then, and running it now could run the id twice at once.
+  if fields[3] then
+    return -3
+  end
   return 0
 end
 local verdict = start_verdict(fields[2])
