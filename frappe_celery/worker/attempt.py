@@ -1,14 +1,20 @@
 """One attempt of a job, as every job runs it, in a worker or in the caller (``enqueue(...,
 is_async=False)``). Nothing here imports Celery's worker: the Celery task around it is task.py.
 
-Order of one attempt, as in Frappe's ``execute_job``::
+One attempt is a fixed sequence of named steps, each written once::
 
-    record started ─► context.setup(site, user) ─► before_job hooks ─► method(**kwargs)
-    ─► commit (rollback on error) ─► after_job hooks ─► context.teardown
-    ─► record finished / failed (or queued again for a retry) ─► on_success / on_failure
+    start (start_or_skip / task.run_while_starting)
+    ─► run_attempt: context.setup(site, user) ─► before_job hooks ─► method(**kwargs)
+                    ─► commit (rollback on error) ─► after_job hooks ─► context.teardown
+    ─► decide: finished, failed, or retried (the retry rule, once)
+    ─► conclude: the record (finished / failed / queued for the retry), then on_success or
+                 on_failure
 
-A job context that overrides :meth:`JobContext.run` (Frappe's) replaces the middle part, from
-setup to teardown, with its own order.
+A job context that overrides :meth:`JobContext.run` (Frappe's) replaces run_attempt's order
+with its own. The worker (task.py) and the caller (:func:`run_in_process`) differ only in what
+they do after conclude: the worker has Celery republish a retry, the caller waits and runs it.
+What ends an attempt from outside (a hard time limit, a lost pool child) is concluded by the
+worker's main process (task.JobRequest) with the same :func:`conclude`.
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ import socket
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
 
 from frappe_celery import records
 from frappe_celery.broker.wire import JobPayload
@@ -112,6 +119,69 @@ def run_generic_attempt(context: JobContext, job_id: str, payload: JobPayload) -
     return result
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What one attempt came to: decided once (:func:`decide`), recorded once (:func:`conclude`)."""
+
+    status: Literal["finished", "failed", "retry"]
+    result: Any = None  # the method's return value (finished)
+    exc: BaseException | None = None  # what it raised (failed, retry)
+    exc_type: str = ""  # the class name the record keeps (failed)
+    traceback: str = ""
+    retry_in: int = 0  # seconds until the next attempt (retry)
+
+    @classmethod
+    def failed(cls, exc: BaseException, exc_type: str = "", tb: str | None = None) -> Outcome:
+        if tb is None:
+            tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        return cls("failed", exc=exc, exc_type=exc_type or type(exc).__name__, traceback=tb)
+
+
+def decide(attempt: int, *, result: Any = None, exc: BaseException | None = None) -> Outcome:
+    """The retry rule, Frappe's, in one place: an attempt that raised RetryBackgroundJobError
+    (or a configured ``retry_exceptions`` class) with attempts left is retried after
+    ``attempt + 1`` seconds (1, 2, ... 5); any other exception, or the last attempt's, fails the
+    job; no exception finishes it. ``attempt`` counts from 0."""
+    if exc is None:
+        return Outcome("finished", result=result)
+    if isinstance(exc, retry_exception_classes()) and attempt < MAX_RETRIES:
+        return Outcome("retry", exc=exc, retry_in=attempt + 1)
+    return Outcome.failed(exc)
+
+
+def conclude(
+    job_id: str,
+    payload: JobPayload,
+    outcome: Outcome,
+    *,
+    attempt: int = 0,
+    worker: str = "",
+    delivery_tag: str = "",
+    patient: bool = True,
+) -> None:
+    """The outcome onto the job's record, then its callback, each once. ``patient``: the record
+    write is retried while Redis restarts (:func:`patiently`), as a worker must; the caller's
+    in-process run fails at once instead. ``delivery_tag``: the finished job's FINISH script
+    also settles its message."""
+    write = patiently if patient else _at_once
+    token, queue = payload["token"], payload["queue"]
+    if outcome.status == "retry":
+        write(records.requeue, job_id, token, queue, time.time() + outcome.retry_in,
+              retries=attempt + 1)  # fmt: skip
+    elif outcome.status == "failed":
+        assert outcome.exc is not None
+        write(records.fail, job_id, token, queue, outcome.exc_type, outcome.traceback, worker)
+        exc = outcome.exc
+        run_callback(job_id, payload["on_failure"], type(exc), exc, exc.__traceback__)
+    else:
+        write(records.finish, job_id, token, queue, outcome.result, delivery_tag, worker)
+        run_callback(job_id, payload["on_success"], outcome.result)
+
+
+def _at_once(write: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    return write(*args, **kwargs)
+
+
 def run_callback(job_id: str, path: str | None, *args: Any) -> None:
     """Call an on_success / on_failure callback with RQ's signature; never let it raise."""
     if not path:
@@ -121,14 +191,6 @@ def run_callback(job_id: str, path: str | None, *args: Any) -> None:
         callback(Job(job_id), get_redis(), *args)
     except Exception:
         logger.exception("job %s: callback %s raised; the job's outcome is unchanged", job_id, path)
-
-
-def record_failure(
-    job_id: str, payload: JobPayload, exc: BaseException, tb: str, run_by: str = ""
-) -> None:
-    exc_type = type(exc).__name__
-    records.fail(job_id, payload["token"], payload["queue"], exc_type, tb, run_by)
-    run_callback(job_id, payload["on_failure"], type(exc), exc, exc.__traceback__)
 
 
 def start_or_skip(job_id: str, payload: JobPayload, worker: str) -> StartDecision:
@@ -145,34 +207,24 @@ def run_in_process(job_id: str, payload: JobPayload) -> Job:
     on_failure callback was given (it has handled it; the failed handle is returned). Retries
     wait here (Frappe's 1, 2, ... 5 s), since no worker is involved.
     """
-    start_or_skip(job_id, payload, f"in-process@{HOSTNAME}")
-    retryable = retry_exception_classes()
     attempt = 0
     while True:
+        start_or_skip(job_id, payload, f"in-process@{HOSTNAME}")
         try:
             result = run_attempt(job_id, payload, last_attempt=attempt >= MAX_RETRIES)
-        except retryable as exc:
-            if attempt >= MAX_RETRIES:
-                return _fail_in_process(job_id, payload, exc)
-            attempt += 1
-            records.requeue(
-                job_id, payload["token"], payload["queue"], time.time() + attempt, retries=attempt
-            )
-            time.sleep(attempt)
-            start_or_skip(job_id, payload, f"in-process@{HOSTNAME}")
-            continue
         except Exception as exc:
-            return _fail_in_process(job_id, payload, exc)
-        records.finish(job_id, payload["token"], payload["queue"], result)
-        run_callback(job_id, payload["on_success"], result)
-        return Job(job_id)
+            outcome = decide(attempt, exc=exc)
+        else:
+            outcome = decide(attempt, result=result)
+        conclude(job_id, payload, outcome, attempt=attempt, patient=False)
+        if outcome.status != "retry":
+            break
+        time.sleep(outcome.retry_in)
+        attempt += 1
+    if outcome.status == "failed" and not payload["on_failure"]:
+        assert outcome.exc is not None
+        raise outcome.exc
+    return Job(job_id)
 
 
-def _fail_in_process(job_id: str, payload: JobPayload, exc: BaseException) -> Job:
-    record_failure(job_id, payload, exc, traceback.format_exc())
-    if payload["on_failure"]:
-        return Job(job_id)
-    raise exc
-
-
-__all__ = ["run_attempt", "run_in_process"]
+__all__ = ["Outcome", "conclude", "decide", "run_attempt", "run_in_process"]

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
-import traceback
 from typing import Any
 
 from billiard.einfo import ExceptionInfo
@@ -41,12 +39,11 @@ from frappe_celery.connection import checked_out, get_redis
 from frappe_celery.errors import BrokerUnreachable
 from frappe_celery.worker.attempt import (
     HOSTNAME,
+    Outcome,
+    conclude,
+    decide,
     hard_time_limit,
-    patiently,
-    record_failure,
-    retry_exception_classes,
     run_attempt,
-    run_callback,
     start_or_skip,
 )
 
@@ -166,12 +163,10 @@ class JobRequest(Request):  # type: ignore[misc]
         super().on_timeout(soft, timeout)
         if soft:
             return
-        payload = expand_payload(self.kwargs)
+        payload: JobPayload = expand_payload(self.kwargs)  # type: ignore[assignment]
         message = f"hard time limit ({timeout:g} s) exceeded: the job was killed"
-        exc = TimeoutError(message)
-        records.fail(self.id, payload["token"], payload["queue"], "TimeLimitExceeded", message,
-                     run_by=self.hostname)  # fmt: skip
-        run_callback(self.id, payload["on_failure"], type(exc), exc, None)
+        killed = Outcome.failed(TimeoutError(message), "TimeLimitExceeded", message)
+        conclude(self.id, payload, killed, worker=self.hostname, patient=False)
 
     def on_failure(
         self, exc_info: ExceptionInfo, send_failed_event: bool = True, return_ok: bool = False
@@ -238,31 +233,26 @@ def execute_job(self: Task, **payload: Any) -> str | None:
             result = run_attempt(job_id, job, last_attempt=last_attempt)
     except NotStarted as exc:
         raise hand_back(job_id, exc) from exc
-    except retry_exception_classes() as exc:
-        if attempt < MAX_RETRIES:
-            countdown = attempt + 1
-            patiently(
-                records.requeue, job_id, job["token"], job["queue"], time.time() + countdown,
-                retries=attempt + 1,
-            )  # fmt: skip
-            # Celery's retry republishes with a countdown: the worker never sleeps.
-            raise self.retry(
-                exc=exc,
-                countdown=countdown,
-                max_retries=MAX_RETRIES,
-                queue=job["queue"],
-                priority=(self.request.delivery_info or {}).get("priority"),
-            ) from exc
-        patiently(record_failure, job_id, job, exc, traceback.format_exc(), worker)
-        raise
     except Exception as exc:
-        patiently(record_failure, job_id, job, exc, traceback.format_exc(), worker)
-        raise
-    # The message is settled by the FINISH script itself (one round trip less per job); the
-    # main process learns it from the return value (JobRequest.on_success).
-    delivery_tag = (getattr(self.request, "properties", None) or {}).get("delivery_tag") or ""
-    patiently(records.finish, job_id, job["token"], job["queue"], result, delivery_tag, worker)
-    run_callback(job_id, job["on_success"], result)
+        outcome = decide(attempt, exc=exc)
+    else:
+        outcome = decide(attempt, result=result)
+    # A finished job's FINISH script also settles its message (one round trip less per job);
+    # the main process learns it from the return value (JobRequest.on_success).
+    properties = getattr(self.request, "properties", None) or {}
+    delivery_tag = (properties.get("delivery_tag") or "") if outcome.status == "finished" else ""
+    conclude(job_id, job, outcome, attempt=attempt, worker=worker, delivery_tag=delivery_tag)
+    if outcome.status == "retry":
+        # Celery's retry republishes with a countdown: the worker never sleeps.
+        raise self.retry(
+            exc=outcome.exc,
+            countdown=outcome.retry_in,
+            max_retries=MAX_RETRIES,
+            queue=job["queue"],
+            priority=(self.request.delivery_info or {}).get("priority"),
+        ) from outcome.exc
+    if outcome.exc is not None:  # failed: Celery logs it and acks the message
+        raise outcome.exc
     return SETTLED if delivery_tag else None
 
 
