@@ -1,30 +1,7 @@
-"""The job handle (RQ's Job surface that Frappe code uses), its statuses and its record.
+"""The job handle (RQ's Job surface that Frappe code uses) and its statuses.
 
-A job's record is a Redis hash (``keys.job(id)``) written when the job is published, so the
-status is known from that moment: Celery's PENDING means "unknown", never "queued". Its fields:
-
-====================  ==========================================================================
-(in the key)          the site-namespaced job id, also the Celery task id
-token                 unique per enqueue; every later change checks it, so a stale worker or a
-                      stale release never touches a newer enqueue of the same id
-status                one of :class:`JobStatus`
-queue, list           the queue, and the broker list its message was pushed onto
-delivery_tag          kombu's id of its message, by which the message is found (held or waiting)
-message               a copy of the broker message, for deduplicated jobs only (the next
-                      deduplicated enqueue finds it in its list with one LPOS)
-payload               JSON of the execute_job payload (its arguments), from its start on
-method, job_name      dotted path of the function, display name (only when not the method)
-site, user, event     the job's context, captured at enqueue (user and event when given)
-timeout               soft time limit in seconds
-enqueued_at, started_at, ended_at   epoch seconds
-worker                the worker node that took it
-retries               how many retries happened so far (none yet: absent)
-result                JSON of the return value (finished jobs)
-exc_type, exc_info    exception class and traceback (failed jobs), the reason (canceled, stopped)
-meta                  JSON of the job's ``meta`` dict (RQ's), once ``save_meta`` wrote one
-results_ttl,          the job's own retention (s), when the enqueuing process's config differed
-failure_ttl           from its site's files (Frappe passes ``frappe.conf``'s to RQ per job)
-====================  ==========================================================================
+The handle reads the job's record, a Redis hash written when the job is published; its fields,
+states and writes are records.py's (:data:`frappe_celery.records.FIELDS`).
 """
 
 from __future__ import annotations

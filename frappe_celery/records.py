@@ -1,7 +1,12 @@
-"""Changes to a job's status record after it was published (the worker's side).
+"""A job's status record: its fields (:data:`FIELDS`), its states (:data:`TRANSITIONS`) and the
+changes to it after it was published (the worker's side).
 
-Every change carries the token of the enqueue it belongs to; a record replaced by a newer enqueue
-of the same id is never touched by the older run (see the Lua scripts in ``lua/``).
+The record is a Redis hash (``keys.job(id)``) written when the job is published, so the status
+is known from that moment: Celery's PENDING means "unknown", never "queued". Every change
+carries the token of the enqueue it belongs to; a record replaced by a newer enqueue of the same
+id is never touched by the older run (see the Lua scripts in ``broker/lua/``). This module is
+the one list of the fields: the Lua scripts and every Python reader use only these names
+(``tests/test_record_schema.py`` checks them).
 """
 
 from __future__ import annotations
@@ -21,6 +26,72 @@ from frappe_celery.job import JobStatus, site_of_job_id
 from frappe_celery.retention import Retention, retention_horizon, site_retention
 
 logger = logging.getLogger(__name__)
+
+
+FIELDS: dict[str, str] = {
+    "token": "unique per enqueue; every later change checks it, so a stale worker or a stale "
+    "release never touches a newer enqueue of the same id",
+    "status": "one of JobStatus (job.py): queued, started, finished, failed, canceled, stopped",
+    "queue": "the queue",
+    "list": "the broker list its message was pushed onto",
+    "delivery_tag": "kombu's id of its message, by which the message is found (held or waiting)",
+    "message": "a copy of the broker message, for deduplicated jobs only (the next deduplicated "
+    "enqueue finds it in its list with one LPOS; start.lua knows a deduplicated enqueue by it)",
+    "missing_since": "when a deduplicated enqueue first found the message neither waiting nor "
+    "held (lib_liveness.lua); the id is taken over after lost_message_grace",
+    "payload": "JSON of the execute_job payload (its arguments), from its start on",
+    "method": "dotted path of the function",
+    "job_name": "display name, only when it is not the method",
+    "site": "the job's site, captured at enqueue",
+    "user": "the user who enqueued it, when given",
+    "event": "the scheduler event or Frappe event, when given",
+    "timeout": "soft time limit in seconds",
+    "enqueued_at": "epoch seconds",
+    "started_at": "epoch seconds",
+    "ended_at": "epoch seconds",
+    "worker": "the worker node that took it",
+    "retries": "how many retries happened so far (none yet: absent)",
+    "result": "JSON of the return value (finished jobs)",
+    "exc_type": "exception class (failed jobs), the reason's kind (canceled, stopped)",
+    "exc_info": "traceback (failed jobs), the reason (canceled, stopped)",
+    "progress": "percent done, as the job last set it",
+    "progress_message": "the note that came with it",
+    "meta": "JSON of the job's meta dict (RQ's), once save_meta wrote one",
+    "results_ttl": "the job's own retention of a result (s), when its enqueuing process's "
+    "config differed from its site's files (Frappe passes frappe.conf's to RQ per job)",
+    "failure_ttl": "the same for a failure",
+}
+"""Every field of a job's record, and what it holds. A field at its default is left out."""
+
+ENQUEUE_FIELDS = ("token", "status", "queue", "method", "site", "timeout", "enqueued_at",
+                  "delivery_tag", "job_name", "user", "event")  # fmt: skip
+"""The fields a record starts with (caller/publish.py), in the order enqueue.lua gets their
+values; enqueue.lua adds ``list`` and, for a deduplicated job, ``message``."""
+
+SUMMARY_FIELDS = ("status", "queue", "method", "site", "event", "enqueued_at", "started_at",
+                  "ended_at", "worker", "progress", "progress_message", "retries", "exc_type",
+                  "exc_info", "job_name")  # fmt: skip
+"""What the listings (ops/monitor.py: jobs, failed, workers) read of each record."""
+
+TRANSITIONS: dict[str, dict[str, str]] = {
+    "": {"queued": "enqueue.lua (records.create for is_async=False)"},
+    "queued": {
+        "started": "start.lua (a worker takes it)",
+        "canceled": "cancel.lua, or a Celery revoke (records.cancel)",
+        "failed": "a refused message (malformed, unsigned): never run",
+    },
+    "started": {
+        "finished": "finish.lua (the method returned)",
+        "failed": "finish.lua (raised, time limit), reap.lua (lost for good)",
+        "stopped": "finish.lua (stop: the running job killed)",
+        "queued": "requeue.lua (a retry; a lost pool child)",
+        "started": "start.lua again (a redelivery after its worker died)",
+    },
+}
+"""The record's state machine: status -> the statuses it may go to, and what moves it there.
+Ended records (finished, failed, canceled, stopped) change no more; a newer enqueue of the id
+replaces the record whole. A delivery whose record says canceled, stopped, finished or failed,
+or whose id a newer deduplicated enqueue has taken, is skipped (start.lua)."""
 
 
 # -- retention, per site: retention.py ------------------------------------------------------

@@ -154,7 +154,7 @@ def test_a_batch_job_s_record_and_message_are_those_a_single_enqueue_writes(r):
     """One script call carries each queue's keys and the record's field names once: every job
     still gets the record, list and message a single enqueue gives it, across queues,
     priorities and optional fields."""
-    from frappe_celery.caller.publish import RECORD_FIELDS
+    from frappe_celery.records import ENQUEUE_FIELDS
 
     calls = [
         {"method": "tests.jobs.add", "queue": queue, "a": 1, "b": 2, "at_front": at_front,
@@ -173,7 +173,7 @@ def test_a_batch_job_s_record_and_message_are_those_a_single_enqueue_writes(r):
         assert {k: v for k, v in records[0].items() if k not in own} == {
             k: v for k, v in records[1].items() if k not in own
         }
-        assert set(records[1]) - {"list"} <= set(RECORD_FIELDS)
+        assert set(records[1]) - {"list"} <= set(ENQUEUE_FIELDS)
         assert own <= set(records[1])
         assert many.record == {k: v for k, v in records[1].items() if k != "list"}
         # The message waits on the list the record names, found by its delivery tag.

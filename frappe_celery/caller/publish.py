@@ -30,6 +30,7 @@ from frappe_celery.config import (
 from frappe_celery.connection import as_text, broker_errors, checked_out, get_redis
 from frappe_celery.errors import NotReplicated, PublishError, QueueOverloaded
 from frappe_celery.job import Job, JobStatus
+from frappe_celery.records import ENQUEUE_FIELDS
 
 logger = logging.getLogger(__name__)
 
@@ -44,12 +45,6 @@ class Publication:
     # lists, then everything from the dedup flag on (see the script).
     args: list[Any]
     record: dict[str, str]
-
-
-# Every field record_fields may write, in the order enqueue.lua gets their values (the names go
-# once per script call, not once per job).
-RECORD_FIELDS = ("token", "status", "queue", "method", "site", "timeout", "enqueued_at",
-                 "delivery_tag", "job_name", "user", "event")  # fmt: skip
 
 
 def record_fields(job_id: str, payload: JobPayload) -> dict[str, str]:
@@ -122,7 +117,7 @@ def prepare(
         normal,
         # Sent only when the script may need it (one message is ~0.7 KB).
         message(AT_FRONT_PRIORITY) if starved else "",
-        *map(record.get, RECORD_FIELDS, itertools.repeat("")),
+        *map(record.get, ENQUEUE_FIELDS, itertools.repeat("")),
     ]
     if deduplicate:  # as enqueue.lua stores it
         record["message"] = normal
@@ -172,8 +167,8 @@ def _script_call(publications: list[Publication]) -> tuple[list[str], list[Any]]
         time.time(),
         settings.lost_message_grace,
         keys.DOORBELL_DEPTH,
-        len(RECORD_FIELDS),
-        *RECORD_FIELDS,
+        len(ENQUEUE_FIELDS),
+        *ENQUEUE_FIELDS,
     ]
     for publication in publications:
         queue = publication.queue

@@ -30,6 +30,7 @@ from frappe_celery.job import (
     record_payload,
     site_job_prefix,
 )
+from frappe_celery.records import SUMMARY_FIELDS
 from frappe_celery.retention import retention_horizon
 from frappe_celery.scheduler import state
 from frappe_celery.scheduler.entries import ScheduleEntry, build_entries, load_events
@@ -111,25 +112,6 @@ def get_queue_counts() -> dict[str, dict[str, int]]:
         }
         for s in queue_stats()
     }
-
-
-RECORD_FIELDS = [
-    "status",
-    "queue",
-    "method",
-    "site",
-    "event",
-    "enqueued_at",
-    "started_at",
-    "ended_at",
-    "worker",
-    "progress",
-    "progress_message",
-    "retries",
-    "exc_type",
-    "exc_info",
-    "job_name",
-]
 
 
 def _fields(job_ids: list[str], names: list[str]) -> dict[str, dict[str, str]]:
@@ -290,7 +272,7 @@ def list_jobs(
                 for name, ids in zip(queues, pipe.execute(), strict=True)
                 for i in ids
             ]
-        records = _fields([job_id for _, job_id in running], [*RECORD_FIELDS, "payload"])
+        records = _fields([job_id for _, job_id in running], [*SUMMARY_FIELDS, "payload"])
         for name, job_id in running:
             row = _row(job_id, name, records[job_id])
             if site in (None, row.site) and row.status == JobStatus.STARTED:
@@ -307,7 +289,7 @@ def list_jobs(
             limit_ = SITE_SCAN_LIMIT if scan_limit is None else scan_limit
             scan = limit_ if site else min(limit_, wanted)
             pending = pending_messages(name, scan, site)[:wanted]
-            records = _fields([job_id for job_id, _ in pending], RECORD_FIELDS)
+            records = _fields([job_id for job_id, _ in pending], list(SUMMARY_FIELDS))
             for job_id, message in pending:
                 row = _row(job_id, name, records[job_id])
                 row.status = JobStatus.QUEUED  # the message is waiting, whatever the record says
@@ -353,7 +335,7 @@ def list_failed(queue: str | None = None, limit: int = 50) -> list[JobRow]:
             for name, ids in zip(queues, pipe.execute(), strict=True)
             for i in ids
         ]
-    records = _fields([job_id for _, job_id in failed], RECORD_FIELDS)
+    records = _fields([job_id for _, job_id in failed], list(SUMMARY_FIELDS))
     rows = [_row(job_id, name, records[job_id]) for name, job_id in failed if records[job_id]]
     rows.sort(key=lambda row: row.ended_at or 0, reverse=True)
     return rows[:limit]
