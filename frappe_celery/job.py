@@ -17,42 +17,18 @@ from typing import Any
 from kombu.utils.json import dumps as kombu_dumps
 from kombu.utils.json import loads as kombu_loads
 
-from frappe_celery.broker import keys, scripts
+from frappe_celery import records
+from frappe_celery.broker import keys
 from frappe_celery.broker.wire import expand_payload
-from frappe_celery.config import get_settings
 from frappe_celery.connection import as_text, broker_errors, get_redis
 from frappe_celery.errors import FrappeCeleryError, InvalidArgumentError, InvalidJobOperation
-from frappe_celery.retention import retention_horizon, site_retention
-
-
-class JobStatus(str, Enum):
-    """RQ's status names, as Frappe's get_job_status returns them.
-
-    A str whose str() and format() are its value, as Python 3.11's StrEnum (which 3.10 lacks)."""
-
-    QUEUED = "queued"
-    STARTED = "started"
-    FINISHED = "finished"
-    FAILED = "failed"
-    CANCELED = "canceled"
-    # A running job its worker was told to kill (RQ's send_stop_job_command, Frappe's "Stop"
-    # button, ``frappe-celery stop``); a queued job taken off its queue is canceled instead.
-    # As in RQ, a stopped job is kept in its queue's failed registry.
-    STOPPED = "stopped"
-
-    def __str__(self) -> str:
-        return str.__str__(self)
-
-    def __format__(self, format_spec: str) -> str:
-        return str.__format__(self, format_spec)
-
-
-# While a job is queued or started its id is taken (is_job_enqueued, deduplicate).
-ACTIVE_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.STARTED})
-# The statuses a job ends in: its id is free again and its record waits for its TTL.
-ENDED_STATUSES = frozenset(
-    {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELED, JobStatus.STOPPED}
-)
+from frappe_celery.job_ids import is_site_job as is_site_job
+from frappe_celery.job_ids import site_job_prefix as site_job_prefix
+from frappe_celery.job_ids import site_of_job_id as site_of_job_id
+from frappe_celery.records import ACTIVE_STATUSES as ACTIVE_STATUSES
+from frappe_celery.records import ENDED_STATUSES as ENDED_STATUSES
+from frappe_celery.records import JobStatus as JobStatus
+from frappe_celery.retention import site_retention
 
 
 class NoSuchJobError(FrappeCeleryError, LookupError):
@@ -60,26 +36,6 @@ class NoSuchJobError(FrappeCeleryError, LookupError):
 
     Inside a Frappe bench the switch makes handles raise a subclass that is also the installed
     ``rq.exceptions.NoSuchJobError`` (integrations/frappe/rq_compat.py)."""
-
-
-def site_job_prefix(site: str) -> str:
-    """How the ids of ``site``'s jobs begin, spelled as the installed Frappe spells them
-    (enqueue.create_job_id): Frappe 16's ``{site}||`` (':' -> '|'), Frappe 15's ``{site}::``."""
-    if get_settings().job_id_style == "v15":
-        return f"{site}::"
-    return f"{site}||".replace(":", "|")
-
-
-def is_site_job(job_id: str, site: str) -> bool:
-    """Whether ``job_id`` is namespaced to ``site`` in this bench's job-id style."""
-    return job_id.startswith(site_job_prefix(site))
-
-
-def site_of_job_id(job_id: str) -> str | None:
-    """The site a namespaced job id names (None when it names none), as the id spells it."""
-    separator = "::" if get_settings().job_id_style == "v15" else "||"
-    site, found, _ = job_id.partition(separator)
-    return site if found and site else None
 
 
 # The job running in this context (set by the worker around the method call).
@@ -224,14 +180,6 @@ class Result:
 
     def __bool__(self) -> bool:
         return bool(self.id)
-
-
-# Write fields only while the record exists (a vanished job is not recreated).
-_UPDATE_RECORD = scripts.LuaScript("update_record")
-_KEEP_FOR = scripts.LuaScript("keep_for")
-
-# Every registry a job of a queue may be listed in once it ended (delete() drops it from each).
-_ENDED_REGISTRIES = (keys.finished_registry, keys.failed_registry, keys.canceled_registry)
 
 
 class Job:
@@ -490,18 +438,7 @@ class Job:
         record = self._reload()
         if not record:
             raise InvalidJobOperation(f"job {self.id!r}: no such job (expired or never enqueued)")
-        retention = site_retention(record.get("site"))
-        failure_ttl = int(record.get("failure_ttl") or retention.failure_ttl)
-        # The canceled registry is bounded as records.cancel bounds it.
-        horizon = max(failure_ttl, retention_horizon().failure_ttl)
-        with broker_errors():
-            previous = scripts.CANCEL(
-                get_redis(),
-                [keys.job(self.id), record["list"], keys.canceled_registry(record["queue"])],
-                [record["token"], time.time(), failure_ttl, self.id, horizon,
-                 retention.failed_jobs_limit, keys.JOB_PREFIX],
-            )  # fmt: skip
-        previous = as_text(previous) if previous else previous
+        previous = records.cancel_queued(self.id, record)
         if previous != JobStatus.QUEUED:
             raise InvalidJobOperation(
                 f"job {self.id!r}: only a queued job can be canceled; its status is {previous!r}"
@@ -519,10 +456,8 @@ class Job:
         if record.get("status") == JobStatus.QUEUED:
             self.cancel()
         queue = record.get("queue") or "default"
-        registries = [registry(queue) for registry in _ENDED_REGISTRIES]
-        with broker_errors():
-            forgotten = scripts.FORGET(get_redis(), registries, [keys.JOB_PREFIX, self.id])
-        if not forgotten:
+        registries = [registry(queue) for registry in records.ENDED_REGISTRIES]
+        if not records.forget(registries, [self.id]):
             raise InvalidJobOperation(
                 f"job {self.id!r} is {self.get_status()}: a running job is stopped, not deleted"
             )
@@ -549,9 +484,7 @@ class Job:
             encoded = kombu_dumps(self.meta)
         except (TypeError, ValueError) as exc:
             raise InvalidArgumentError("meta", self.meta, f"expected JSON values ({exc})") from None
-        with broker_errors():
-            saved = _UPDATE_RECORD(get_redis(), [keys.job(self.id)], ["meta", encoded])
-        if not saved:
+        if not records.update_fields(self.id, meta=encoded):
             raise self.missing_error(f"No such job: {self.id}")
         if self._record:
             self._record["meta"] = str(encoded)
@@ -576,18 +509,17 @@ class Job:
         """Give this job its own retention, used when it ends instead of its site's (RQ's
         per-job ``result_ttl`` / ``failure_ttl``); a job that has ended already gets it at once.
         False when the job has no record any more."""
-        fields: list[Any] = []
+        ttls: dict[str, int] = {}
         for name, value in (("results_ttl", results_ttl), ("failure_ttl", failure_ttl)):
             if value is not None:
                 if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                     raise InvalidArgumentError(name, value, "expected a positive number of seconds")
-                fields += [name, value]
-        if not fields:
+                ttls[name] = value
+        if not ttls:
             return True
-        with broker_errors():
-            saved = _KEEP_FOR(get_redis(), [keys.job(self.id)], fields)
+        saved = records.keep_for(self.id, **ttls)
         self._record = None
-        return bool(saved)
+        return saved
 
     def latest_result(self, timeout: float = 0) -> Result | None:
         """The outcome of the job's last run (RQ's ``latest_result``), None while it has none

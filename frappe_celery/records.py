@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from enum import IntEnum
+from enum import Enum, IntEnum
 from typing import Any
 
 import redis
@@ -22,10 +22,40 @@ from frappe_celery.broker import keys, scripts
 from frappe_celery.broker.wire import JobPayload, encode_data
 from frappe_celery.config import get_settings
 from frappe_celery.connection import as_text, broker_errors, get_redis
-from frappe_celery.job import JobStatus, site_of_job_id
+from frappe_celery.job_ids import site_of_job_id
 from frappe_celery.retention import Retention, retention_horizon, site_retention
 
 logger = logging.getLogger(__name__)
+
+
+class JobStatus(str, Enum):
+    """RQ's status names, as Frappe's get_job_status returns them.
+
+    A str whose str() and format() are its value, as Python 3.11's StrEnum (which 3.10 lacks)."""
+
+    QUEUED = "queued"
+    STARTED = "started"
+    FINISHED = "finished"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    # A running job its worker was told to kill (RQ's send_stop_job_command, Frappe's "Stop"
+    # button, ``frappe-celery stop``); a queued job taken off its queue is canceled instead.
+    # As in RQ, a stopped job is kept in its queue's failed registry.
+    STOPPED = "stopped"
+
+    def __str__(self) -> str:
+        return str.__str__(self)
+
+    def __format__(self, format_spec: str) -> str:
+        return str.__format__(self, format_spec)
+
+
+# While a job is queued or started its id is taken (is_job_enqueued, deduplicate).
+ACTIVE_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.STARTED})
+# The statuses a job ends in: its id is free again and its record waits for its TTL.
+ENDED_STATUSES = frozenset(
+    {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELED, JobStatus.STOPPED}
+)
 
 
 FIELDS: dict[str, str] = {
@@ -321,3 +351,52 @@ def requeue(job_id: str, token: str, queue: str, retry_at: float = 0.0, **fields
     with broker_errors():
         done = scripts.REQUEUE(get_redis(), [keys.job(job_id), *registries], args)
     return bool(done)
+
+
+# -- the handle's and the tools' writes ---------------------------------------------------------
+
+# Write fields only while the record exists (a vanished job is not recreated).
+_UPDATE_RECORD = scripts.LuaScript("update_record")
+_KEEP_FOR = scripts.LuaScript("keep_for")
+
+# Every registry a job of a queue may be listed in once it ended.
+ENDED_REGISTRIES = (keys.finished_registry, keys.failed_registry, keys.canceled_registry)
+
+
+def update_fields(job_id: str, **fields: str) -> bool:
+    """Write ``fields`` while the record exists (update_record.lua); False once it is gone."""
+    args = [part for item in fields.items() for part in item]
+    with broker_errors():
+        return bool(_UPDATE_RECORD(get_redis(), [keys.job(job_id)], args))
+
+
+def keep_for(job_id: str, **ttls: int) -> bool:
+    """The job's own retention (``results_ttl`` / ``failure_ttl``), applied at once to a record
+    that has ended (keep_for.lua); False once it is gone."""
+    args = [part for item in ttls.items() for part in item]
+    with broker_errors():
+        return bool(_KEEP_FOR(get_redis(), [keys.job(job_id)], args))
+
+
+def cancel_queued(job_id: str, record: dict[str, str]) -> str | None:
+    """Take a queued job off its list and record it canceled (cancel.lua); returns the status
+    the record had (``queued`` when it was canceled now)."""
+    retention = site_retention(record.get("site"))
+    failure_ttl = int(record.get("failure_ttl") or retention.failure_ttl)
+    # The canceled registry is bounded as cancel() bounds it.
+    horizon = max(failure_ttl, retention_horizon().failure_ttl)
+    with broker_errors():
+        previous = scripts.CANCEL(
+            get_redis(),
+            [keys.job(job_id), record["list"], keys.canceled_registry(record["queue"])],
+            [record["token"], time.time(), failure_ttl, job_id, horizon,
+             retention.failed_jobs_limit, keys.JOB_PREFIX],
+        )  # fmt: skip
+    return as_text(previous) if previous else None
+
+
+def forget(registries: list[str], job_ids: list[str]) -> int:
+    """Delete the records of these ended jobs and drop them from ``registries``
+    (forget.lua); how many were forgotten (a job not ended is left alone)."""
+    with broker_errors():
+        return int(scripts.FORGET(get_redis(), registries, [keys.JOB_PREFIX, *job_ids]))

@@ -11,7 +11,7 @@ from typing import Any
 
 from frappe_celery import records
 from frappe_celery.bench_files import Bench, EnvState, find_bench
-from frappe_celery.broker import keys, scripts
+from frappe_celery.broker import keys
 from frappe_celery.broker.wire import encode_body
 from frappe_celery.broker.workers import STOP_COMMAND, read_workers
 from frappe_celery.caller.enqueue import create_job_id, make_payload, validate_queue
@@ -91,9 +91,7 @@ def forget_job(job_id: str) -> Job:
     queue = job.queue or "default"
     registries = [keys.finished_registry(queue), keys.failed_registry(queue),
                   keys.canceled_registry(queue)]  # fmt: skip
-    with broker_errors():
-        forgotten = scripts.FORGET(get_redis(), registries, [keys.JOB_PREFIX, job.id])
-    if not forgotten:
+    if not records.forget(registries, [job.id]):
         raise InvalidJobOperation(f"job {job.id!r} is {job.get_status()}: it has not ended")
     return job
 
@@ -110,8 +108,7 @@ def remove_failed_jobs(site: str | None = None) -> int:
         mine = [i for i in ids if site is None or is_site_job(i, site)]
         for start in range(0, len(mine), 500):
             batch = mine[start : start + 500]
-            with broker_errors():
-                removed += int(scripts.FORGET(client, [registry], [keys.JOB_PREFIX, *batch]))
+            removed += records.forget([registry], batch)
     return removed
 
 
