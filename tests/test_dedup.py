@@ -216,6 +216,30 @@ def test_a_deduplicated_enqueue_taken_over_never_runs_beside_the_one_that_took_i
     assert [json.loads(v) for v in r.lrange(key, 0, -1)] == ["new"]
 
 
+def test_a_redelivered_message_keeps_its_id_taken_from_an_enqueue_to_another_queue(r):
+    """A deduplicated job's message put back on its queue by a redelivery (kombu's restore after
+    a lost pool child, or recovery) is rewritten (``redelivered``), so the gate finds it by its
+    delivery tag. It must look in the job's own queue, whichever queue the new enqueue names: a
+    1-hour soak enqueued the same id to another queue, the gate searched that one, took the id
+    over after the grace, and both ran at once."""
+    old = frappe.enqueue("tests.jobs.add", queue="reports", job_id="requeued", deduplicate=True,
+                         a=1, b=1)  # fmt: skip
+    assert old is not None
+    (lst,) = [k for k in keys.queue_lists("reports") if r.llen(k)]
+    message = json.loads(r.lindex(lst, 0))
+    # What kombu's _do_restore_message (and recover.lua's caller) does to a message it restores.
+    message["headers"]["redelivered"] = True
+    message["properties"]["delivery_info"]["redelivered"] = True
+    r.lset(lst, 0, json.dumps(message))
+
+    for _ in range(2):  # the second after the grace (1 s in the test config)
+        again = frappe.enqueue("tests.jobs.add", queue="batch", job_id="requeued",
+                               deduplicate=True, a=1, b=1)  # fmt: skip
+        assert again is None
+        time.sleep(1.2)
+    assert frappe.get_job(old.id).record["token"] == old.record["token"]
+
+
 def test_killing_the_pool_child_runs_the_job_again_at_once(r, start_worker):
     key = "test:dedup:child"
     worker = start_worker("reports", concurrency=1)

@@ -11,8 +11,15 @@ local function message_waiting(list, message, tag, lists)
   if message and redis.call('LPOS', list, message) then
     return true
   end
+  -- A redelivery (kombu's restore, recovery) rewrites the message and puts it back on the list
+  -- it was pushed onto: the record's own, whichever queue the caller's `lists` belong to (an
+  -- enqueue of the same id may name another queue; searching only that one's lists gave the id
+  -- away while the job still waited in its own queue, and both ran at once).
+  if list and find_by_tag(list, tag) then
+    return true
+  end
   for _, key in ipairs(lists) do
-    if find_by_tag(key, tag) then
+    if key ~= list and find_by_tag(key, tag) then
       return true
     end
   end
