@@ -25,7 +25,7 @@ from frappe_celery.config import Settings, load_settings
 from frappe_celery.ops import acl
 from frappe_celery.ops.embedded import find_redis_server, free_port
 
-from .conftest import ROOT, RedisProcess, Worker, wait_for
+from .support.processes import ROOT, RedisProcess, Worker, wait_for
 
 CLI = str(Path(sys.executable).parent / "frappe-celery")
 BENCH_USER = "tmp-fc-acl-bench"

@@ -11,7 +11,7 @@ import frappe_celery as frappe
 from frappe_celery.broker import keys
 from frappe_celery.caller.transaction import begin, commit, rollback, transaction_scope
 
-from .conftest import wait_for
+from .support.processes import wait_for
 
 
 def pending(r, queue: str) -> list[dict]:
@@ -68,7 +68,7 @@ def test_bad_input_still_raises_at_the_call(r):
 
 
 def test_a_failed_publish_is_reported_and_the_others_are_published(r, tmp_path):
-    from .conftest import TEST_CONFIG
+    from .support.settings import TEST_CONFIG
 
     original = os.environ["FRAPPE_CELERY_CONFIG"]
     path = tmp_path / "small_queue.json"
@@ -94,7 +94,7 @@ def test_inside_a_job_after_commit_jobs_wait_for_the_job_to_succeed(
 ):
     child_key = f"test:child:{should_fail}"
     parent = frappe.enqueue(
-        "tests.jobs_tx.enqueue_child_after_commit",
+        "tests.jobs.tx.enqueue_child_after_commit",
         queue="default",
         child_key=child_key,
         should_fail=should_fail,

@@ -14,25 +14,9 @@ from frappe_celery.config import FRAPPE_JOB_CONTEXT, load_settings
 from frappe_celery.errors import ConfigError
 from frappe_celery.integrations.frappe import switch
 
+from .support.settings import make_bench
+
 pytestmark = pytest.mark.unit  # pure: no Redis, no worker
-
-
-def make_bench(
-    root: Path, config: dict | str, *, apps: str = "frappe\nerpnext\n", version: str = "16.0.0"
-) -> Path:
-    sites = root / "sites"
-    (sites / "one.local").mkdir(parents=True)
-    (sites / "one.local" / "site_config.json").write_text("{}")
-    (sites / "two.local").mkdir()
-    (sites / "two.local" / "site_config.json").write_text("{}")
-    (sites / "assets").mkdir()  # a folder without site_config.json is not a site
-    (sites / "apps.txt").write_text(apps)
-    text = config if isinstance(config, str) else json.dumps(config)
-    (sites / "common_site_config.json").write_text(text)
-    init = root / "apps" / "frappe" / "frappe" / "__init__.py"
-    init.parent.mkdir(parents=True)
-    init.write_text(f'__version__ = "{version}"\n')
-    return sites
 
 
 def bench_settings(sites: Path, **env: str):

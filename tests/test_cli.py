@@ -14,102 +14,45 @@ import json
 import math
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from click.testing import CliRunner, Result
 
 import frappe_celery as frappe
 from frappe_celery import JobContext, set_job_context
 from frappe_celery.broker import keys
 from frappe_celery.broker.workers import read_workers
-from frappe_celery.cli import main
 from frappe_celery.connection import answers
 from frappe_celery.ops import monitor
 from frappe_celery.ops.admin import pending_count, scheduler_entries
 from frappe_celery.ops.embedded import free_port
 from frappe_celery.scheduler import state
 
-from .conftest import ROOT, wait_for
-from .jobs_sched import TICKS
+from .jobs.sched import TICKS
+from .support.broker_state import redis_snapshot
+from .support.cli import CLI, cli_env, invoke, ok, run_cli
+from .support.processes import ROOT, descendants, lingering, stop_process, wait_for
+from .support.settings import settings_env
 
 SITE = "test.site"
 OTHER_SITE = "other.site"
-# tests.hooks_beat: a cron entry every 2 s (tests.jobs_sched.tick, default queue);
-# tests.jobs_cli: a daily_long entry that fails (tests.jobs_cli.scheduled_fail, long queue).
-SCHED_HOOKS = "tests.hooks_for_tests,tests.hooks_beat,tests.jobs_cli"
-TICK = "tests.jobs_sched.tick"
-SCHEDULED_FAIL = "tests.jobs_cli.scheduled_fail"
+# tests.jobs.hooks_beat: a cron entry every 2 s (tests.jobs.sched.tick, default queue);
+# tests.jobs.cli: a daily_long entry that fails (tests.jobs.cli.scheduled_fail, long queue).
+SCHED_HOOKS = "tests.jobs.hooks,tests.jobs.hooks_beat,tests.jobs.cli"
+TICK = "tests.jobs.sched.tick"
+SCHEDULED_FAIL = "tests.jobs.cli.scheduled_fail"
 FINAL = ("finished", "failed", "canceled", "stopped")
 
 
-def console_script() -> str:
-    script = Path(sys.executable).parent / "frappe-celery"
-    found = str(script) if script.exists() else shutil.which("frappe-celery")
-    assert found, "the frappe-celery console script is not installed"
-    return found
-
-
-CLI = console_script()
-
-
 # -- helpers --------------------------------------------------------------------------------------
-
-
-def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
-    """Run one command in this process; an unexpected exception fails the test with its
-    traceback instead of turning into exit code 1."""
-    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
-
-
-def ok(*args: str, env: dict[str, str] | None = None) -> Result:
-    result = invoke(*args, env=env)
-    assert result.exit_code == 0, f"{args} exited {result.exit_code}:\n{result.output}"
-    return result
-
-
-def cli_env(**extra: str) -> dict[str, str]:
-    """The environment for the console script: the session's (broker, config, site...), with
-    the project importable (tests.jobs, the hooks modules)."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    env.update(extra)
-    return env
-
-
-def run_cli(*args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [CLI, *args], cwd=ROOT, env=cli_env(**env), capture_output=True, text=True,
-        timeout=timeout,
-    )  # fmt: skip
-
-
-@contextmanager
-def settings_env(**env: str) -> Iterator[None]:
-    """Set environment variables and reload frappe-celery's settings; restore both after."""
-    saved = {name: os.environ.get(name) for name in env}
-    os.environ.update(env)
-    frappe.reload_settings()
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        frappe.reload_settings()
 
 
 class OtherSiteContext(JobContext):
@@ -166,71 +109,13 @@ def heartbeat(predicate: Callable[[dict[str, Any]], bool], timeout: float = 20) 
     return found
 
 
-def redis_snapshot(r: redis.Redis) -> dict[bytes, bytes | None]:
-    """Every frappe-celery key and queue list with its serialized value (what running workers
-    write on their own, heartbeats and held messages, left out)."""
-    from .test_enqueue_contract import WORKER_BOOKKEEPING
-
-    names = [name for name in r.scan_iter(match=keys.PREFIX + "*")
-             if not name.startswith(WORKER_BOOKKEEPING)]  # fmt: skip
-    for queue in frappe.get_queue_list():
-        names += [name.encode() for name in keys.queue_lists(queue) if r.exists(name)]
-    return {name: r.dump(name) for name in sorted(names)}
-
-
-def descendants(pid: int) -> set[int]:
-    """Every process below ``pid`` (children, grandchildren...)."""
-    listing = subprocess.run(
-        ["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True, timeout=10, check=True
-    ).stdout
-    children: dict[int, list[int]] = {}
-    for line in listing.splitlines():
-        child, parent = (int(part) for part in line.split())
-        children.setdefault(parent, []).append(child)
-    found: set[int] = set()
-    todo = [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
-
-
-def alive(pid: int) -> bool:
-    """Running (a zombie waiting to be reaped counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def lingering(pids: set[int], timeout: float) -> set[int]:
-    """Those of ``pids`` still running after up to ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while (left := {pid for pid in pids if alive(pid)}) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return left
-
-
-def stop_process(process: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 30):
-    """Signal a process we started; SIGKILL its session if it does not exit in time."""
-    if process.poll() is None:
-        process.send_signal(sig)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(10)
-
-
 # -- fixtures -------------------------------------------------------------------------------------
 
 
 @pytest.fixture
 def sched_hooks(r: redis.Redis) -> Iterator[str]:
-    """scheduler_events from tests.hooks_beat and tests.jobs_cli, for this process's commands."""
+    """scheduler_events from tests.jobs.hooks_beat and tests.jobs.cli, for this process's
+    commands."""
     with settings_env(FRAPPE_CELERY_HOOKS=SCHED_HOOKS):
         yield SCHED_HOOKS
 
@@ -359,7 +244,7 @@ def test_status_shows_started_finished_failed_counts_workers_and_running_jobs(
     failed = frappe.enqueue("tests.jobs.fail", queue="short", message="status-boom")
     wait_for(lambda: done.get_status() == "finished" and failed.get_status() == "failed", 30)
     running, key, _ = blocking(
-        "status-running", method="tests.jobs_cli.progress_then_wait", percent=40,
+        "status-running", method="tests.jobs.cli.progress_then_wait", percent=40,
         message="crunching", via="set_progress",
     )  # fmt: skip
     wait_for(lambda: started(r, key), 30)
@@ -385,7 +270,7 @@ def test_status_shows_started_finished_failed_counts_workers_and_running_jobs(
     short_row = ["short", "0", "0:0 3:0 6:0 9:0", "1", "0", "1", "1"]
     assert table_rows(text, "queue ")[0][:7] == short_row
     running_rows = table_rows(text.split("Running jobs:", 1)[1], "queue ")
-    assert running_rows[0][:3] == ["short", "tests.jobs_cli.progress_then_wait", running.id]
+    assert running_rows[0][:3] == ["short", "tests.jobs.cli.progress_then_wait", running.id]
     assert running_rows[0][-1] == "40% crunching"
 
 
@@ -557,11 +442,11 @@ def test_jobs_status_filter_shows_only_pending_or_only_running_jobs(r, shared_wo
 
 def test_a_running_jobs_progress_appears_in_jobs_and_status(r, shared_worker, blocking):
     by_handle, key_a, _ = blocking(
-        "progress-a", method="tests.jobs_cli.progress_then_wait", percent=50, message="half",
+        "progress-a", method="tests.jobs.cli.progress_then_wait", percent=50, message="half",
         via="set_progress",
     )  # fmt: skip
     by_frappe, key_b, _ = blocking(
-        "progress-b", method="tests.jobs_cli.progress_then_wait", percent=75,
+        "progress-b", method="tests.jobs.cli.progress_then_wait", percent=75,
         message="three quarters", via="publish_progress",
     )  # fmt: skip
     wait_for(lambda: started(r, key_a) and started(r, key_b), 30)
@@ -610,7 +495,7 @@ def test_failed_lists_failed_jobs_with_their_exception(r, shared_worker):
 def test_retry_enqueues_a_failed_job_again_with_the_same_arguments_and_it_runs(r, shared_worker):
     allow = "test:cli:allow-one"
     job = frappe.enqueue(
-        "tests.jobs_cli.fail_until_allowed", queue="short", job_id="retry-one", allow_key=allow,
+        "tests.jobs.cli.fail_until_allowed", queue="short", job_id="retry-one", allow_key=allow,
         value=21,
     )  # fmt: skip
     wait_for(lambda: job.get_status() == "failed", 30)
@@ -628,11 +513,11 @@ def test_retry_enqueues_a_failed_job_again_with_the_same_arguments_and_it_runs(r
 def test_retry_all_re_enqueues_every_failed_job_of_a_queue_with_a_progress_bar(r, shared_worker):
     allow = "test:cli:allow-all"
     on_short = [
-        frappe.enqueue("tests.jobs_cli.fail_until_allowed", queue="short", allow_key=allow, value=v)
+        frappe.enqueue("tests.jobs.cli.fail_until_allowed", queue="short", allow_key=allow, value=v)
         for v in (1, 2)
     ]
     on_default = frappe.enqueue(
-        "tests.jobs_cli.fail_until_allowed", queue="default", allow_key=allow, value=3
+        "tests.jobs.cli.fail_until_allowed", queue="default", allow_key=allow, value=3
     )
     jobs = [*on_short, on_default]
     wait_for(lambda: all(job.get_status() == "failed" for job in jobs), 30)
@@ -656,7 +541,7 @@ def test_retry_all_retries_each_failed_job_once_even_if_it_fails_again_meanwhile
     # worker fails the first ones again. Those must not be retried a second time.
     allow = "test:cli:never"
     jobs = [
-        frappe.enqueue("tests.jobs_cli.fail_until_allowed", queue="short", allow_key=allow, value=n)
+        frappe.enqueue("tests.jobs.cli.fail_until_allowed", queue="short", allow_key=allow, value=n)
         for n in range(60)
     ]
     wait_for(lambda: all(job.get_status() == "failed" for job in jobs), 60)
@@ -946,7 +831,7 @@ def test_start_runs_embedded_redis_worker_and_beat_and_ctrl_c_or_sigterm_stops_t
     ignored: Ctrl-C, and a supervisor's SIGTERM, still stop every part."""
     url = f"redis://127.0.0.1:{free_port()}/0"
     out = tmp_path / "start.out"
-    start_env = cli_env(FRAPPE_CELERY_BROKER_URL=url, FRAPPE_CELERY_HOOKS="tests.hooks_beat")
+    start_env = cli_env(FRAPPE_CELERY_BROKER_URL=url, FRAPPE_CELERY_HOOKS="tests.jobs.hooks_beat")
     with out.open("w") as handle:
         process = subprocess.Popen(
             [CLI, "start", "--data-dir", str(tmp_path / "data"), "--concurrency", "1"],
@@ -973,8 +858,8 @@ def test_start_runs_embedded_redis_worker_and_beat_and_ctrl_c_or_sigterm_stops_t
         assert re.search(r"^\[worker\] .* ready\.", text, re.MULTILINE)
         assert re.search(r"^\[beat\] .*beat: Starting", text, re.MULTILINE)
         assert (tmp_path / "data" / "redis").is_dir()
-        # The hooks of FRAPPE_CELERY_HOOKS: beat fires tests.hooks_beat's every-2-s entry and the
-        # worker runs it, against the embedded Redis.
+        # The hooks of FRAPPE_CELERY_HOOKS: beat fires tests.jobs.hooks_beat's every-2-s entry and
+        # the worker runs it, against the embedded Redis.
         embedded = redis.Redis.from_url(embedded_url, socket_timeout=5)
         wait_for(lambda: embedded.llen(TICKS) >= 1, 30)
         embedded.close()

@@ -15,8 +15,8 @@ import frappe_celery as frappe
 from frappe_celery import records
 from frappe_celery.broker import keys
 
-from .conftest import wait_for
-from .jobs_tx import enqueue_same_id_many_times
+from .jobs.tx import enqueue_same_id_many_times
+from .support.processes import wait_for
 
 
 def events(r, key: str) -> list[dict]:
@@ -244,7 +244,7 @@ def test_killing_the_pool_child_runs_the_job_again_at_once(r, start_worker):
     key = "test:dedup:child"
     worker = start_worker("reports", concurrency=1)
     job = frappe.enqueue(
-        "tests.jobs_tx.run_once",
+        "tests.jobs.tx.run_once",
         queue="reports",
         job_id="crashy",
         deduplicate=True,
@@ -295,7 +295,7 @@ def test_a_job_running_past_the_visibility_timeout_is_not_delivered_again(
     key = "test:dedup:long"
     first = start_worker("reports", concurrency=1, **env)
     job = frappe.enqueue(
-        "tests.jobs_tx.run_once",
+        "tests.jobs.tx.run_once",
         queue="reports",
         timeout=300,
         job_id="long-import",
@@ -338,7 +338,7 @@ def test_killing_the_whole_worker_brings_the_job_back_after_the_visibility_timeo
     key = "test:dedup:worker"
     first = start_worker("reports", concurrency=1, **env)
     job = frappe.enqueue(
-        "tests.jobs_tx.run_once",
+        "tests.jobs.tx.run_once",
         queue="reports",
         job_id="orphan",
         deduplicate=True,
@@ -375,7 +375,7 @@ def test_a_job_stuck_in_started_after_its_worker_vanished_is_failed_and_its_id_f
     key = "test:dedup:stuck"
     worker = start_worker("reports", concurrency=1)
     job = frappe.enqueue(
-        "tests.jobs_tx.run_once",
+        "tests.jobs.tx.run_once",
         queue="reports",
         timeout=1,
         job_id="stuck",

@@ -26,25 +26,14 @@ from frappe_celery.broker.wire import MAX_KWARGS, MAX_MESSAGE_BYTES, START_CHECK
 from frappe_celery.ops.embedded import free_port
 
 from . import jobs
-from .conftest import wait_for
+from .support.broker_state import redis_state
+from .support.processes import wait_for
 
 ALL_QUEUES = ["short", "default", "long", "reports", "batch"]
 SITE_PREFIX = "test.site||"
-# Kombu's own bookkeeping, written by running workers at any time, never by enqueue: queue
-# bindings, and the unacked hash / index / restore mutex of messages a worker holds.
-# What running workers write on their own at any moment (bindings, held messages, heartbeats),
-# and the doorbells, which they empty at any moment (a doorbell is rung only with a queue push).
-WORKER_BOOKKEEPING = (b"_kombu.binding.", b"unacked", keys.WORKERS.encode(),
-                      keys.alive("").encode(), keys.HOLDERS.encode(),
-                      keys.doorbell("").encode())  # fmt: skip
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-
-def redis_state(r: redis.Redis) -> dict[bytes, bytes | None]:
-    """Every key enqueue could write, with its serialized value (to detect any change)."""
-    return {key: r.dump(key) for key in r.scan_iter() if not key.startswith(WORKER_BOOKKEEPING)}
 
 
 def pending(r: redis.Redis, queue: str) -> int:

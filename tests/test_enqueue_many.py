@@ -12,8 +12,8 @@ from frappe_celery.broker import keys
 from frappe_celery.caller.transaction import transaction_scope
 from frappe_celery.config import NORMAL_PRIORITY
 
-from .conftest import wait_for
-from .test_enqueue_contract import redis_state
+from .support.broker_state import redis_state
+from .support.processes import wait_for
 
 
 def test_every_call_becomes_a_job_in_order_and_runs(r, shared_worker):
@@ -90,7 +90,7 @@ def test_after_commit_calls_wait_for_the_commit_and_the_others_do_not(r):
 
 
 def test_a_full_queue_refuses_its_jobs_and_publishes_the_others(r, tmp_path):
-    from .test_cli import settings_env
+    from .support.settings import settings_env
 
     config = tmp_path / "small.json"
     config.write_text(json.dumps({"max_queued_jobs": 1, "workers": {"reports": {}}}))

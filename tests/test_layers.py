@@ -265,3 +265,20 @@ def test_a_process_that_enqueues_or_reads_loads_nothing_of_the_worker() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
     ).stdout.split()
     assert loaded == [], f"loaded by a process that only enqueues and reads: {loaded}"
+
+
+TESTS = Path(__file__).resolve().parent
+
+
+def test_a_test_module_imports_no_other_test_module_and_no_conftest() -> None:
+    """What two test modules share lives in tests/support/ (CONTRIBUTING.md): a test module
+    imported by another would run its tests' module-level code twice, and a conftest is
+    pytest's, for fixtures."""
+    wrong = []
+    for path in sorted(TESTS.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.level and node.module:
+                last = node.module.rsplit(".", 1)[-1]
+                if last.startswith("test_") or last == "conftest":
+                    wrong.append(f"{path.relative_to(TESTS)}:{node.lineno} from {node.module}")
+    assert not wrong, wrong

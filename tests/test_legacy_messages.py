@@ -18,7 +18,7 @@ import pytest
 import frappe_celery as frappe
 from frappe_celery.broker import signing
 
-from .conftest import wait_for
+from .support.processes import wait_for
 
 FIXTURE = Path(__file__).resolve().parent / "legacy" / "queued_by_0_1_flat.json"
 

@@ -16,7 +16,7 @@ import redis
 
 import frappe_celery as frappe
 
-from .conftest import wait_for
+from .support.processes import wait_for
 
 QUEUE = "reports"  # a queue only this test's worker consumes
 FAILED_JOBS = 200

@@ -32,8 +32,8 @@ import redis
 import frappe_celery as frappe
 from frappe_celery.ops.embedded import find_redis_server, free_port
 
-from .conftest import pings, wait_for
-from .test_cli import settings_env
+from .support.processes import pings, wait_for
+from .support.settings import settings_env
 
 IN_CI = os.environ.get("CI") == "true"
 

@@ -20,7 +20,7 @@ from frappe_celery.config import get_settings
 from frappe_celery.errors import ConfigError
 from frappe_celery.scheduler.entries import CRON_KEYS, FREQUENCY_CRON, build_entries
 
-from .test_enqueue_contract import redis_state
+from .support.broker_state import redis_state
 
 QUEUES = ("short", "default", "long", "reports", "batch")  # conftest's configured queues
 # enqueue's own parameters: a user argument may not be named like one.
@@ -133,7 +133,7 @@ simple_keys = st.sampled_from(
 cron_expressions = st.sampled_from(
     ["* * * * *", "*/5 * * * *", "0 0 * * *", "30 2 1 * *", "@daily", "* * * * * */10"]
 )
-methods = st.sampled_from(["tests.jobs.add", "tests.jobs.record", "tests.jobs_sched.tick"])
+methods = st.sampled_from(["tests.jobs.add", "tests.jobs.record", "tests.jobs.sched.tick"])
 valid_events = st.dictionaries(simple_keys, st.lists(methods, min_size=1, max_size=3),
                                max_size=4) | st.dictionaries(
     st.sampled_from(sorted(CRON_KEYS)),

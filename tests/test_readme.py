@@ -15,7 +15,7 @@ import pytest
 
 from frappe_celery.ops.embedded import EmbeddedRedis, free_port
 
-from .conftest import ROOT
+from .support.processes import ROOT
 
 QUICKSTART = re.compile(r"<!-- quickstart:.*?-->\n```bash\n(.*?)```\n<!-- /quickstart -->", re.S)
 

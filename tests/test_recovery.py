@@ -14,7 +14,8 @@ import time
 
 import frappe_celery as frappe
 from frappe_celery.broker import keys, recovery
-from tests.conftest import wait_for
+
+from .support.processes import wait_for
 
 JOBS = 200
 
@@ -41,7 +42,7 @@ def test_a_killed_worker_s_jobs_run_again_within_60_s_and_a_busy_live_worker_kee
     # come back about 31 s after the kill, well inside those 50 s).
     busy = start_worker("reports", concurrency=1)
     long_job = frappe.enqueue(
-        "tests.jobs_tx.run_once", queue="reports", timeout=120, key="test:recover:long", seconds=50
+        "tests.jobs.tx.run_once", queue="reports", timeout=120, key="test:recover:long", seconds=50
     )
     wait_for(lambda: r.llen("test:recover:long") >= 1, 20)
 
@@ -49,7 +50,7 @@ def test_a_killed_worker_s_jobs_run_again_within_60_s_and_a_busy_live_worker_kee
     victim = start_worker("batch", concurrency=2)
     jobs = [
         frappe.enqueue(
-            "tests.jobs_tx.run_once", queue="batch", key=f"test:recover:{i}", seconds=0.05
+            "tests.jobs.tx.run_once", queue="batch", key=f"test:recover:{i}", seconds=0.05
         )
         for i in range(JOBS)
     ]

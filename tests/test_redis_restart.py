@@ -21,9 +21,10 @@ from frappe_celery.connection import answers
 from frappe_celery.errors import BrokerUnreachable
 from frappe_celery.ops.embedded import find_redis_server, free_port
 
-from .conftest import wait_for
-from .jobs_sched import TICKS
-from .test_cli import run_cli, settings_env
+from .jobs.sched import TICKS
+from .support.cli import run_cli
+from .support.processes import wait_for
+from .support.settings import settings_env
 
 THREADS = 4
 # Per thread: a steady stream well under what one worker drains, so the queue never overloads.
@@ -106,7 +107,7 @@ def test_a_redis_restart_loses_no_acknowledged_enqueue_and_nothing_needs_a_resta
 ):
     url = restartable_redis.url
     env = {"FRAPPE_CELERY_BROKER_URL": url, "FRAPPE_CELERY_RESULT_BACKEND": url,
-           "FRAPPE_CELERY_HOOKS": "tests.hooks_beat"}  # fmt: skip
+           "FRAPPE_CELERY_HOOKS": "tests.jobs.hooks_beat"}  # fmt: skip
     with settings_env(**env):
         client = frappe.connection.get_redis()
         worker = start_worker("short,default", concurrency=2, **env)

@@ -15,7 +15,8 @@ from frappe_celery import records
 from frappe_celery.broker import keys
 from frappe_celery.broker.workers import GONE_WORKER_KEPT
 
-from .conftest import TEST_CONFIG, wait_for
+from .support.processes import wait_for
+from .support.settings import TEST_CONFIG
 
 
 @pytest.fixture
@@ -148,7 +149,7 @@ def test_jobs_failed_by_the_reaper_are_trimmed_as_failed_jobs_are(r, start_worke
     wait_for(lambda: all(job.is_failed for job in failed), 30)
     r.zadd(registry, {"long-expired": 1.0})
     # A job whose worker is killed and whose message the broker lost: the reaper fails it.
-    stuck = frappe.enqueue("tests.jobs_tx.run_once", queue="reports", timeout=1,
+    stuck = frappe.enqueue("tests.jobs.tx.run_once", queue="reports", timeout=1,
                            key="test:retention:stuck", seconds=30)  # fmt: skip
     wait_for(lambda: stuck.get_status() == "started", 20)
     os.killpg(worker.process.pid, signal.SIGKILL)

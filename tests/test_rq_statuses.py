@@ -19,7 +19,7 @@ from frappe_celery.job import Job, NoSuchJobError, Result
 from frappe_celery.ops import admin, monitor
 from frappe_celery.retention import site_retention
 
-from .conftest import wait_for
+from .support.processes import wait_for
 
 SITE = "test.site"
 

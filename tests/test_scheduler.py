@@ -25,15 +25,16 @@ from frappe_celery.scheduler import state
 from frappe_celery.scheduler.beat import FrappeScheduler
 from frappe_celery.scheduler.entries import ScheduleEntry, build_entries
 
-from .conftest import TEST_CONFIG, wait_for
-from .hooks_schedule_all import scheduler_events as ALL_EVENTS
-from .jobs_sched import TICKS
+from .jobs.hooks_schedule_all import scheduler_events as ALL_EVENTS
+from .jobs.sched import TICKS
+from .support.processes import wait_for
+from .support.settings import TEST_CONFIG
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
 
 def settings_for(**env: str):
-    return load_settings({"FRAPPE_CELERY_HOOKS": "tests.hooks_for_tests", **env})
+    return load_settings({"FRAPPE_CELERY_HOOKS": "tests.jobs.hooks", **env})
 
 
 def ticks(r) -> list[float]:
@@ -71,15 +72,15 @@ def test_mapping_table_generates_schedule_queue_and_job_id_per_key():
         ("cron_short", "* * * * * */2", "other"): "short",
     }
     daily_long = next(e for e in entries if e.event == "daily_long")
-    assert daily_long.job_id == "site1.local||scheduled_job||daily_long|tests.jobs_sched.tick"
+    assert daily_long.job_id == "site1.local||scheduled_job||daily_long|tests.jobs.sched.tick"
     cron = next(e for e in entries if e.event == "cron_long")
-    assert cron.job_id == "site1.local||scheduled_job||cron_long[0 2 * * *]|tests.jobs_sched.tick"
+    assert cron.job_id == "site1.local||scheduled_job||cron_long[0 2 * * *]|tests.jobs.sched.tick"
     assert len({e.job_id for e in entries}) == len(entries)
 
 
 @pytest.mark.unit
 def test_every_site_gets_every_entry_with_its_own_maintenance_offset():
-    events = {"daily": ["tests.jobs_sched.tick"], "hourly_maintenance": ["tests.jobs_sched.tick"]}
+    events = {"daily": ["tests.jobs.sched.tick"], "hourly_maintenance": ["tests.jobs.sched.tick"]}
     entries = build_entries(events, settings_for(FRAPPE_CELERY_SITES="a.local,b.local"))
     assert sorted((e.site, e.event) for e in entries) == [
         ("a.local", "daily"),
@@ -100,7 +101,7 @@ def test_scheduler_interval_sets_the_all_event(tmp_path, interval, expression):
     path = tmp_path / "conf.json"
     path.write_text(json.dumps({"scheduler_interval": interval}))
     entries = build_entries(
-        {"all": ["tests.jobs_sched.tick"]}, settings_for(FRAPPE_CELERY_CONFIG=str(path))
+        {"all": ["tests.jobs.sched.tick"]}, settings_for(FRAPPE_CELERY_CONFIG=str(path))
     )
     assert [e.expression for e in entries] == [expression]
 
@@ -108,7 +109,7 @@ def test_scheduler_interval_sets_the_all_event(tmp_path, interval, expression):
 @pytest.mark.unit
 def test_unknown_event_key_stops_start_up_naming_the_key():
     with pytest.raises(ConfigError, match="unknown key 'dailly'"):
-        build_entries({"dailly": ["tests.jobs_sched.tick"]}, settings_for())
+        build_entries({"dailly": ["tests.jobs.sched.tick"]}, settings_for())
 
 
 @pytest.mark.unit
@@ -117,25 +118,25 @@ def test_invalid_cron_expression_stops_start_up_naming_key_and_expression():
         ConfigError,
         match=r"scheduler_events\['cron_long'\]: invalid cron expression '61 \* \* \* \*'",
     ):
-        build_entries({"cron_long": {"61 * * * *": ["tests.jobs_sched.tick"]}}, settings_for())
+        build_entries({"cron_long": {"61 * * * *": ["tests.jobs.sched.tick"]}}, settings_for())
 
 
 @pytest.mark.unit
 def test_unimportable_method_is_reported_by_name_and_skipped(caplog):
-    events = {"daily": ["tests.jobs_sched.tick", "tests.jobs_sched.missing"]}
+    events = {"daily": ["tests.jobs.sched.tick", "tests.jobs.sched.missing"]}
     with caplog.at_level(logging.ERROR):
         entries = build_entries(events, settings_for())
-    assert [e.method for e in entries] == ["tests.jobs_sched.tick"]
-    assert "skipping 'tests.jobs_sched.missing'" in caplog.text
+    assert [e.method for e in entries] == ["tests.jobs.sched.tick"]
+    assert "skipping 'tests.jobs.sched.missing'" in caplog.text
 
 
 @pytest.mark.unit
 def test_scheduler_strict_makes_an_unimportable_method_fatal(tmp_path):
     path = tmp_path / "conf.json"
     path.write_text(json.dumps({"frappe_celery": {"scheduler_strict": True}}))
-    with pytest.raises(ConfigError, match=r"tests\.jobs_sched\.missing"):
+    with pytest.raises(ConfigError, match=r"tests\.jobs\.sched\.missing"):
         build_entries(
-            {"daily": ["tests.jobs_sched.missing"]}, settings_for(FRAPPE_CELERY_CONFIG=str(path))
+            {"daily": ["tests.jobs.sched.missing"]}, settings_for(FRAPPE_CELERY_CONFIG=str(path))
         )
 
 
@@ -152,7 +153,7 @@ def test_a_schedule_whose_entries_are_all_skipped_says_so(caplog):
 
 
 def fires(expression: str, start: datetime, count: int) -> list[datetime]:
-    entry = ScheduleEntry("s", "cron", expression, "tests.jobs_sched.tick", "default")
+    entry = ScheduleEntry("s", "cron", expression, "tests.jobs.sched.tick", "default")
     moments, when = [], start.timestamp()
     for _ in range(count):
         when = entry.next_after(when, BERLIN)
@@ -203,7 +204,7 @@ def scheduler_with(r, tmp_path):
 
         if str(tmp_path) not in sys.path:
             sys.path.insert(0, str(tmp_path))
-        os.environ["FRAPPE_CELERY_HOOKS"] = f"tests.hooks_for_tests,{module}"
+        os.environ["FRAPPE_CELERY_HOOKS"] = f"tests.jobs.hooks,{module}"
         os.environ["FRAPPE_CELERY_CONFIG"] = str(conf_path)
         os.environ["FRAPPE_CELERY_ALLOWED_MODULES"] = "tests"
         frappe.reload_settings()
@@ -242,7 +243,7 @@ def at(text: str) -> float:
 
 
 def test_a_new_entry_waits_for_its_next_due_time(r, scheduler_with):
-    beat = scheduler_with({"hourly": ["tests.jobs_sched.tick"]})
+    beat = scheduler_with({"hourly": ["tests.jobs.sched.tick"]})
     beat.tick_at(at("2026-05-01 10:30:00"))
     assert published(r) == 0
     beat.tick_at(at("2026-05-01 10:59:59"))
@@ -252,7 +253,7 @@ def test_a_new_entry_waits_for_its_next_due_time(r, scheduler_with):
 
 
 def test_catch_up_after_downtime_fires_once_not_once_per_missed_tick(r, scheduler_with):
-    events = {"hourly": ["tests.jobs_sched.tick"]}
+    events = {"hourly": ["tests.jobs.sched.tick"]}
     beat = scheduler_with(events)
     beat.tick_at(at("2026-05-01 10:30:00"))
     beat.close()
@@ -268,7 +269,7 @@ def test_catch_up_after_downtime_fires_once_not_once_per_missed_tick(r, schedule
 
 @pytest.mark.parametrize("start", ["2026-03-27 00:00:00", "2026-10-23 00:00:00"])
 def test_daily_job_fires_once_per_local_day_through_dst_changes(r, scheduler_with, start):
-    beat = scheduler_with({"cron": {"30 2 * * *": ["tests.jobs_sched.tick"]}}, **{
+    beat = scheduler_with({"cron": {"30 2 * * *": ["tests.jobs.sched.tick"]}}, **{
         "frappe_celery": {**TEST_CONFIG["frappe_celery"], "time_zone": "Europe/Berlin"}
     })  # fmt: skip
     now, runs = at(start), []
@@ -283,7 +284,7 @@ def test_daily_job_fires_once_per_local_day_through_dst_changes(r, scheduler_wit
 
 
 def test_only_the_leader_fires_and_a_standby_takes_over_without_refiring(r, scheduler_with):
-    events = {"cron": {"*/10 * * * *": ["tests.jobs_sched.tick"]}}
+    events = {"cron": {"*/10 * * * *": ["tests.jobs.sched.tick"]}}
     leader, standby = scheduler_with(events), scheduler_with(events)
     leader.tick_at(at("2026-05-01 10:05:00"))
     standby.tick_at(at("2026-05-01 10:05:00"))
@@ -312,7 +313,7 @@ def test_only_the_leader_fires_and_a_standby_takes_over_without_refiring(r, sche
 def test_a_switched_off_site_fires_nothing_and_resumes_with_one_catch_up(
     r, scheduler_with, switch, sites
 ):
-    beat = scheduler_with({"hourly": ["tests.jobs_sched.tick"]})
+    beat = scheduler_with({"hourly": ["tests.jobs.sched.tick"]})
     beat.tick_at(at("2026-05-01 10:30:00"))
     state.set_switch(switch, True, sites)
     for hour in range(11, 16):
@@ -327,7 +328,7 @@ def test_a_switched_off_site_fires_nothing_and_resumes_with_one_catch_up(
 
 def test_pausing_one_site_leaves_the_others_running(r, scheduler_with, tmp_path):
     beat = scheduler_with(
-        {"hourly": ["tests.jobs_sched.tick"]},
+        {"hourly": ["tests.jobs.sched.tick"]},
         frappe_celery={**TEST_CONFIG["frappe_celery"], "sites": ["a.local", "b.local"]},
     )
     beat.tick_at(at("2026-05-01 10:30:00"))
@@ -337,7 +338,7 @@ def test_pausing_one_site_leaves_the_others_running(r, scheduler_with, tmp_path)
 
 
 def test_frappes_maintenance_mode_in_the_config_stops_firing(r, scheduler_with):
-    beat = scheduler_with({"hourly": ["tests.jobs_sched.tick"]}, maintenance_mode=1)
+    beat = scheduler_with({"hourly": ["tests.jobs.sched.tick"]}, maintenance_mode=1)
     beat.tick_at(at("2026-05-01 10:30:00"))
     beat.tick_at(at("2026-05-01 11:00:00"))
     assert published(r) == 0
@@ -345,7 +346,7 @@ def test_frappes_maintenance_mode_in_the_config_stops_firing(r, scheduler_with):
 
 # -- real beat processes ------------------------------------------------------------------
 
-BEAT_ENV = {"FRAPPE_CELERY_HOOKS": "tests.hooks_for_tests,tests.hooks_beat"}
+BEAT_ENV = {"FRAPPE_CELERY_HOOKS": "tests.jobs.hooks,tests.jobs.hooks_beat"}
 
 
 def assert_one_run_per_tick(runs: list[float]) -> None:
@@ -412,12 +413,12 @@ def test_pause_stops_a_real_beat_and_resume_restarts_it(r, shared_worker, start_
 
 
 def test_a_changed_hooks_file_takes_effect_on_restart(r, scheduler_with):
-    before = scheduler_with({"hourly": ["tests.jobs_sched.tick", "tests.jobs_sched.other"]})
+    before = scheduler_with({"hourly": ["tests.jobs.sched.tick", "tests.jobs.sched.other"]})
     before.tick_at(at("2026-05-01 10:30:00"))
     before.tick_at(at("2026-05-01 11:00:00"))
     assert published(r) == 2
     before.close()
     # Restarted with `other` removed from scheduler_events: only `tick` fires from now on.
-    after = scheduler_with({"hourly": ["tests.jobs_sched.tick"]})
+    after = scheduler_with({"hourly": ["tests.jobs.sched.tick"]})
     after.tick_at(at("2026-05-01 12:00:00"))
-    assert [record["method"] for record in published_records(r)] == ["tests.jobs_sched.tick"]
+    assert [record["method"] for record in published_records(r)] == ["tests.jobs.sched.tick"]

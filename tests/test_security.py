@@ -22,9 +22,10 @@ from frappe_celery.errors import InvalidArgumentError, MethodNotAllowed
 from frappe_celery.methods import DENIED, resolve_job_callable
 from frappe_celery.ops.embedded import find_redis_server, free_port
 
-from .conftest import pings, wait_for
-from .test_cli import run_cli, settings_env
-from .test_worker_execution import all_queue_lists, forge_from, record_of, unique, wait_final
+from .support.broker_state import all_queue_lists, forge_from, record_of, unique, wait_final
+from .support.cli import run_cli
+from .support.processes import pings, wait_for
+from .support.settings import settings_env
 
 PASSWORD = "pw-" + uuid.uuid4().hex  # unique: any occurrence in an output is a leak
 ACL_PASSWORD = "acl-" + uuid.uuid4().hex
@@ -94,7 +95,7 @@ def test_a_bench_with_use_rq_auth_reaches_redis_as_its_rq_user_and_never_shows_t
 ):
     """Frappe's own credentials: use_rq_auth, rq_username, rq_password in the bench's
     common_site_config.json become the broker URL of every frappe-celery command."""
-    from .test_bench_config import make_bench
+    from .support.settings import make_bench
 
     sites = make_bench(
         tmp_path,

@@ -10,7 +10,6 @@ kills masters and takes a few minutes). Prints the figures RELIABILITY.md report
 
 from __future__ import annotations
 
-import json
 import statistics
 import threading
 import time
@@ -24,9 +23,9 @@ from frappe_celery.broker import keys
 from frappe_celery.connection import make_client
 from frappe_celery.errors import FrappeCeleryError
 
-from .conftest import TEST_CONFIG, wait_for
-from .test_cli import settings_env
-from .test_sentinel import MASTER_NAME, SentinelCluster, sentinel_env
+from .support.processes import wait_for
+from .support.sentinel import MASTER_NAME, SentinelCluster, sentinel_env
+from .support.settings import config_env, settings_env
 
 pytestmark = pytest.mark.failover
 
@@ -37,15 +36,6 @@ AFTER_KILL_LIMIT = 30.0
 RESUMED_FOR = 2.0
 SPEED_RUNS = 5
 SPEED_SECONDS = 2.0
-
-
-def config_env(tmp_path: Path, **own: Any) -> dict[str, str]:
-    """No max_queued_jobs limit: nobody consumes the jobs, they pile up on purpose."""
-    conf = {**TEST_CONFIG, "max_queued_jobs": 0}
-    conf["frappe_celery"] = {**TEST_CONFIG["frappe_celery"], **own}
-    path = tmp_path / f"config-{len(own)}-{time.monotonic_ns()}.json"
-    path.write_text(json.dumps(conf))
-    return {"FRAPPE_CELERY_CONFIG": str(path)}
 
 
 class Load:

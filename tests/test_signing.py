@@ -17,9 +17,9 @@ from frappe_celery.config import load_settings
 from frappe_celery.errors import ConfigError
 from frappe_celery.ops.admin import refused_message_problems
 
-from .conftest import ROOT, wait_for
-from .test_cli import invoke
-from .test_worker_execution import unique, waiting_message
+from .support.broker_state import unique, waiting_message
+from .support.cli import invoke
+from .support.processes import ROOT, wait_for
 
 OTHER_KEY = "another-key-" + "x" * 40
 

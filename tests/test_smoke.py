@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import frappe_celery as frappe
 
-from .conftest import wait_for
+from .support.processes import wait_for
 
 
 def test_job_runs_on_a_real_worker_and_finishes(r, shared_worker):

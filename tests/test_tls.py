@@ -18,9 +18,9 @@ import redis
 from frappe_celery.errors import ConfigError
 from frappe_celery.ops.embedded import find_redis_server, free_port
 
-from .broker_tour import assert_never_shown, tour
-from .conftest import RedisProcess
-from .test_cli import run_cli
+from .support.broker_tour import assert_never_shown, tour
+from .support.cli import run_cli
+from .support.processes import RedisProcess
 
 PASSWORD = "tls-pw-" + uuid.uuid4().hex  # unique: any occurrence in an output is a leak
 IN_CI = os.environ.get("CI", "").lower() == "true"

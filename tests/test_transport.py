@@ -18,7 +18,8 @@ import frappe_celery as frappe
 from frappe_celery.broker import keys, recovery, scripts
 from frappe_celery.broker.transport import Channel
 from frappe_celery.broker.wire import START_CHECKED
-from tests.conftest import wait_for
+
+from .support.processes import wait_for
 
 # More than a few names: a set of them coming out in this order by chance is unlikely.
 QUEUES = ["long", "reports", "short", "batch", "q5", "default", "a", "zz"]

@@ -15,8 +15,8 @@ import frappe_celery as frappe
 from frappe_celery.broker import keys, signing
 from frappe_celery.broker.wire import TASK_NAME
 
-from .conftest import wait_for
-from .test_worker_execution import assert_worker_alive
+from .support.broker_state import assert_worker_alive
+from .support.processes import wait_for
 
 # kombu's type tags, good and bad, and the markers of ours.
 TAG_NAMES = ["datetime", "date", "time", "decimal", "uuid", "bytes", "frappe_celery.dict", "nope"]
@@ -141,7 +141,7 @@ def test_the_commands_survive_any_malformed_queue_entry(r):
     the queues' entries: a forged one is skipped, never an exception."""
     from frappe_celery.ops import admin, monitor
 
-    from .test_cli import invoke
+    from .support.cli import invoke
 
     queue = "batch"  # no worker consumes it
     job = frappe.enqueue("tests.jobs.add", queue=queue, a=1, b=2)

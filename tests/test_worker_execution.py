@@ -12,7 +12,6 @@ import datetime
 import decimal
 import json
 import os
-import pickle
 import time
 import uuid
 from itertools import pairwise
@@ -22,44 +21,30 @@ from typing import Any
 import pytest
 
 import frappe_celery as frappe
-from frappe_celery.broker import keys, signing
-from frappe_celery.job import find_waiting
+from frappe_celery.broker import keys
 
 from . import jobs
-from .conftest import TEST_CONFIG, wait_for
+from .support.broker_state import (
+    all_queue_lists,
+    assert_worker_alive,
+    forge_from,
+    record_of,
+    signed,
+    unique,
+    wait_final,
+    waiting_message,
+)
+from .support.processes import wait_for
+from .support.settings import TEST_CONFIG
 
-FINAL_STATUSES = ("finished", "failed", "canceled")
 GRACE = 2  # time_limit_grace in conftest.TEST_CONFIG
 
 
 # -- helpers -------------------------------------------------------------------------------------
 
 
-def unique(prefix: str) -> str:
-    return f"test:{prefix}:{uuid.uuid4().hex[:8]}"
-
-
-def wait_final(job: frappe.Job, timeout: float = 20) -> str:
-    """Wait until the job reached a final status and return it."""
-    wait_for(lambda: job.get_status() in FINAL_STATUSES, timeout)
-    return str(job.get_status())
-
-
 def read_list(r, key: str) -> list[Any]:
     return [json.loads(item) for item in r.lrange(key, 0, -1)]
-
-
-def record_of(r, job: frappe.Job) -> dict[str, str]:
-    raw = r.hgetall(keys.job(job.id))
-    return {k.decode(): v.decode() for k, v in raw.items()}
-
-
-def waiting_message(job: frappe.Job) -> str:
-    """The broker message of a job still waiting in its queue (found by its delivery tag)."""
-    record = job.refresh()
-    found = find_waiting(record["list"], record["delivery_tag"])
-    assert found is not None, f"job {job.id}: its message is not waiting in its queue"
-    return found[1]
 
 
 def message_headers(job: frappe.Job) -> dict[str, Any]:
@@ -70,60 +55,6 @@ def message_headers(job: frappe.Job) -> dict[str, Any]:
 
 def callbacks_for(r, job_id: str) -> list[dict[str, Any]]:
     return [entry for entry in read_list(r, "test:callbacks") if entry["job_id"] == job_id]
-
-
-def all_queue_lists() -> list[str]:
-    return [name for queue in frappe.get_queue_list() for name in keys.queue_lists(queue)]
-
-
-def signed(envelope: dict[str, Any]) -> str:
-    """``envelope`` signed with the session's key, as JSON: what a forger who stole the key
-    could push (the worker's checks behind the signature are defence in depth)."""
-    key = frappe.get_settings().require_signing_key()
-    envelope["headers"][signing.SIGNATURE_HEADER] = signing.sign(
-        key, envelope["headers"], envelope["body"]
-    )
-    return json.dumps(envelope)
-
-
-def forge_from(
-    r,
-    template: frappe.Job,
-    queue: str,
-    changes: dict[str, Any],
-    *,
-    pickled_kwargs: dict[str, Any] | None = None,
-) -> str:
-    """Push a copy of ``template``'s broker message onto ``queue``, rewritten by hand.
-
-    This is what anyone with write access to the broker and the signing key can do: no enqueue
-    validation runs. ``changes`` replace fields of the execute_job payload; with
-    ``pickled_kwargs`` the body is pickled instead of JSON (content type
-    application/x-python-serialize). Returns the list.
-    """
-    envelope = json.loads(waiting_message(template))
-    args, payload, embed = json.loads(base64.b64decode(envelope["body"]))
-    payload.update(changes, queue=queue)
-    if pickled_kwargs is None:
-        body = json.dumps([args, payload, embed]).encode()
-    else:
-        payload["kwargs"] = pickled_kwargs
-        body = pickle.dumps((tuple(args), payload, embed))
-        envelope["content-type"] = "application/x-python-serialize"
-        envelope["content-encoding"] = "binary"
-    envelope["body"] = base64.b64encode(body).decode("ascii")
-    envelope["properties"]["delivery_info"]["routing_key"] = queue
-    target = keys.queue_list(queue, int(envelope["properties"]["priority"]))
-    r.lpush(target, signed(envelope))
-    return target
-
-
-def assert_worker_alive(worker) -> None:
-    """The worker process is up and still runs jobs."""
-    assert worker.process.poll() is None, worker.output()
-    probe = frappe.enqueue("tests.jobs.add", a=20, b=22)
-    assert wait_final(probe) == "finished", probe.exc_info
-    assert probe.return_value() == 42
 
 
 class RunsShellOnUnpickle:

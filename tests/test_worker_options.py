@@ -16,7 +16,7 @@ import pytest
 import frappe_celery as frappe
 
 from . import jobs
-from .conftest import ROOT
+from .support.processes import ROOT
 
 
 def run_worker(

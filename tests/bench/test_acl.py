@@ -25,8 +25,8 @@ import frappe_celery
 from frappe_celery.integrations.frappe import switch
 from frappe_celery.ops.embedded import free_port
 
-from ..conftest import RedisProcess
-from .conftest import Bench, start_celery_worker, wait_for_status
+from ..support.frappe_bench import Bench, start_celery_worker, wait_for_status
+from ..support.processes import RedisProcess
 
 # Frappe's rules for its bench user (frappe/utils/redis_queue.py, RedisQueue.get_acl_key_rules
 # and get_acl_command_rules).

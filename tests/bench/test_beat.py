@@ -4,78 +4,17 @@ what is due (Scheduled Job Types, the site's switches), Celery runs it, one beat
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from .conftest import Bench, fresh, wait_for
-from .conftest import Worker as CeleryProcess
+from ..support.frappe_bench import DAILY, Beat, Bench, edit_json, fresh, logs_since, make_due
+from ..support.processes import wait_for
 
 pytestmark = pytest.mark.usefixtures("celery_worker")
-
-DAILY = "celery_example.tasks.daily"
-# Frappe's scheduler tick for these tests (common_site_config's scheduler_tick_interval).
-TICK = 2
-
-
-def edit_json(path: Path, **changes: Any) -> dict[str, Any]:
-    """Set (or, with None, remove) keys of a JSON config file; returns the file as it was."""
-    before = json.loads(path.read_text())
-    after = {**before, **changes}
-    for key, value in changes.items():
-        if value is None:
-            after.pop(key, None)
-    path.write_text(json.dumps(after, indent=1))
-    return before
-
-
-class Beat(CeleryProcess):
-    """``celery -A frappe_celery beat`` started in the bench's sites/, as the Procfile runs it."""
-
-    def __init__(self, bench: Bench, log: Path) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FRAPPE_CELERY_")}
-        process = subprocess.Popen(
-            [str(bench.bin / "celery"), "-A", "frappe_celery", "beat", "--loglevel", "INFO"],
-            cwd=bench.sites, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-        super().__init__(process, "beat", log)
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def passes(self) -> int:
-        """How many scheduler passes this beat finished (it logs each)."""
-        return self.output().count("scheduler: pass done")
-
-
-@pytest.fixture
-def scheduler_on(bench: Bench, site: Any) -> Iterator[Any]:
-    """The site's scheduler enabled, Frappe's tick at TICK s, every job type just run (so only
-    what a test makes due fires), the site in use; put back afterwards."""
-    common = bench.sites / "common_site_config.json"
-    before = edit_json(common, scheduler_tick_interval=TICK)
-    was_enabled = site.db.get_single_value("System Settings", "enable_scheduler")
-    site.db.set_single_value("System Settings", "enable_scheduler", 1)
-    site.db.sql("update `tabScheduled Job Type` set last_execution = %s", site.utils.now())
-    # Someone used the site lately: Frappe 15 runs a site without recent Activity Log rows as
-    # "dormant", its scheduled jobs once a day at most.
-    site.get_doc({"doctype": "Activity Log", "subject": "frappe-celery bench tests"}).insert(
-        ignore_permissions=True
-    )
-    site.db.commit()
-    try:
-        yield site
-    finally:
-        common.write_text(json.dumps(before, indent=1))
-        site.db.set_single_value("System Settings", "enable_scheduler", was_enabled)
-        site.db.commit()
 
 
 @pytest.fixture
@@ -90,24 +29,6 @@ def start_beat(bench: Bench, tmp_path: Path) -> Iterator[Callable[[], Beat]]:
     yield start
     for beat in started:
         beat.stop()
-
-
-def make_due(frappe: Any, method: str, days_ago: int = 2) -> tuple[str, str]:
-    """Set the job type's last run ``days_ago`` back; returns its name and the time now."""
-    name = frappe.db.get_value("Scheduled Job Type", {"method": method})
-    now = frappe.utils.now()
-    last = frappe.utils.add_days(now, -days_ago)
-    frappe.db.set_value("Scheduled Job Type", name, "last_execution", last, update_modified=False)
-    frappe.db.commit()
-    return name, now
-
-
-def logs_since(frappe: Any, job_type: str, since: str) -> list[str]:
-    return fresh(frappe).get_all(  # type: ignore[no-any-return]
-        "Scheduled Job Log",
-        filters={"scheduled_job_type": job_type, "creation": [">=", since]},
-        pluck="status",
-    )
 
 
 def test_beat_runs_what_frappe_finds_due_once_with_its_scheduled_job_log(scheduler_on, start_beat):

@@ -22,7 +22,8 @@ import frappe_celery
 from frappe_celery.broker import keys
 from frappe_celery.errors import InvalidArgumentError
 
-from .conftest import HttpSink, fresh, wait_for, wait_for_status
+from ..support.frappe_bench import HttpSink, fresh, wait_for_status
+from ..support.processes import wait_for
 
 pytestmark = pytest.mark.usefixtures("celery_worker")
 

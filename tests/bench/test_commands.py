@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import Bench, custom_queues
+from ..support.frappe_bench import Bench, custom_queues
 
 QUEUE = "celery-tests-idle"  # a queue no worker consumes: its jobs stay pending
 

@@ -20,8 +20,8 @@ from frappe_celery.broker import wire
 from frappe_celery.caller import publish
 from frappe_celery.job import site_job_prefix
 
-from .conftest import custom_queues, wait_for, wait_for_status
-from .test_web import web  # noqa: F401 (the gunicorn fixture)
+from ..support.frappe_bench import custom_queues, wait_for_status
+from ..support.processes import wait_for
 
 pytestmark = pytest.mark.usefixtures("celery_worker")
 
@@ -120,7 +120,7 @@ def logged_in(web_url: str, host: str, user: str, password: str) -> Any:
     return opener
 
 
-def test_only_a_system_manager_lists_rq_jobs_and_workers_through_reportview_get(bench, site, web):  # noqa: F811
+def test_only_a_system_manager_lists_rq_jobs_and_workers_through_reportview_get(bench, site, web):
     """frappe.desk.reportview.get reaches a virtual DocType's get_list / get_count for any
     logged-in user; a Website User must see no job, its arguments or its traceback."""
     admin_password = os.environ.get("FRAPPE_ADMIN_PASSWORD")

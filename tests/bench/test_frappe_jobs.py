@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import decimal
-import importlib
 import json
 import time
 import uuid
@@ -18,12 +17,11 @@ from typing import Any
 import pytest
 
 import frappe_celery
-from frappe_celery.broker import signing, wire
-from frappe_celery.caller import publish
 from frappe_celery.errors import InvalidArgumentError, UnserializableArgumentError
 from frappe_celery.integrations.frappe.arguments import TAG
 
-from .conftest import fresh, wait_for, wait_for_status
+from ..support.frappe_bench import fresh, publish_unvalidated, wait_for_status
+from ..support.processes import wait_for
 
 pytestmark = pytest.mark.usefixtures("celery_worker")
 
@@ -254,35 +252,6 @@ def test_frappes_email_queue_flush_runs_on_celery(site):
     job = site.enqueue("frappe.email.queue.flush", queue="short")
     done = wait_for_status(job.id, ("finished", "failed"))
     assert done.get_status() == "finished", done.exc_info
-
-
-def publish_unvalidated(
-    method: str, kwargs: dict[str, Any], signed: bool = True
-) -> frappe_celery.Job:
-    """What anyone with write access to the queue Redis and the bench's signing key can do: a
-    well-formed message that no enqueue validation has seen (without the key: ``signed=False``,
-    the same message without its signature)."""
-    enqueue_module = importlib.import_module("frappe_celery.caller.enqueue")
-    payload = enqueue_module.make_payload(
-        method, "short", None, site=enqueue_module.current_site(), user="Administrator",
-        kwargs=kwargs,
-    )  # fmt: skip
-    job_id = frappe_celery.create_job_id()
-    publication = publish.prepare(
-        job_id,
-        payload,
-        wire.encode_body(payload, kwargs),
-        at_front=False,
-        deduplicate=False,
-        at_front_when_starved=False,
-    )
-    if not signed:
-        envelope = json.loads(publication.args[3])  # enqueue.lua's message argument
-        del envelope["headers"][signing.SIGNATURE_HEADER]
-        publication.args[3] = json.dumps(envelope)
-    job = publish.publish(publication)
-    assert job is not None
-    return job
 
 
 def test_only_functions_of_the_benchs_apps_may_run(site, tmp_path):

@@ -21,9 +21,8 @@ import frappe_celery
 from frappe_celery.ops import admin
 from frappe_celery.ops.monitor import get_workers
 
-from .conftest import Bench, custom_queues, fresh, wait_for
-from .test_beat import DAILY, Beat, logs_since, make_due
-from .test_beat import scheduler_on as scheduler_on  # a fixture, used by name
+from ..support.frappe_bench import DAILY, Beat, Bench, custom_queues, fresh, logs_since, make_due
+from ..support.processes import wait_for
 
 pytestmark = pytest.mark.usefixtures("celery_worker")
 
@@ -268,7 +267,7 @@ def test_a_worker_running_another_frappe_celery_version_is_named_by_doctor(bench
     old = tmp_path / "old" / "frappe_celery-0.0.1.dist-info"
     old.mkdir(parents=True)
     (old / "METADATA").write_text("Metadata-Version: 2.1\nName: frappe-celery\nVersion: 0.0.1\n")
-    from .conftest import start_celery_worker
+    from ..support.frappe_bench import start_celery_worker
 
     worker = start_celery_worker(bench, tmp_path / "old-worker.log", queues=QUEUE,
                                  extra_env={"PYTHONPATH": str(old.parent)})  # fmt: skip

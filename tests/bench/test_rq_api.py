@@ -20,7 +20,8 @@ from frappe_celery.errors import InvalidArgumentError
 from frappe_celery.ops import admin
 from frappe_celery.ops.monitor import get_workers
 
-from .conftest import fresh, wait_for, wait_for_status
+from ..support.frappe_bench import fresh, wait_for_status
+from ..support.processes import wait_for
 
 pytestmark = pytest.mark.usefixtures("celery_worker")
 

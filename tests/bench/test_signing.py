@@ -11,8 +11,7 @@ import pytest
 
 from frappe_celery.broker import signing
 
-from .conftest import Bench, wait_for_status
-from .test_frappe_jobs import publish_unvalidated
+from ..support.frappe_bench import Bench, publish_unvalidated, wait_for_status
 
 pytestmark = pytest.mark.usefixtures("celery_worker")
 

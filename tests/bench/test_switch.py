@@ -14,7 +14,8 @@ import pytest
 import frappe_celery
 from frappe_celery.integrations.frappe import rq_compat, switch
 
-from .conftest import fresh, wait_for, wait_for_status
+from ..support.frappe_bench import fresh, wait_for_status
+from ..support.processes import wait_for
 
 SWITCHED = [
     "enqueue", "enqueue_doc", "is_job_enqueued", "get_job", "get_job_status", "get_jobs",

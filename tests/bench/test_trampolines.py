@@ -14,8 +14,8 @@ import pytest
 from frappe_celery.errors import InvalidArgumentError
 from frappe_celery.integrations.frappe.arguments import TAG
 
-from .conftest import fresh, wait_for, wait_for_status
-from .test_frappe_jobs import publish_unvalidated
+from ..support.frappe_bench import fresh, publish_unvalidated, wait_for_status
+from ..support.processes import wait_for
 
 pytestmark = pytest.mark.usefixtures("celery_worker")
 

@@ -6,68 +6,18 @@ from __future__ import annotations
 import http.cookiejar
 import json
 import os
-import socket
-import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from .conftest import Bench, fresh, wait_for
+from ..support.frappe_bench import fresh
+from ..support.processes import wait_for
 
 pytestmark = pytest.mark.usefixtures("celery_worker")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-def web(bench: Bench, tmp_path) -> Iterator[str]:
-    """gunicorn serving the bench's sites on a loopback port, as supervisor runs it."""
-    port = free_port()
-    log = (tmp_path / "gunicorn.log").open("wb")
-    process = subprocess.Popen(
-        [
-            str(bench.bin / "gunicorn"),
-            "-b",
-            f"127.0.0.1:{port}",
-            "-w",
-            "1",
-            "-t",
-            "120",
-            "frappe.app:application",
-            "--preload",
-        ],
-        cwd=bench.sites,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def answers() -> bool:
-        try:
-            # Frappe picks the site by the Host header.
-            ping = urllib.request.Request(f"{url}/api/method/ping", headers={"Host": bench.site})
-            with urllib.request.urlopen(ping, timeout=5):
-                return True
-        except OSError:
-            return process.poll() is not None
-
-    try:
-        wait_for(answers, timeout=60, interval=0.25)
-        assert process.poll() is None, (tmp_path / "gunicorn.log").read_text()[-3000:]
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def post(opener: Any, url: str, data: dict[str, Any], host: str) -> Any:

@@ -44,8 +44,8 @@ from frappe_celery.broker import keys
 from frappe_celery.broker.signing import generate_key
 from frappe_celery.ops.embedded import find_redis_server, free_port
 
-from ..conftest import Beat, Worker, wait_for
-from ..test_cli import settings_env
+from ..support.processes import Beat, Worker, wait_for
+from ..support.settings import settings_env
 
 pytestmark = pytest.mark.soak
 

@@ -159,7 +159,7 @@ def raising_callback(*args: Any, **kwargs: Any) -> None:
     raise RuntimeError("callback blew up")
 
 
-# -- hooks and context (configured by tests/hooks_for_tests.py and FRAPPE_CELERY_JOB_CONTEXT) --
+# -- hooks and context (configured by tests/jobs/hooks.py and FRAPPE_CELERY_JOB_CONTEXT) --
 
 CONTEXT_EVENTS: list[str] = []
 CURRENT_USER: str | None = None

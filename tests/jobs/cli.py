@@ -1,6 +1,6 @@
 """Job functions (and one scheduler_events entry) for the `frappe-celery` command tests.
 
-Used as a hooks module too (FRAPPE_CELERY_HOOKS=...,tests.jobs_cli): its daily_long entry is
+Used as a hooks module too (FRAPPE_CELERY_HOOKS=...,tests.jobs.cli): its daily_long entry is
 a scheduled job that fails, so `status` has a "last run failed" entry to show once it was
 triggered.
 """
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from frappe_celery import get_current_job, publish_progress
 
-from .jobs import conn, push, wait_for_release
+from . import conn, push, wait_for_release
 
-scheduler_events = {"daily_long": ["tests.jobs_cli.scheduled_fail"]}
+scheduler_events = {"daily_long": ["tests.jobs.cli.scheduled_fail"]}
 
 
 def progress_then_wait(

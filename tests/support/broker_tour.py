@@ -12,13 +12,14 @@ from typing import Any
 import frappe_celery as frappe
 from frappe_celery.connection import get_redis
 
-from .conftest import Beat, Worker, wait_for
-from .jobs_sched import TICKS
-from .test_cli import run_cli, settings_env
+from ..jobs.sched import TICKS
+from .cli import run_cli
+from .processes import Beat, Worker, wait_for
+from .settings import settings_env
 
-# tests.hooks_beat fires an entry every 2 s; tests.hooks_schedule_all has the "hourly" event
-# that trigger-scheduler-event fires.
-HOOKS = "tests.hooks_for_tests,tests.hooks_beat,tests.hooks_schedule_all"
+# tests.jobs.hooks_beat fires an entry every 2 s; tests.jobs.hooks_schedule_all has the "hourly"
+# event that trigger-scheduler-event fires.
+HOOKS = "tests.jobs.hooks,tests.jobs.hooks_beat,tests.jobs.hooks_schedule_all"
 # Not consumed by the tour's worker: jobs wait there to be canceled, purged, or drained by
 # `frappe-celery worker --burst`.
 IDLE_QUEUE = "batch"

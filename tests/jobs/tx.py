@@ -7,7 +7,7 @@ import time
 
 import frappe_celery as frappe
 
-from .jobs import push
+from . import push
 
 
 def run_once(key: str, seconds: float = 0.0) -> int:

@@ -7,7 +7,7 @@ import time
 
 import frappe_celery
 
-from .jobs import push
+from . import push
 
 TICKS = "test:sched:ticks"
 OTHER = "test:sched:other"
