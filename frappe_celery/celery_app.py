@@ -68,6 +68,8 @@ WORKER_MODULES = (
     "frappe_celery.worker.control",
     "frappe_celery.worker.maintenance",
     "frappe_celery.worker.memory",
+    # The metrics_port setting: the main process serves the bench's metrics.
+    "frappe_celery.ops.metrics_beside",
 )
 
 # Pool child recycling (see celery_settings): a fork costs tens of milliseconds, so 1000 jobs

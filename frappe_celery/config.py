@@ -75,6 +75,8 @@ BENCH_PROCESS_NICENESS = 10
 DEFAULT_TIME_ZONE = "UTC"
 
 ENV_PREFIX = "FRAPPE_CELERY_"
+# Metrics are served on the loopback unless told otherwise: Prometheus scrapes from the host.
+DEFAULT_METRICS_ADDRESS = "127.0.0.1"
 
 # WAIT's timeout after each enqueue when enqueue_wait_replicas is set: how long an enqueue may
 # wait for a replica before it reports the job as not replicated.
@@ -141,6 +143,11 @@ class Settings:
     job_id_style: str = "v16"
     # How much workers and beat lower their CPU priority at start (os.nice).
     niceness: int = 0
+    # -- metrics (ops/metrics.py) --
+    # Where a worker's or beat's main process serves Prometheus metrics (0: it does not; the
+    # first process of the bench to bind the port serves them).
+    metrics_port: int = 0
+    metrics_address: str = DEFAULT_METRICS_ADDRESS
     # -- signed messages (signing.py); kept out of repr: credentials are never printed --
     signing_key: str | None = field(default=None, repr=False)
     # Accepted, never used to sign: the key before a rotation.
@@ -373,9 +380,27 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             conf.get("background_process_niceness", BENCH_PROCESS_NICENESS if bench else 0),
             allow_zero=True,
         ),
+        metrics_port=_port(
+            source,
+            "frappe_celery.metrics_port",
+            env.get(ENV_PREFIX + "METRICS_PORT") or own.get("metrics_port", 0),
+        ),
+        metrics_address=env.get(ENV_PREFIX + "METRICS_ADDRESS")
+        or own.get("metrics_address")
+        or DEFAULT_METRICS_ADDRESS,
         signing_key=signing_key,
         previous_signing_key=previous_signing_key,
     )
+
+
+def _port(source: str, name: str, value: Any) -> int:
+    """A TCP port, or 0 for none."""
+    port = _positive_int(source, name, value, allow_zero=True)
+    if port > 65535:
+        raise ConfigError(
+            f"{source}: {name} must be a TCP port (1-65535) or 0 for none, got {port}"
+        )
+    return port
 
 
 def _signing_key(

@@ -315,6 +315,13 @@ def cancel(job_id: str, token: str, queue: str, reason: str) -> bool:
                 exc_info=reason)  # fmt: skip
 
 
+# A job still started this long past its hard deadline (the started registry's score) is stuck:
+# its worker should have killed it and recorded the end by then, so it hangs where no signal
+# reaches (C code, an uninterruptible wait) or its worker is gone. The metrics, doctor and
+# `stop --stuck` name it.
+STUCK_GRACE = 60.0
+
+
 ABANDONED_REASON = (
     "abandoned: its hard time limit passed, no worker holds its message and the message is no "
     "longer in its queue (the worker died and the message was lost)"

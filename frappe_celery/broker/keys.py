@@ -101,6 +101,24 @@ def lock(name: str) -> str:
     return f"{PREFIX}lock:{name}"
 
 
+# -- metrics: counters and histograms the Lua scripts keep (broker/counters.py) --
+
+METRICS_OUTCOMES = PREFIX + "metrics:outcomes"
+"""Hash: "{queue}\x1f{site}\x1f{method}\x1f{outcome}" -> how many jobs came to that outcome."""
+
+METRICS_LATENCY = PREFIX + "metrics:latency"
+"""Hash: "{queue}\x1f{site}\x1f{bucket}" -> how many jobs waited from enqueue to their first
+start within that bucket (counters.BUCKETS; one past the last is +Inf), and "...\x1fsum" ->
+their total wait in seconds."""
+
+METRICS_RUN_TIME = PREFIX + "metrics:run_time"
+"""Hash: "{queue}\x1f{method}\x1f{bucket}" -> how many runs ended within that bucket of run
+time, and "...\x1fsum" -> their total in seconds."""
+
+METRICS_METHODS = PREFIX + "metrics:methods"
+"""Set: the methods that have a label of their own (at most counters.METHOD_LABELS)."""
+
+
 # -- scheduler --
 
 SCHEDULER_LEADER = PREFIX + "scheduler:leader"
@@ -108,6 +126,10 @@ SCHEDULER_LEADER = PREFIX + "scheduler:leader"
 
 SCHEDULER_LAST_RUNS = PREFIX + "scheduler:last_run"
 """Hash: "{site}||{entry name}" -> epoch of the scheduled time last fired."""
+
+SCHEDULER_PASSES = PREFIX + "scheduler:passes"
+"""Hash: site -> JSON of the leading beat's last pass over it (scheduler/state.py SitePass):
+when, the site's state, and the lag of each job type that was due."""
 
 SCHEDULER_SWITCHES = PREFIX + "scheduler:switches"
 """Hash: "{site}||{switch}" -> "1" for switch in paused/disabled/maintenance; site "*" is every

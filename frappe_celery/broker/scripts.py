@@ -13,9 +13,15 @@ from typing import Any
 import redis
 from redis.exceptions import NoScriptError
 
+from frappe_celery.broker import counters
+
 
 def _source(name: str) -> str:
-    return (files("frappe_celery.broker") / "lua" / f"{name}.lua").read_text("utf-8")
+    text = (files("frappe_celery.broker") / "lua" / f"{name}.lua").read_text("utf-8")
+    if name == "lib_metrics":
+        # Its constants and key names come from counters.py and keys.py.
+        text = counters.lua_constants() + text
+    return text
 
 
 class LuaScript:
@@ -44,12 +50,12 @@ class LuaScript:
         pipe.evalsha(self.sha, len(keys), *keys, *args)
 
 
-ENQUEUE = LuaScript("enqueue", uses=("lib_find", "lib_liveness"))
-REAP = LuaScript("reap", uses=("lib_find", "lib_liveness", "lib_trim"))
-START = LuaScript("start", uses=("lib_start",))
-FINISH = LuaScript("finish", uses=("lib_trim",))
-REQUEUE = LuaScript("requeue")
-CANCEL = LuaScript("cancel", uses=("lib_find", "lib_trim"))
+ENQUEUE = LuaScript("enqueue", uses=("lib_find", "lib_liveness", "lib_metrics"))
+REAP = LuaScript("reap", uses=("lib_find", "lib_liveness", "lib_trim", "lib_metrics"))
+START = LuaScript("start", uses=("lib_start", "lib_metrics"))
+FINISH = LuaScript("finish", uses=("lib_trim", "lib_metrics"))
+REQUEUE = LuaScript("requeue", uses=("lib_metrics",))
+CANCEL = LuaScript("cancel", uses=("lib_find", "lib_trim", "lib_metrics"))
 RELEASE_LOCK = LuaScript("release_lock")
 EXTEND_LOCK = LuaScript("extend_lock")
 CLAIM_TICKS = LuaScript("claim_ticks")
@@ -58,3 +64,4 @@ FORGET = LuaScript("forget")
 RECOVER = LuaScript("recover")
 SETTLE = LuaScript("settle")
 RESTORE_VISIBLE = LuaScript("restore_visible")
+PENDING_SITES = LuaScript("pending_sites")

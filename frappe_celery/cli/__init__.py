@@ -21,6 +21,7 @@ from frappe_celery.cli.jobs import (
     retry_command,
     stop_command,
 )
+from frappe_celery.cli.metrics import metrics_command
 from frappe_celery.cli.run import start_command, worker_command
 from frappe_celery.cli.scheduler import scheduler_group, trigger_command
 from frappe_celery.cli.status import doctor_command, status_command
@@ -36,7 +37,7 @@ def main() -> None:
 
 for command in (status_command, jobs_command, failed_command, retry_command, purge_jobs_command,
                 stop_command, cancel_command, trigger_command, scheduler_group, doctor_command,
-                worker_command, start_command, demo, bench_group):  # fmt: skip
+                worker_command, start_command, demo, bench_group, metrics_command):  # fmt: skip
     main.add_command(command)
 # Frappe's name for `jobs`.
 main.add_command(jobs_command, "show-pending-jobs")

@@ -34,11 +34,15 @@ from frappe_celery.config import get_settings
 from frappe_celery.errors import BrokerUnreachable, PublishError
 from frappe_celery.scheduler.entries import ScheduleEntry, build_entries, load_events
 from frappe_celery.scheduler.state import (
+    ALL_SITES,
+    SWITCHES,
     LeaderLock,
+    SitePass,
     claim_ticks,
     last_run_field,
     read_last_runs,
     read_switches,
+    record_passes,
     seed_last_runs,
 )
 
@@ -46,6 +50,9 @@ logger = logging.getLogger(__name__)
 
 # The longest sleep between ticks: lock renewal and seconds-granular cron need this cadence.
 TICK_SECONDS = 1.0
+# How often the leader records its pass over the sites (state.record_passes): a tick is too
+# often for a write the metrics read at each scrape.
+PASS_REPORT_SECONDS = 10.0
 
 
 def scheduled_publication(entry: ScheduleEntry) -> Publication:
@@ -112,6 +119,7 @@ class FrappeScheduler(LeaderScheduler):
         self.entries = build_entries(load_events(), self.settings)
         self.fields = [last_run_field(entry.site, entry.name) for entry in self.entries]
         self.next_due = [math.inf] * len(self.entries)
+        self.next_report = 0.0
         super().__init__(app, *args, **kwargs)
 
     def setup_schedule(self) -> None:
@@ -130,7 +138,10 @@ class FrappeScheduler(LeaderScheduler):
     def lead(self, now: float, *, became_leader: bool) -> float:
         if became_leader:
             self.load_next_runs(now)
-        due = self.due_entries(now)
+        switches = read_switches()
+        if now >= self.next_report:
+            self.report(now, switches)
+        due = self.due_entries(now, switches)
         if due:
             self.fire(due, now)
         soonest = min(self.next_due, default=math.inf) - time.time()
@@ -147,19 +158,37 @@ class FrappeScheduler(LeaderScheduler):
             self.next_due[index] = entry.next_after(last, self.zone)
         seed_last_runs(first_seen)
 
-    def site_active(self, site: str, switches: dict[str, set[str]]) -> bool:
+    def site_state(self, site: str, switches: dict[str, set[str]]) -> str:
+        """ "active", or the switch that keeps the site's entries from firing (the config's
+        first, then frappe-celery's own, for the site or for all)."""
         settings = self.settings
-        if settings.pause_scheduler or settings.disable_scheduler or settings.maintenance_mode:
-            return False
-        return not switches.get("*") and not switches.get(site)
+        for on, name in ((settings.pause_scheduler, "paused"),
+                         (settings.disable_scheduler, "disabled"),
+                         (settings.maintenance_mode, "maintenance")):  # fmt: skip
+            if on:
+                return name
+        switched = switches.get(ALL_SITES, set()) | switches.get(site, set())
+        return next((name for name in SWITCHES if name in switched), "active")
 
-    def due_entries(self, now: float) -> list[int]:
-        switches = read_switches()
+    def due_entries(self, now: float, switches: dict[str, set[str]]) -> list[int]:
         return [
             index
             for index, entry in enumerate(self.entries)
-            if self.next_due[index] <= now and self.site_active(entry.site, switches)
+            if self.next_due[index] <= now and self.site_state(entry.site, switches) == "active"
         ]
+
+    def report(self, now: float, switches: dict[str, set[str]]) -> None:
+        """Record this pass for every site (the metrics read it): its state and the entries
+        due and not fired yet (an inactive site's pile up), each with its lag."""
+        self.next_report = now + PASS_REPORT_SECONDS
+        passes = {
+            site: SitePass(site, self.site_state(site, switches), now, PASS_REPORT_SECONDS)
+            for site in self.settings.scheduler_sites
+        }
+        for index, entry in enumerate(self.entries):
+            if self.next_due[index] <= now and entry.site in passes:
+                passes[entry.site].lags[entry.name] = round(now - self.next_due[index], 3)
+        record_passes(passes.values())
 
     def fire(self, due: list[int], now: float) -> None:
         scheduled = {

@@ -6,8 +6,11 @@ a local file.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import uuid
 from collections.abc import Iterable
+from dataclasses import asdict, dataclass
 
 from frappe_celery.broker import keys, scripts
 from frappe_celery.connection import as_text, broker_errors, get_redis
@@ -133,3 +136,46 @@ def read_switches() -> dict[str, set[str]]:
         site, switch = as_text(name).rsplit("||", 1)
         switches.setdefault(site, set()).add(switch)
     return switches
+
+
+# What a site's scheduler was found to be at a pass: active, or why it fired nothing. The first
+# three are the switches (frappe-celery's own or the site's config); "dormant" is Frappe's
+# schedule_jobs_based_on_activity saying no; "database_down" a site whose database could not be
+# reached; "error" a site that raised otherwise as it was read.
+SITE_STATES = ("active", "paused", "disabled", "maintenance", "dormant", "database_down", "error")
+
+
+@dataclass
+class SitePass:
+    """The leading beat's pass over one site: at ``at`` (epoch), the site was ``state``, and
+    these job types (Scheduled Job Types in a bench, scheduler_events entries outside) were due
+    as the pass began, each ``lags[name]`` seconds past its due time: fired then, or kept back
+    (an inactive site; in a bench, a last run still queued or running), when the lag grows from
+    pass to pass. ``interval``: the beat's seconds between passes."""
+
+    site: str
+    state: str
+    at: float
+    interval: float
+    lags: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+def record_passes(passes: Iterable[SitePass]) -> None:
+    """One write for a whole pass (every site's), read by the metrics and `status`."""
+    mapping = {p.site: json.dumps(asdict(p)) for p in passes}
+    if mapping:
+        with broker_errors():
+            get_redis().hset(keys.SCHEDULER_PASSES, mapping=mapping)
+
+
+def read_passes() -> dict[str, SitePass]:
+    """site -> its last recorded pass."""
+    with broker_errors():
+        raw = get_redis().hgetall(keys.SCHEDULER_PASSES)
+    passes = {}
+    for name, value in raw.items():
+        try:
+            passes[as_text(name)] = SitePass(**json.loads(value))
+        except (TypeError, ValueError):
+            continue  # written by another version: skipped until the next pass rewrites it
+    return passes

@@ -11,7 +11,19 @@ from pathlib import Path
 
 import pytest
 
-from ..support.frappe_bench import DAILY, Beat, Bench, edit_json, fresh, logs_since, make_due
+from frappe_celery.ops import metrics
+from frappe_celery.scheduler import state
+
+from ..support.frappe_bench import (
+    DAILY,
+    TICK,
+    Beat,
+    Bench,
+    edit_json,
+    fresh,
+    logs_since,
+    make_due,
+)
 from ..support.processes import wait_for
 
 pytestmark = pytest.mark.usefixtures("celery_worker")
@@ -31,7 +43,9 @@ def start_beat(bench: Bench, tmp_path: Path) -> Iterator[Callable[[], Beat]]:
         beat.stop()
 
 
-def test_beat_runs_what_frappe_finds_due_once_with_its_scheduled_job_log(scheduler_on, start_beat):
+def test_beat_runs_what_frappe_finds_due_once_with_its_scheduled_job_log(
+    bench, scheduler_on, start_beat
+):
     # Two daily runs were missed while no beat ran: the job runs once when beat comes back.
     job_type, since = make_due(scheduler_on, DAILY, days_ago=2)
     beat = start_beat()
@@ -39,6 +53,9 @@ def test_beat_runs_what_frappe_finds_due_once_with_its_scheduled_job_log(schedul
     passes = beat.passes()
     wait_for(lambda: beat.passes() >= passes + 2, 30)  # two more passes: nothing more is due
     assert logs_since(scheduler_on, job_type, since) == ["Complete"]
+    found = state.read_passes()[bench.site]
+    assert found.state == "active" and found.interval == TICK
+    assert job_type not in found.lags  # run: no longer due
     todos = fresh(scheduler_on).get_all(
         "ToDo", filters={"description": ["like", "scheduled daily%"], "creation": [">=", since]}
     )
@@ -60,6 +77,18 @@ def test_a_site_whose_scheduler_is_off_fires_nothing(bench, scheduler_on, start_
         wait_for(lambda: beat.passes() >= 3, 30)
         assert logs_since(scheduler_on, job_type, since) == []
         assert f"scheduler: site {bench.site} is inactive" in beat.output()
+        # The pass says why, and how late the job type it kept back is (due two days ago).
+        reason = {"enable_scheduler": "disabled", "pause_scheduler": "paused",
+                  "maintenance_mode": "maintenance"}[switch]  # fmt: skip
+        found = state.read_passes()[bench.site]
+        assert found.state == reason
+        assert found.lags[job_type] > 24 * 3600
+        text = metrics.render()
+        assert (
+            f'frappe_celery_scheduler_site_skipped{{reason="{reason}",site="{bench.site}"}} 1.0'
+            in text
+        )
+        assert f'frappe_celery_scheduler_site_active{{site="{bench.site}"}} 0.0' in text
     finally:
         site_config.write_text(json.dumps(before, indent=1))
 
@@ -88,6 +117,9 @@ def test_a_site_whose_database_is_down_is_skipped_by_name_and_the_others_fire(
         wait_for(lambda: logs_since(scheduler_on, job_type, since) == ["Complete"], 60)
         wait_for(lambda: f"scheduler: site {broken.name} skipped" in beat.output(), 30)
         assert beat.process.poll() is None
+        wait_for(lambda: broken.name in state.read_passes(), 30)
+        assert state.read_passes()[broken.name].state == "database_down"
+        assert state.read_passes()[bench.site].state == "active"
     finally:
         shutil.rmtree(broken)
 

@@ -21,6 +21,7 @@ end
 if message then
   redis.call('LREM', KEYS[2], 1, message)
 end
+count_end(KEYS[1], 'canceled', nil, tonumber(ARGV[2]))
 redis.call('HSET', KEYS[1], 'status', 'canceled', 'ended_at', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[4])

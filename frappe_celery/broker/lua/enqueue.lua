@@ -20,12 +20,11 @@ local max_queued = tonumber(ARGV[3])
 local ttl, unacked, now, grace = ARGV[4], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])
 local doorbell_depth, field_count = tonumber(ARGV[8]), tonumber(ARGV[9])
 local first_record = #KEYS - jobs
-local token_at
+local at = {}
 for i = 0, field_count - 1 do
-  if ARGV[10 + i] == 'token' then
-    token_at = i
-  end
+  at[ARGV[10 + i]] = i
 end
+local token_at = at['token']
 -- Pending messages per queue (by its doorbell), counted once per call: only this script's own
 -- pushes change them while it runs.
 local pending_of = {}
@@ -103,6 +102,13 @@ for job = 1, jobs do
     if pending_of[doorbell] ~= nil then
       pending_of[doorbell] = pending_of[doorbell] + 1
     end
+  end
+  if code ~= 1 then
+    local function value(name)
+      return ARGV[values_from + at[name]]
+    end
+    count_outcome(value('queue'), value('site'), value('method'),
+      code == 0 and 'deduplicated' or 'overloaded')
   end
   replies[#replies + 1] = code
   replies[#replies + 1] = info

@@ -47,6 +47,13 @@ if ARGV[11] ~= '' and current[2] == 'started' then
   status = ARGV[11]
   registry = KEYS[7]
 end
+local exc_type
+for i = 12, #ARGV - 1, 2 do
+  if ARGV[i] == 'exc_type' then
+    exc_type = ARGV[i + 1]
+  end
+end
+count_end(record, status, exc_type, tonumber(ARGV[4]))
 redis.call('HSET', record, 'status', status, 'ended_at', ARGV[4], unpack(ARGV, 12))
 -- A job given its own retention at enqueue (Job.keep_for) keeps it; else ARGV[5], its site's.
 local own_ttl = current[5]

@@ -16,6 +16,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
   if redis.call('HGET', record, 'status') ~= 'started' then
     redis.call('ZREM', KEYS[1], id)
   elseif not holder_alive(record, queue_lists, ARGV[2], now, tonumber(ARGV[3])) then
+    count_end(record, 'abandoned', nil, now)
     redis.call('HSET', record, 'status', 'failed', 'ended_at', now,
       'exc_type', 'AbandonedJobError', 'exc_info', ARGV[6])
     redis.call('EXPIRE', record, ARGV[5])

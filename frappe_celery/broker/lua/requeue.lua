@@ -14,6 +14,10 @@ local status = fields[2]
 if status == 'finished' or status == 'failed' or status == 'canceled' or status == 'stopped' then
   return 0
 end
+if tonumber(ARGV[3]) > 0 then
+  local f = redis.call('HMGET', KEYS[1], 'queue', 'site', 'method')
+  count_outcome(f[1], f[2], f[3], 'retried')
+end
 redis.call('HSET', KEYS[1], 'status', 'queued', unpack(ARGV, 4))
 redis.call('ZREM', KEYS[2], ARGV[2])
 if tonumber(ARGV[3]) > 0 then

@@ -21,6 +21,12 @@ local verdict = start_verdict(fields[2])
 if verdict ~= 1 then
   return verdict
 end
+-- The wait from enqueue to the job's first start (a redelivery or a retry starts it again).
+local first = redis.call('HMGET', record, 'started_at', 'queue', 'site', 'enqueued_at')
+if not first[1] and first[4] then
+  observe(METRICS_LATENCY, table.concat({first[2] or '', first[3] or ''}, METRICS_SEP),
+    tonumber(ARGV[2]) - tonumber(first[4]))
+end
 redis.call('HSET', record, 'status', 'started', 'started_at', ARGV[2], 'worker', ARGV[4],
   'payload', ARGV[7])
 redis.call('HDEL', record, 'ended_at', 'exc_info', 'exc_type', 'progress', 'progress_message')

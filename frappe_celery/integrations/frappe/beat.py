@@ -32,6 +32,7 @@ from frappe_celery.errors import BrokerUnreachable
 from frappe_celery.integrations.frappe import _frappe, scheduled_jobs
 from frappe_celery.integrations.frappe.switch import apply as apply_switch
 from frappe_celery.scheduler.beat import TICK_SECONDS, LeaderScheduler
+from frappe_celery.scheduler.state import SitePass, record_passes
 
 logger = logging.getLogger(__name__)
 
@@ -48,23 +49,57 @@ def scheduler_tick(sites_path: str) -> int:
         frappe.destroy()
 
 
-def enqueue_site(site: str, sites_path: str) -> list[str] | None:
-    """What Frappe's ``enqueue_events_for_site`` does for one site; returns the methods
-    enqueued, or None when the site's scheduler is inactive. Raises what the site raises."""
+def enqueue_site(site: str, sites_path: str) -> tuple[str, dict[str, float], list[str]]:
+    """What Frappe's ``enqueue_events_for_site`` does for one site, and what the pass found:
+    the site's state (scheduler/state.py SITE_STATES), the Scheduled Job Types due as the pass
+    began with how late each was (fired now, or kept back: an inactive site, or their last run
+    still queued or running), and the methods enqueued. Raises what the site raises (its
+    database down: :class:`SiteUnreachable`)."""
     frappe = _frappe()
-    from frappe.utils.scheduler import enqueue_events, is_scheduler_inactive
+    from frappe.utils.scheduler import enqueue_events, is_scheduler_disabled
 
     frappe.init(site, sites_path=sites_path)
     try:
-        frappe.connect()
-        if is_scheduler_inactive(verbose=False):
-            return None
-        # Frappe 15's enqueue_events takes the site; 16's reads frappe.local.site.
+        try:
+            frappe.connect()
+        except Exception as exc:
+            raise SiteUnreachable(f"{type(exc).__name__}: {exc}") from exc
+        lags = due_lags(frappe)
+        # Frappe's is_scheduler_inactive, in its order, saying which switch it was.
+        if frappe.local.conf.maintenance_mode:
+            return "maintenance", lags, []
+        if frappe.local.conf.pause_scheduler:
+            return "paused", lags, []
+        if is_scheduler_disabled(verbose=False):
+            return "disabled", lags, []
+        # Frappe 15's enqueue_events takes the site; 16's reads frappe.local.site. Both return
+        # None for a dormant site (schedule_jobs_based_on_activity).
         takes_site = bool(inspect.signature(enqueue_events).parameters)
         enqueued = enqueue_events(site) if takes_site else enqueue_events()
-        return list(enqueued or [])
+        if enqueued is None:
+            return "dormant", lags, []
+        return "active", lags, list(enqueued)
     finally:
         frappe.destroy()
+
+
+class SiteUnreachable(Exception):
+    """A site's database could not be reached at the scheduler's pass."""
+
+
+def due_lags(frappe: Any) -> dict[str, float]:
+    """Scheduled Job Type name -> seconds past its next execution, for those due now."""
+    now = frappe.utils.now_datetime()
+    lags = {}
+    for row in frappe.get_all("Scheduled Job Type", filters={"stopped": 0}, fields="*"):
+        job_type = frappe.get_doc(doctype="Scheduled Job Type", **row)
+        try:
+            due_at = job_type.get_next_execution()
+        except Exception:  # an invalid cron expression: Frappe logs and skips it too
+            continue
+        if due_at <= now:
+            lags[job_type.name] = round((now - due_at).total_seconds(), 3)
+    return lags
 
 
 class BenchScheduler(LeaderScheduler):
@@ -102,24 +137,34 @@ class BenchScheduler(LeaderScheduler):
         return max(0.01, min(TICK_SECONDS, self.next_pass - time.time()))
 
     def run_pass(self) -> None:
-        """Every site of the bench, in random order as Frappe does (no site always last)."""
+        """Every site of the bench, in random order as Frappe does (no site always last); then
+        what the pass found over each site, in one write (the metrics read it)."""
         sites = list(self.bench.sites())
         random.shuffle(sites)
+        passes = []
         for site in sites:
+            started = time.time()
+            lags: dict[str, float] = {}
             try:
                 # A long pass must not outlive the lock: renew it between sites.
                 if not self.leader.refresh():
                     logger.warning("scheduler: lost the leader lock; the pass stops at %s", site)
                     return
-                enqueued = enqueue_site(site, str(self.bench.sites_path))
+                found, lags, enqueued = enqueue_site(site, str(self.bench.sites_path))
             except BrokerUnreachable:
                 raise
+            except SiteUnreachable as exc:
+                logger.warning("scheduler: site %s skipped: its database is down: %s", site, exc)
+                found = "database_down"
             except Exception as exc:
                 logger.warning("scheduler: site %s skipped: %s: %s", site, type(exc).__name__, exc)
-                continue
-            if enqueued is None:
-                # Frappe's own words for it are printed by `bench schedule` in verbose mode only.
-                logger.info("scheduler: site %s is inactive", site)
-            elif enqueued:
-                logger.info("scheduler: enqueued for %s: %s", site, ", ".join(enqueued))
+                found = "error"
+            else:
+                if found != "active":
+                    # Frappe's own words for it are printed by `bench schedule` in verbose mode.
+                    logger.info("scheduler: site %s is inactive (%s)", site, found)
+                elif enqueued:
+                    logger.info("scheduler: enqueued for %s: %s", site, ", ".join(enqueued))
+            passes.append(SitePass(site, found, started, self.tick_seconds, lags))
+        record_passes(passes)
         logger.info("scheduler: pass done (%d sites)", len(sites))
