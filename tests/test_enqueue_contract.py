@@ -690,6 +690,9 @@ def test_queue_overloaded_at_max_queued_jobs_counting_every_priority_list(r):
     assert redis_state(r) == before
     assert not r.exists(keys.job(frappe.create_job_id("overflow")))
     assert pending(r, "reports") == 500
+    # What it did write: both refusals counted, for the metrics.
+    counted = {k.decode(): int(v) for k, v in r.hgetall(keys.METRICS_OUTCOMES).items()}
+    assert counted == {"reports\x1ftest.site\x1ftests.jobs.add\x1foverloaded": 2}
     # Other queues are not affected by a full one.
     assert frappe.enqueue("tests.jobs.add", queue="batch", a=1, b=2).is_queued
 

@@ -27,9 +27,19 @@ WORKER_BOOKKEEPING = (b"_kombu.binding.", b"unacked", keys.WORKERS.encode(),
                       keys.doorbell("").encode())  # fmt: skip
 
 
+# The outcome counters (broker/counters.py): an enqueue refused as overloaded counts itself
+# there, in the same script call that refuses it, and writes nothing else.
+OUTCOME_COUNTERS = (keys.METRICS_OUTCOMES.encode(), keys.METRICS_METHODS.encode())
+
+
 def redis_state(r: redis.Redis) -> dict[bytes, bytes | None]:
-    """Every key enqueue could write, with its serialized value (to detect any change)."""
-    return {key: r.dump(key) for key in r.scan_iter() if not key.startswith(WORKER_BOOKKEEPING)}
+    """Every key enqueue could write, with its serialized value (to detect any change); the
+    outcome counters left out."""
+    return {
+        key: r.dump(key)
+        for key in r.scan_iter()
+        if not key.startswith(WORKER_BOOKKEEPING) and key not in OUTCOME_COUNTERS
+    }
 
 
 def redis_snapshot(r: redis.Redis) -> dict[bytes, bytes | None]:
