@@ -16,7 +16,7 @@ import redis
 
 from frappe_celery.broker.signing import generate_key
 
-from .support.processes import ROOT, Beat, RedisServer, Worker
+from .support.processes import ROOT, Beat, RedisServer, Worker, stop_all
 from .support.settings import HOOKS_MODULE, TEST_CONFIG
 
 # What a unit test (``@pytest.mark.unit``: pure code, run first and alone by `bash run.sh unit`)
@@ -101,8 +101,7 @@ def start_worker(worker_env: dict[str, str], tmp_path: Path) -> Iterator[Callabl
         return worker
 
     yield start
-    for worker in started:
-        worker.stop()
+    stop_all(started)
 
 
 @pytest.fixture
@@ -116,8 +115,7 @@ def start_beat(worker_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[
         return beat
 
     yield start
-    for beat in started:
-        beat.stop()
+    stop_all(started)
 
 
 @pytest.fixture(scope="session")

@@ -90,13 +90,29 @@ class CeleryProcess:
         self.process.wait(10)
 
     def stop(self) -> None:
+        stop_all([self])
+
+    def _ask_to_stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
+
+    def _wait_stopped(self, deadline: float) -> None:
+        if self.process.poll() is None:
             try:
-                self.process.wait(20)
+                self.process.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 self.kill()
         self.log.close()
+
+
+def stop_all(processes: Sequence[CeleryProcess], timeout: float = 20) -> None:
+    """Warm-shut down every process at once: a Celery worker takes about 2 s to stop (its pool's
+    threads wind down), so a test's three workers stop in 2 s, not 6. SIGKILL after ``timeout``."""
+    for process in processes:
+        process._ask_to_stop()
+    deadline = time.monotonic() + timeout
+    for process in processes:
+        process._wait_stopped(deadline)
 
 
 class Worker(CeleryProcess):
