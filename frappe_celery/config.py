@@ -75,6 +75,10 @@ BENCH_PROCESS_NICENESS = 10
 DEFAULT_TIME_ZONE = "UTC"
 
 ENV_PREFIX = "FRAPPE_CELERY_"
+# A worker's heartbeat (worker/maintenance.py): every 5 s by default. Longer than a minute would
+# leave a dead worker's jobs waiting for minutes.
+DEFAULT_HEARTBEAT_INTERVAL = 5
+MAX_HEARTBEAT_INTERVAL = 60
 # Metrics are served on the loopback unless told otherwise: Prometheus scrapes from the host.
 DEFAULT_METRICS_ADDRESS = "127.0.0.1"
 
@@ -143,6 +147,10 @@ class Settings:
     job_id_style: str = "v16"
     # How much workers and beat lower their CPU priority at start (os.nice).
     niceness: int = 0
+    # Seconds between a worker's heartbeats. A worker killed whole is found dead and its jobs go
+    # back to their queues within about 7 heartbeats (broker/recovery.py), and is shown offline
+    # after 6 (broker/workers.py).
+    heartbeat_interval: int = DEFAULT_HEARTBEAT_INTERVAL
     # -- metrics (ops/metrics.py) --
     # Where a worker's or beat's main process serves Prometheus metrics (0: it does not; the
     # first process of the bench to bind the port serves them).
@@ -380,6 +388,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             conf.get("background_process_niceness", BENCH_PROCESS_NICENESS if bench else 0),
             allow_zero=True,
         ),
+        heartbeat_interval=_heartbeat_interval(
+            source, env.get(ENV_PREFIX + "HEARTBEAT_INTERVAL") or own.get("heartbeat_interval")
+        ),
         metrics_port=_port(
             source,
             "frappe_celery.metrics_port",
@@ -391,6 +402,18 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         signing_key=signing_key,
         previous_signing_key=previous_signing_key,
     )
+
+
+def _heartbeat_interval(source: str, value: Any) -> int:
+    if value is None:
+        return DEFAULT_HEARTBEAT_INTERVAL
+    interval = _positive_int(source, "frappe_celery.heartbeat_interval", value)
+    if interval > MAX_HEARTBEAT_INTERVAL:
+        raise ConfigError(
+            f"{source}: frappe_celery.heartbeat_interval must be 1 to {MAX_HEARTBEAT_INTERVAL} "
+            f"seconds, got {interval}"
+        )
+    return interval
 
 
 def _port(source: str, name: str, value: Any) -> int:

@@ -12,6 +12,8 @@ from frappe_celery.celery_app import apply_settings, celery_settings
 from frappe_celery.config import load_settings
 from frappe_celery.errors import ConfigError
 
+from .support.settings import settings_env
+
 pytestmark = pytest.mark.unit  # pure: no Redis, no worker
 
 
@@ -92,6 +94,10 @@ def test_environment_beats_the_config_file(tmp_path):
         ({"rq_results_ttl": -1}, "rq_results_ttl"),
         ({"frappe_celery": {"time_limit_grace": True}}, "time_limit_grace"),
         ({"frappe_celery": []}, "frappe_celery"),
+        ({"frappe_celery": {"heartbeat_interval": 0}}, "heartbeat_interval must be more than 0"),
+        ({"frappe_celery": {"heartbeat_interval": 61}}, "heartbeat_interval must be 1 to 60"),
+        ({"frappe_celery": {"metrics_port": 70000}}, "metrics_port must be a TCP port"),
+        ({"frappe_celery": {"metrics_port": "x"}}, "metrics_port must be a whole number"),
     ],
 )
 def test_malformed_config_names_the_key(tmp_path, data, named):
@@ -194,3 +200,18 @@ def test_celeryconfig_cannot_set_a_visibility_timeout_below_the_hard_limit(tmp_p
             monkeypatch,
             "broker_transport_options = {'visibility_timeout': 600}\n",
         )
+
+
+def test_the_heartbeat_sets_how_fast_a_dead_worker_is_found_and_shown_offline(tmp_path):
+    from frappe_celery.broker import recovery, workers
+
+    assert load_settings({}).heartbeat_interval == 5
+    path = write_config(tmp_path, {"frappe_celery": {"heartbeat_interval": 3}})
+    assert load_settings({"FRAPPE_CELERY_CONFIG": path}).heartbeat_interval == 3
+    env = {"FRAPPE_CELERY_CONFIG": path, "FRAPPE_CELERY_HEARTBEAT_INTERVAL": "7"}
+    assert load_settings(env).heartbeat_interval == 7
+    with settings_env(FRAPPE_CELERY_CONFIG=path):
+        # Four heartbeats of life for the liveness key, two more to confirm a death, six to be
+        # shown offline.
+        assert (recovery.alive_ttl(), recovery.missing_confirmation()) == (12, 6.0)
+        assert workers.worker_timeout() == 18.0

@@ -37,12 +37,13 @@ def held_by(r, pid: int) -> dict[str, str]:
 def test_a_killed_worker_s_jobs_run_again_within_60_s_and_a_busy_live_worker_keeps_its_job(
     r, start_worker
 ):
-    # A live worker busy for 50 s with one job, on its own queue: it must never run twice,
-    # while the recovery below runs every few seconds in every live worker (the victim's jobs
-    # come back about 31 s after the kill, well inside those 50 s).
+    # A live worker busy for 30 s with one job, on its own queue: it must never run twice,
+    # while the recovery below runs every heartbeat in every live worker (with the suite's 2-s
+    # heartbeat the victim's jobs come back about 14 s after the kill, inside those 30 s; with
+    # the default 5 s, about 31 s).
     busy = start_worker("reports", concurrency=1)
     long_job = frappe.enqueue(
-        "tests.jobs.tx.run_once", queue="reports", timeout=120, key="test:recover:long", seconds=50
+        "tests.jobs.tx.run_once", queue="reports", timeout=120, key="test:recover:long", seconds=30
     )
     wait_for(lambda: r.llen("test:recover:long") >= 1, 20)
 
@@ -113,7 +114,7 @@ def test_holder_names_are_per_channel_and_the_process_liveness_key_expires(r):
     assert recovery.process_of(first) == recovery.process_of(second) == name
     recovery.mark_alive()
     ttl = r.ttl(keys.alive(name))
-    assert 0 < ttl <= recovery.ALIVE_TTL
+    assert 0 < ttl <= recovery.alive_ttl()
 
 
 def test_a_message_held_by_a_dead_holder_goes_back_once_and_only_after_confirmation(r):
@@ -133,9 +134,9 @@ def test_a_message_held_by_a_dead_holder_goes_back_once_and_only_after_confirmat
     assert recovery.recover_dead_holders(now) == 0
     assert r.hexists(keys.KOMBU_UNACKED, tag)
     # Still within the confirmation wait.
-    assert recovery.recover_dead_holders(now + recovery.MISSING_CONFIRMATION - 1) == 0
+    assert recovery.recover_dead_holders(now + recovery.missing_confirmation() - 1) == 0
     # Confirmed: back at the front of its list, marked redelivered, and no longer held.
-    assert recovery.recover_dead_holders(now + recovery.MISSING_CONFIRMATION) == 1
+    assert recovery.recover_dead_holders(now + recovery.missing_confirmation()) == 1
     assert not r.hexists(keys.KOMBU_UNACKED, tag)
     assert not r.zscore(keys.KOMBU_UNACKED_INDEX, tag)
     assert not r.hexists(keys.HOLDERS, tag)

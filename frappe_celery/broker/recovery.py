@@ -7,7 +7,7 @@ taken waiting that long. So every held message also names its holder, the worker
 (``keys.HOLDERS``, written with the message by reserve.lua, removed with it by finish.lua or
 kombu's ack), and every worker process keeps a liveness key (``keys.alive``) with a TTL that its
 heartbeat refreshes. A holder whose process's key is gone, and stays gone for
-MISSING_CONFIRMATION seconds, is dead: any live worker then returns its messages to the front of
+missing_confirmation() seconds, is dead: any live worker then returns its messages to the front of
 their queues, each exactly once (recover.lua), as kombu's own restore would. A channel lost with
 its connection is dead at once to its own process (holder_lost), which returns what it held
 once Redis answers again: the jobs it delivered (Celery cancelled them) and a message a
@@ -32,16 +32,28 @@ from collections import defaultdict
 from typing import Any
 
 from frappe_celery.broker import keys, scripts
+from frappe_celery.config import get_settings
 from frappe_celery.connection import as_text, broker_errors, get_redis
 
 logger = logging.getLogger(__name__)
 
-# A holder is alive while its key exists; the heartbeat (maintenance.HEARTBEAT_INTERVAL, 5 s)
-# refreshes it, so this survives three missed beats.
-ALIVE_TTL = 20
-# How long a holder must stay without its key before its messages are taken: longer than two
-# heartbeats, so a worker that only lost Redis for a while has written its key again.
-MISSING_CONFIRMATION = 10.0
+# A holder is alive while its key exists; every heartbeat (the heartbeat_interval setting, 5 s by
+# default) refreshes it, so it lives this many heartbeats: it survives three missed beats.
+ALIVE_TTL_BEATS = 4
+# How long a holder must stay without its key before its messages are taken, in heartbeats: two,
+# so that a worker that only lost Redis for a while has written its key again.
+MISSING_CONFIRMATION_BEATS = 2
+
+
+def alive_ttl() -> int:
+    """Seconds a liveness key lives (20 with the default heartbeat)."""
+    return ALIVE_TTL_BEATS * get_settings().heartbeat_interval
+
+
+def missing_confirmation() -> float:
+    """Seconds a holder must stay without its key before its messages go back (10 by default)."""
+    return float(MISSING_CONFIRMATION_BEATS * get_settings().heartbeat_interval)
+
 
 # How long a lost channel's name is still looked for once it holds nothing: a reserve.lua the
 # lost connection had sent may reach Redis late (a healed network cut), and hold a message then.
@@ -84,7 +96,7 @@ def process_of(holder: str) -> str:
 def mark_alive() -> None:
     """Refresh this worker's liveness key (its heartbeat)."""
     with broker_errors():
-        get_redis().set(keys.alive(process_name()), int(time.time()), ex=ALIVE_TTL)
+        get_redis().set(keys.alive(process_name()), int(time.time()), ex=alive_ttl())
 
 
 def holder_lost(holder: str) -> None:
@@ -146,7 +158,7 @@ def recover_dead_holders(now: float | None = None) -> int:
                     pipe.hdel(keys.HOLDERS_MISSING_SINCE, name)
             elif name not in missing_since:
                 pipe.hset(keys.HOLDERS_MISSING_SINCE, name, now)
-            elif now - missing_since[name] >= MISSING_CONFIRMATION:
+            elif now - missing_since[name] >= missing_confirmation():
                 dead.append(name)
         # Holders that hold nothing any more are forgotten.
         for name in set(missing_since) - set(names):

@@ -1,9 +1,9 @@
 """What each worker's main process does besides running jobs: a heartbeat, dead-worker recovery
 and the reaper; and the CPU priority of workers and beat.
 
-The heartbeat (every HEARTBEAT_INTERVAL seconds, in ``keys.WORKERS``) is how `frappe-celery
+The heartbeat (every ``heartbeat_interval`` seconds, in ``keys.WORKERS``) is how `frappe-celery
 status` and `doctor` see workers without a broadcast: a worker is online while its heartbeat is
-younger than WORKER_TIMEOUT (broker/workers.py, where ops/ reads it). With it goes the
+younger than six heartbeats (broker/workers.py, where ops/ reads it). With it goes the
 liveness key, and every heartbeat returns the messages of workers that died to their queues
 (recovery.py). The reaper fails started jobs that can never finish (records.reap_abandoned),
 and the heartbeats of workers long gone are pruned.
@@ -29,7 +29,6 @@ from frappe_celery.version import installed_version
 
 logger = logging.getLogger(__name__)
 
-HEARTBEAT_INTERVAL = 5.0
 REAP_INTERVAL = 30.0
 
 
@@ -58,12 +57,12 @@ class Maintenance(threading.Thread):
                         )
             except Exception:
                 logger.exception("worker maintenance failed; will try again")
-            if self.stopping.wait(HEARTBEAT_INTERVAL):
+            if self.stopping.wait(get_settings().heartbeat_interval):
                 return
 
     def stop(self) -> None:
         self.stopping.set()
-        self.join(HEARTBEAT_INTERVAL)
+        self.join(get_settings().heartbeat_interval)
         try:
             with broker_errors():
                 get_redis().hdel(keys.WORKERS, self.node)

@@ -42,6 +42,7 @@ from tabulate import tabulate
 import frappe_celery as frappe
 from frappe_celery.broker import keys
 from frappe_celery.broker.signing import generate_key
+from frappe_celery.config import DEFAULT_HEARTBEAT_INTERVAL
 from frappe_celery.ops.embedded import find_redis_server, free_port
 
 from ..support.processes import Beat, Worker, wait_for
@@ -400,6 +401,8 @@ def test_soak_loses_no_job_runs_no_deduplicated_job_twice_at_once_and_keeps_memo
         "FRAPPE_CELERY_SIGNING_KEY": generate_key(),
         "FRAPPE_CELERY_RESULT_BACKEND": soak_redis.url,
         "FRAPPE_CELERY_HOOKS": "tests.soak.hooks_soak",
+        # Production's heartbeat (the suite's TEST_CONFIG shortens it): recovery at its real pace.
+        "FRAPPE_CELERY_HEARTBEAT_INTERVAL": str(DEFAULT_HEARTBEAT_INTERVAL),
         "SOAK_RUN_LOG": str(run_log),
     }
     worker_env = {**worker_env, **env}

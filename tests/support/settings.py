@@ -22,6 +22,9 @@ TEST_CONFIG = {
         "time_limit_grace": 2,
         "visibility_margin": 30,
         "lost_message_grace": 1,
+        # A dead worker is found in ~7 heartbeats: 14 s here instead of 35 s by default. The soak
+        # runs with the default (tests/soak/test_soak.py).
+        "heartbeat_interval": 2,
         "retry_exceptions": ["tests.jobs.CustomRetryError"],
         "document_loader": "tests.jobs.load_document",
     },
