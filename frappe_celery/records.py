@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from enum import Enum, IntEnum
 from typing import Any
 
@@ -315,11 +316,62 @@ def cancel(job_id: str, token: str, queue: str, reason: str) -> bool:
                 exc_info=reason)  # fmt: skip
 
 
-# A job still started this long past its hard deadline (the started registry's score) is stuck:
-# its worker should have killed it and recorded the end by then, so it hangs where no signal
-# reaches (C code, an uninterruptible wait) or its worker is gone. The metrics, doctor and
-# `stop --stuck` name it.
-STUCK_GRACE = 60.0
+# -- stuck jobs ----------------------------------------------------------------------------------
+
+
+def stuck_margin() -> float:
+    """How long past its hard deadline (the started registry's score) a job that is still
+    started is stuck: its worker should have killed it and recorded the end by then (it does
+    within a second), so it hangs where the kill does not reach (a worker's main process frozen
+    or gone, a child in an uninterruptible wait). The time_limit_grace, once more."""
+    return float(get_settings().time_limit_grace)
+
+
+@dataclass(frozen=True)
+class StuckJob:
+    job_id: str
+    queue: str
+    overdue: float  # seconds past its hard deadline
+
+
+def stuck_jobs(now: float | None = None) -> list[StuckJob]:
+    """Every started job past its hard deadline plus stuck_margin(), most overdue first."""
+    now = time.time() if now is None else now
+    cutoff = now - stuck_margin()
+    found = []
+    with broker_errors():
+        pipe = get_redis().pipeline(transaction=False)
+        queues = list(get_settings().queues)
+        for queue in queues:
+            pipe.zrangebyscore(keys.started_registry(queue), "-inf", cutoff, withscores=True)
+        for queue, rows in zip(queues, pipe.execute(), strict=True):
+            found += [StuckJob(as_text(job_id), queue, now - float(deadline))
+                      for job_id, deadline in rows]  # fmt: skip
+    return sorted(found, key=lambda job: -job.overdue)
+
+
+STUCK_EXC_TYPE = "StuckJobError"
+
+
+def fail_stuck(job: StuckJob) -> bool:
+    """Record a stuck job failed, freeing its id (a Scheduled Job Type it blocked runs again
+    at its next due time); False if it ended or was enqueued again meanwhile. A late end of the
+    stuck run, should it ever come, changes nothing (finish.lua)."""
+    with broker_errors():
+        token = get_redis().hget(keys.job(job.job_id), "token")
+    if token is None:
+        return False
+    reason = (
+        f"stuck: still started {job.overdue:.0f} s past its hard time limit (its worker frozen, "
+        "gone, or the job in a wait no signal ends); failed and its id freed by "
+        "`frappe-celery stop --stuck`"
+    )
+    retention = job_retention(job.job_id)
+    return _end(job.job_id, as_text(token), job.queue, JobStatus.FAILED,
+                keys.failed_registry(job.queue), retention.failure_ttl,
+                retention.failed_jobs_limit,
+                max(retention.failure_ttl, retention_horizon().failure_ttl),
+                exc_type=STUCK_EXC_TYPE, exc_info=reason)  # fmt: skip
 
 
 ABANDONED_REASON = (

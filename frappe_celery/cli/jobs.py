@@ -151,10 +151,26 @@ def purge_jobs_command(queue: str, event: str | None, site: str | None) -> None:
 
 
 @click.command("stop")
-@click.argument("job_id")
+@click.argument("job_id", required=False)
+@click.option(
+    "--stuck",
+    is_flag=True,
+    help="Fail every job still started past its hard time limit plus a grace, freeing its id.",
+)
 @needs_broker
-def stop_command(job_id: str) -> None:
-    """Stop a running job (its worker kills it; it is recorded stopped, as RQ does)."""
+def stop_command(job_id: str | None, stuck: bool) -> None:
+    """Stop a running job (its worker kills it; it is recorded stopped, as RQ does), or with
+    --stuck fail the stuck ones (a worker frozen or gone) so their ids are free again."""
+    if stuck == bool(job_id):
+        raise click.UsageError("give a JOB_ID or --stuck (not both)")
+    if stuck:
+        failed = admin.stop_stuck_jobs()
+        for one in failed:
+            click.echo(f"Failed {one.job_id} ({one.queue}): stuck {one.overdue:.0f} s past its "
+                       "hard time limit; its id is free")  # fmt: skip
+        click.echo(f"{len(failed)} stuck job(s) failed and freed")
+        return
+    assert job_id is not None
     job = admin.stop_job(job_id)
     status = job.get_status()
     if status == JobStatus.STARTED:

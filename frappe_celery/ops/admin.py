@@ -4,6 +4,7 @@ the doctor's checks. Every function validates its input first and changes nothin
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -80,6 +81,16 @@ def stop_job(job_id: str, wait: float = 5.0) -> Job:
     while job.get_status() == JobStatus.STARTED and time.monotonic() < deadline:
         time.sleep(0.1)
     return job
+
+
+def stop_stuck_jobs() -> list[records.StuckJob]:
+    """Fail every stuck job (records.stuck_jobs) and free its id; ask its worker to stop it too,
+    should the worker still answer. Returns the jobs failed."""
+    stuck = records.stuck_jobs()
+    for job in stuck:
+        with contextlib.suppress(Exception):  # a frozen or gone worker answers nothing
+            get_app().control.broadcast(STOP_COMMAND, arguments={"job_id": job.job_id}, reply=False)
+    return [job for job in stuck if records.fail_stuck(job)]
 
 
 def forget_job(job_id: str) -> Job:
@@ -319,6 +330,15 @@ def doctor() -> list[Problem]:
                     "if its message was lost too, the reaper fails it after its hard time limit",
                 )
             )
+    problems += [
+        Problem(
+            f"job {job.job_id} ({job.queue}) is stuck: still started {job.overdue:.0f} s past its "
+            "hard time limit (its worker frozen or gone, or the job in a wait no signal ends); "
+            "its id stays taken, so a Scheduled Job Type it belongs to does not run again",
+            "frappe-celery stop --stuck fails it and frees its id",
+        )
+        for job in records.stuck_jobs()
+    ]
     problems += refused_message_problems()
     visibility = get_app().conf.broker_transport_options.get("visibility_timeout", 3600)
     if visibility <= settings.longest_hard_time_limit:

@@ -40,7 +40,7 @@ from frappe_celery.broker.workers import read_workers
 from frappe_celery.config import get_settings
 from frappe_celery.connection import as_text, broker_errors, get_redis
 from frappe_celery.errors import BrokerUnreachable
-from frappe_celery.records import STUCK_GRACE
+from frappe_celery.records import stuck_margin
 from frappe_celery.scheduler import state
 
 logger = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ def read(queue_names: list[str] | None = None, site_scan_limit: int = SITE_SCAN_
             pipe.zcard(keys.started_registry(q.name))
             pipe.zcard(keys.scheduled_registry(q.name))
             # The started registry is scored by each job's hard deadline.
-            pipe.zcount(keys.started_registry(q.name), "-inf", now - STUCK_GRACE)
+            pipe.zcount(keys.started_registry(q.name), "-inf", now - stuck_margin())
             pipe.zcard(keys.failed_registry(q.name))
         pipe.hgetall(keys.METRICS_OUTCOMES)
         pipe.hgetall(keys.METRICS_LATENCY)

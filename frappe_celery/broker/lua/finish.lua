@@ -14,7 +14,8 @@
 -- canceled run that was running is stopped, as RQ records it
 -- ARGV[12..] extra field/value pairs (result, exc_info, ...)
 -- Returns 1 recorded, 0 the record belongs to another enqueue of this id (left alone), -1 this
--- run is stale: another worker has started the same enqueue since (left alone).
+-- run is stale: another worker has started the same enqueue since, or the record has ended
+-- already (left alone).
 --
 -- A stale run is one whose worker was cut off and given up for dead: its message went back to
 -- the queue and another worker runs it now. Its late end (a reply lost with the network, a
@@ -40,6 +41,13 @@ if tag ~= '' then
 end
 if current[1] ~= ARGV[1] then
   return 0
+end
+-- An ended record is final (records.TRANSITIONS): a late end changes nothing, whoever sends it
+-- (a stuck run failed by `stop --stuck` that ends after all, a hard time limit's end racing the
+-- job's own).
+local was = current[2]
+if was == 'finished' or was == 'failed' or was == 'canceled' or was == 'stopped' then
+  return -1
 end
 local status = ARGV[3]
 local registry = KEYS[3]
