@@ -9,7 +9,8 @@ module can import a name from it, the hook applies the switch
 Job Type module runs, its sync and queue choice learn ``cron_long`` and the ``*_short`` keys
 (``frappe_celery.integrations.frappe.scheduled_jobs.install``), the Desk's RQ Job and RQ
 Worker controllers read Celery's jobs and workers (``...frappe.desk``), and ``bench doctor``
-and the System Health Report count Celery's workers and beat (``...frappe.diagnostics``).
+and the System Health Report count Celery's workers and beat (``...frappe.diagnostics``), and
+``frappe.publish_progress`` inside a job records the progress on the job (``...frappe.progress``).
 ``FRAPPE_CELERY_SWITCH=off`` in a process's environment leaves that one process on RQ.
 """
 
@@ -29,6 +30,7 @@ RQ_JOB = "frappe.core.doctype.rq_job.rq_job"
 RQ_WORKER = "frappe.core.doctype.rq_worker.rq_worker"
 DOCTOR = "frappe.utils.doctor"
 SCHEDULER = "frappe.utils.scheduler"
+REALTIME = "frappe.realtime"
 
 
 def _switch(module: ModuleType) -> None:
@@ -67,6 +69,12 @@ def _scheduler(module: ModuleType) -> None:
     install_scheduler(module)
 
 
+def _realtime(module: ModuleType) -> None:
+    from frappe_celery.integrations.frappe.progress import install
+
+    install(module)
+
+
 # Module -> what to do right after it has run.
 AFTER_IMPORT = {
     TARGET: _switch,
@@ -75,6 +83,7 @@ AFTER_IMPORT = {
     RQ_WORKER: _rq_worker,
     DOCTOR: _doctor,
     SCHEDULER: _scheduler,
+    REALTIME: _realtime,
 }
 
 

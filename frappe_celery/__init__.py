@@ -49,7 +49,7 @@ if TYPE_CHECKING:
         RetryBackgroundJobError,
         UnserializableArgumentError,
     )
-    from frappe_celery.job import Job, JobStatus, get_current_job, publish_progress
+    from frappe_celery.job import Job, JobStatus, get_current_job, publish_progress, set_progress
     from frappe_celery.worker.task import execute_job
 
     app: Celery
@@ -97,7 +97,8 @@ _PUBLIC = {
         "frappe_celery.errors",
     ),
     **dict.fromkeys(
-        ("Job", "JobStatus", "get_current_job", "publish_progress"), "frappe_celery.job"
+        ("Job", "JobStatus", "get_current_job", "publish_progress", "set_progress"),
+        "frappe_celery.job",
     ),
     # The task: importing it builds the app and registers the task (as a worker does).
     "execute_job": "frappe_celery.worker.task",
@@ -163,6 +164,7 @@ __all__ = [
     "reload_settings",
     "set_document_loader",
     "set_job_context",
+    "set_progress",
     "transaction_scope",
     "validate_queue",
 ]

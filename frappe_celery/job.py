@@ -50,6 +50,15 @@ def get_current_job() -> Job | None:
     return Job(job_id) if job_id else None
 
 
+def set_progress(percent: float, note: str | None = None) -> None:
+    """Record the current job's progress (0-100) and a note on its record, where `frappe-celery
+    jobs`, `status` and `top` show them. Outside a job it does nothing. In a bench, Frappe's own
+    ``frappe.publish_progress`` does this too (integrations/frappe/progress.py)."""
+    job = get_current_job()
+    if job is not None:
+        job.set_progress(percent, note)
+
+
 def publish_progress(
     percent: float,
     title: str | None = None,
@@ -388,10 +397,8 @@ class Job:
         if isinstance(percent, bool) or not isinstance(percent, int | float):
             raise InvalidArgumentError("percent", percent, "expected a number from 0 to 100")
         shown = f"{min(max(percent, 0), 100):g}"
-        with broker_errors():
-            get_redis().hset(
-                keys.job(self.id), items=["progress", shown, "progress_message", message or ""]
-            )
+        # Only while the record exists: a job whose record was deleted does not recreate it.
+        records.update_fields(self.id, progress=shown, progress_message=message or "")
 
     def get_position(self) -> int | None:
         """0-based place in its queue (0 runs next), or None when not queued.

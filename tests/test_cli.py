@@ -510,6 +510,21 @@ def test_retry_enqueues_a_failed_job_again_with_the_same_arguments_and_it_runs(r
     assert ok("failed").output.strip() == "(none)"
 
 
+def test_the_plain_set_progress_records_on_the_current_job_and_does_nothing_outside_one(
+    r, shared_worker
+):
+    r.set("test:cli:plain:release", 1)  # the job returns at once
+    job = frappe.enqueue(
+        "tests.jobs.cli.progress_then_wait", queue="short", key="test:cli:plain",
+        release_key="test:cli:plain:release", percent=10, message="begun",
+        via="frappe_celery.set_progress",
+    )  # fmt: skip
+    wait_for(lambda: job.get_status() == "finished", 30)
+    record = job.refresh()
+    assert (record["progress"], record["progress_message"]) == ("10", "begun")
+    frappe.set_progress(99, "outside a job: nothing to record, and no error")
+
+
 def test_retry_all_re_enqueues_every_failed_job_of_a_queue_with_a_progress_bar(r, shared_worker):
     allow = "test:cli:allow-all"
     on_short = [

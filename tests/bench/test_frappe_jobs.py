@@ -15,6 +15,7 @@ import uuid
 from typing import Any
 
 import pytest
+import redis
 
 import frappe_celery
 from frappe_celery.errors import InvalidArgumentError, UnserializableArgumentError
@@ -317,3 +318,28 @@ def test_job_for_a_site_not_on_this_bench_fails_naming_it_and_the_worker_goes_on
     after = site.enqueue("frappe.ping")
     finished = wait_for_status(after.id, ("finished", "failed"))
     assert finished.return_value() == "pong"
+
+
+def test_frappes_publish_progress_in_a_job_lands_on_its_record_and_still_sends_the_event(site):
+    # Frappe sends the event on the queue Redis's "events" channel (realtime.emit_via_redis);
+    # the socket.io server relays it to the browser.
+    events = redis.Redis.from_url(frappe_celery.get_settings().broker_url).pubsub()
+    events.subscribe("events")
+    try:
+        name = label()
+        job = site.enqueue("celery_example.tasks.report_progress", label=name, percent=42)
+        done = wait_for_status(job.id, ("finished", "failed"))
+        assert done.get_status() == "finished", done.exc_info
+        record = done.refresh()
+        assert (record["progress"], record["progress_message"]) == ("42", name)
+        sent = []
+        deadline = time.monotonic() + 10
+        while not sent and time.monotonic() < deadline:
+            message = events.get_message(timeout=1)
+            if message and message["type"] == "message" and name.encode() in message["data"]:
+                sent.append(json.loads(message["data"]))
+        assert sent and sent[0]["event"] == "progress"
+        assert sent[0]["message"]["percent"] == 42
+        assert sent[0]["message"]["description"] == name
+    finally:
+        events.close()

@@ -7,7 +7,7 @@ triggered.
 
 from __future__ import annotations
 
-from frappe_celery import get_current_job, publish_progress
+from frappe_celery import get_current_job, publish_progress, set_progress
 
 from . import conn, push, wait_for_release
 
@@ -23,6 +23,8 @@ def progress_then_wait(
         job = get_current_job()
         assert job is not None, "get_current_job() is None inside a job"
         job.set_progress(percent, message)
+    elif via == "frappe_celery.set_progress":
+        set_progress(percent, message)
     else:
         publish_progress(percent, title=message)
     return wait_for_release(key, release_key, limit)

@@ -175,3 +175,9 @@ def insert_todo(label):
 	description = f"{label}|user={frappe.session.user}|before_job={seen}"
 	todo = frappe.get_doc({"doctype": "ToDo", "description": description})
 	return todo.insert(ignore_permissions=True).name
+
+
+def report_progress(label, percent=42):
+	"""Report progress as Frappe code does (frappe.publish_progress), then return."""
+	frappe.publish_progress(percent, title="celery_example", description=label)
+	return label
