@@ -25,6 +25,7 @@ from frappe_celery.cli.metrics import metrics_command
 from frappe_celery.cli.run import start_command, worker_command
 from frappe_celery.cli.scheduler import scheduler_group, trigger_command
 from frappe_celery.cli.status import doctor_command, status_command
+from frappe_celery.cli.top import top_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -37,7 +38,8 @@ def main() -> None:
 
 for command in (status_command, jobs_command, failed_command, retry_command, purge_jobs_command,
                 stop_command, cancel_command, trigger_command, scheduler_group, doctor_command,
-                worker_command, start_command, demo, bench_group, metrics_command):  # fmt: skip
+                worker_command, start_command, demo, bench_group, metrics_command,
+                top_command):  # fmt: skip
     main.add_command(command)
 # Frappe's name for `jobs`.
 main.add_command(jobs_command, "show-pending-jobs")
