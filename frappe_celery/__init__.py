@@ -50,6 +50,7 @@ if TYPE_CHECKING:
         UnserializableArgumentError,
     )
     from frappe_celery.job import Job, JobStatus, get_current_job, publish_progress, set_progress
+    from frappe_celery.retries import retry_policy
     from frappe_celery.worker.task import execute_job
 
     app: Celery
@@ -100,6 +101,7 @@ _PUBLIC = {
         ("Job", "JobStatus", "get_current_job", "publish_progress", "set_progress"),
         "frappe_celery.job",
     ),
+    "retry_policy": "frappe_celery.retries",
     # The task: importing it builds the app and registers the task (as a worker does).
     "execute_job": "frappe_celery.worker.task",
 }
@@ -162,6 +164,7 @@ __all__ = [
     "job_lock",
     "publish_progress",
     "reload_settings",
+    "retry_policy",
     "set_document_loader",
     "set_job_context",
     "set_progress",

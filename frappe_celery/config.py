@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from frappe_celery.bench_files import Bench, broker_url_of, find_bench
 from frappe_celery.broker import signing
 from frappe_celery.errors import ConfigError
+from frappe_celery.retries import RetryPolicy, policies_from
 from frappe_celery.urls import (
     check_password_encoded,
     is_sentinel_url,
@@ -123,6 +124,9 @@ class Settings:
     lost_message_grace: int = DEFAULT_LOST_MESSAGE_GRACE
     # Exception classes (dotted paths) that retry a job, besides RetryBackgroundJobError.
     retry_exceptions: tuple[str, ...] = ()
+    # Method path -> its retry policy (retries.py), from the frappe_celery block; hooks
+    # modules add theirs (hooks.retry_policies).
+    job_retries: Mapping[str, RetryPolicy] = field(default_factory=dict)
     # Module prefixes whose functions a job message may name (see methods.py).
     allowed_modules: tuple[str, ...] = ()
     # Dotted path of the JobContext class and the document loader (see context.py).
@@ -356,6 +360,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             own.get("lost_message_grace", DEFAULT_LOST_MESSAGE_GRACE),
         ),
         retry_exceptions=tuple(own.get("retry_exceptions", ())),
+        job_retries=policies_from(f"{source}: frappe_celery", own.get("job_retries")),
         allowed_modules=tuple(dict.fromkeys(allowed_modules + bench_defaults.get("apps", ()))),
         job_context=env.get(ENV_PREFIX + "JOB_CONTEXT")
         or own.get("job_context")

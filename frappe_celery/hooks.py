@@ -17,6 +17,7 @@ from typing import Any
 from frappe_celery.config import get_settings
 from frappe_celery.errors import ConfigError
 from frappe_celery.methods import call_with_accepted_kwargs, import_trusted
+from frappe_celery.retries import RetryPolicy, policies_from
 
 
 def hooks_modules() -> list[ModuleType]:
@@ -55,3 +56,14 @@ def run_hooks(name: str, **kwargs: Any) -> None:
     for path in get_hooks(name):
         hook: Callable[..., Any] = import_trusted(path)
         call_with_accepted_kwargs(hook, kwargs)
+
+
+def retry_policies() -> dict[str, RetryPolicy]:
+    """Every ``job_retries`` policy: the hooks modules' (``job_retries = {method: {...}}``
+    beside ``scheduler_events``), then the config file's, which wins."""
+    found: dict[str, RetryPolicy] = {}
+    for module in hooks_modules():
+        found.update(policies_from(f"{module.__name__}.job_retries",
+                                   getattr(module, "job_retries", None)))  # fmt: skip
+    found.update(get_settings().job_retries)
+    return found

@@ -11,6 +11,7 @@ the one list of the fields: the Lua scripts and every Python reader use only the
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -85,6 +86,8 @@ FIELDS: dict[str, str] = {
     "result": "JSON of the return value (finished jobs)",
     "exc_type": "exception class (failed jobs), the reason's kind (canceled, stopped)",
     "exc_info": "traceback (failed jobs), the reason (canceled, stopped)",
+    "attempts": "JSON list of the attempts that failed and were retried, oldest first: "
+    "attempt number, when, exception class and traceback (the last failure's is exc_info)",
     "progress": "percent done, as the job last set it",
     "progress_message": "the note that came with it",
     "meta": "JSON of the job's meta dict (RQ's), once save_meta wrote one",
@@ -399,6 +402,24 @@ def reap_abandoned() -> list[str]:
             )  # fmt: skip
         reaped += [as_text(i) for i in ids]
     return reaped
+
+
+# The bytes each retried attempt's traceback keeps in ``attempts`` (the last failure keeps
+# MAX_EXC_INFO_BYTES in exc_info): with at most 50 retries a record stays under 1 MB.
+MAX_ATTEMPT_TRACEBACK_BYTES = 16 * 1024
+
+
+def attempts_with(job_id: str, attempt: int, exc_type: str, traceback: str) -> str:
+    """The record's ``attempts`` JSON with this failed attempt added (for :func:`requeue`)."""
+    with broker_errors():
+        raw = get_redis().hget(keys.job(job_id), "attempts")
+    try:
+        attempts = json.loads(raw) if raw else []
+    except ValueError:
+        attempts = []
+    attempts.append({"attempt": attempt, "at": time.time(), "exc_type": exc_type,
+                     "traceback": capped(traceback, MAX_ATTEMPT_TRACEBACK_BYTES)})  # fmt: skip
+    return json.dumps(attempts)
 
 
 def requeue(job_id: str, token: str, queue: str, retry_at: float = 0.0, **fields: Any) -> bool:

@@ -34,10 +34,11 @@ from frappe_celery.config import MAX_RETRIES, get_settings
 from frappe_celery.connection import get_redis
 from frappe_celery.context import JobContext, get_job_context
 from frappe_celery.errors import BrokerUnreachable, RetryBackgroundJobError
-from frappe_celery.hooks import run_hooks
+from frappe_celery.hooks import retry_policies, run_hooks
 from frappe_celery.job import Job, _current_job_id
 from frappe_celery.methods import import_trusted, resolve_job_callable
 from frappe_celery.records import StartDecision
+from frappe_celery.retries import RetryPolicy, policy_of
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ class Outcome:
     exc: BaseException | None = None  # what it raised (failed, retry)
     exc_type: str = ""  # the class name the record keeps (failed)
     traceback: str = ""
-    retry_in: int = 0  # seconds until the next attempt (retry)
+    retry_in: float = 0  # seconds until the next attempt (retry)
 
     @classmethod
     def failed(cls, exc: BaseException, exc_type: str = "", tb: str | None = None) -> Outcome:
@@ -137,16 +138,41 @@ class Outcome:
         return cls("failed", exc=exc, exc_type=exc_type or type(exc).__name__, traceback=tb)
 
 
-def decide(attempt: int, *, result: Any = None, exc: BaseException | None = None) -> Outcome:
-    """The retry rule, Frappe's, in one place: an attempt that raised RetryBackgroundJobError
-    (or a configured ``retry_exceptions`` class) with attempts left is retried after
-    ``attempt + 1`` seconds (1, 2, ... 5); any other exception, or the last attempt's, fails the
-    job; no exception finishes it. ``attempt`` counts from 0."""
+def decide(
+    attempt: int,
+    *,
+    result: Any = None,
+    exc: BaseException | None = None,
+    policy: RetryPolicy | None = None,
+) -> Outcome:
+    """The retry rules, in one place. Frappe's first: an attempt that raised
+    RetryBackgroundJobError (or a configured ``retry_exceptions`` class) with attempts left is
+    retried after ``attempt + 1`` seconds (1, 2, ... 5). Then the job function's own ``policy``
+    (retries.py), if it has one and covers the exception: retried after its backoff while it
+    has retries left. Any other exception fails the job; no exception finishes it. ``attempt``
+    counts from 0."""
     if exc is None:
         return Outcome("finished", result=result)
     if isinstance(exc, retry_exception_classes()) and attempt < MAX_RETRIES:
         return Outcome("retry", exc=exc, retry_in=attempt + 1)
+    if policy is not None and attempt < policy.max_retries and policy.covers(exc):
+        return Outcome("retry", exc=exc, retry_in=policy.delay(attempt))
     return Outcome.failed(exc)
+
+
+def retry_policy_for(payload: JobPayload) -> RetryPolicy | None:
+    """The job function's retry policy (retries.py): its decorator's, else job_retries'."""
+    method = payload["method"]
+    try:
+        function = resolve_job_callable(method)
+    except Exception:  # it failed to import: that failure is the job's, and is not retried
+        return None
+    return policy_of(method, function, retry_policies())
+
+
+def max_attempts(policy: RetryPolicy | None) -> int:
+    """How many retries the worker may publish for a job: Frappe's 5, or more by its policy."""
+    return max(MAX_RETRIES, policy.max_retries if policy else 0)
 
 
 def conclude(
@@ -166,8 +192,11 @@ def conclude(
     write = patiently if patient else _at_once
     token, queue = payload["token"], payload["queue"]
     if outcome.status == "retry":
+        assert outcome.exc is not None
+        failed = Outcome.failed(outcome.exc)
+        attempts = write(records.attempts_with, job_id, attempt, failed.exc_type, failed.traceback)
         write(records.requeue, job_id, token, queue, time.time() + outcome.retry_in,
-              retries=attempt + 1)  # fmt: skip
+              retries=attempt + 1, attempts=attempts)  # fmt: skip
     elif outcome.status == "failed":
         assert outcome.exc is not None
         write(records.fail, job_id, token, queue, outcome.exc_type, outcome.traceback, worker)
@@ -208,12 +237,13 @@ def run_in_process(job_id: str, payload: JobPayload) -> Job:
     wait here (Frappe's 1, 2, ... 5 s), since no worker is involved.
     """
     attempt = 0
+    policy = retry_policy_for(payload)
     while True:
         start_or_skip(job_id, payload, f"in-process@{HOSTNAME}")
         try:
-            result = run_attempt(job_id, payload, last_attempt=attempt >= MAX_RETRIES)
+            result = run_attempt(job_id, payload, last_attempt=attempt >= max_attempts(policy))
         except Exception as exc:
-            outcome = decide(attempt, exc=exc)
+            outcome = decide(attempt, exc=exc, policy=policy)
         else:
             outcome = decide(attempt, result=result)
         conclude(job_id, payload, outcome, attempt=attempt, patient=False)
@@ -227,4 +257,12 @@ def run_in_process(job_id: str, payload: JobPayload) -> Job:
     return Job(job_id)
 
 
-__all__ = ["Outcome", "conclude", "decide", "run_attempt", "run_in_process"]
+__all__ = [
+    "Outcome",
+    "conclude",
+    "decide",
+    "max_attempts",
+    "retry_policy_for",
+    "run_attempt",
+    "run_in_process",
+]

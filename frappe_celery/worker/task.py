@@ -34,7 +34,6 @@ from frappe_celery.broker.wire import (
     payload_problem,
 )
 from frappe_celery.celery_app import get_app
-from frappe_celery.config import MAX_RETRIES
 from frappe_celery.connection import checked_out, get_redis
 from frappe_celery.errors import BrokerUnreachable
 from frappe_celery.worker.attempt import (
@@ -43,6 +42,8 @@ from frappe_celery.worker.attempt import (
     conclude,
     decide,
     hard_time_limit,
+    max_attempts,
+    retry_policy_for,
     run_attempt,
     start_or_skip,
 )
@@ -225,7 +226,8 @@ def execute_job(self: Task, **payload: Any) -> str | None:
         if decision.skips:
             return None
     attempt = self.request.retries
-    last_attempt = attempt >= MAX_RETRIES
+    policy = retry_policy_for(job)
+    last_attempt = attempt >= max_attempts(policy)
     try:
         if checked:
             result = run_while_starting(job_id, job, worker, last_attempt=last_attempt)
@@ -234,7 +236,7 @@ def execute_job(self: Task, **payload: Any) -> str | None:
     except NotStarted as exc:
         raise hand_back(job_id, exc) from exc
     except Exception as exc:
-        outcome = decide(attempt, exc=exc)
+        outcome = decide(attempt, exc=exc, policy=policy)
     else:
         outcome = decide(attempt, result=result)
     # A finished job's FINISH script also settles its message (one round trip less per job);
@@ -247,7 +249,7 @@ def execute_job(self: Task, **payload: Any) -> str | None:
         raise self.retry(
             exc=outcome.exc,
             countdown=outcome.retry_in,
-            max_retries=MAX_RETRIES,
+            max_retries=max_attempts(policy),
             queue=job["queue"],
             priority=(self.request.delivery_info or {}).get("priority"),
         ) from outcome.exc

@@ -14,6 +14,7 @@ from typing import Any
 import redis
 from celery.exceptions import SoftTimeLimitExceeded
 
+import frappe_celery
 from frappe_celery import JobContext, RetryBackgroundJobError
 from frappe_celery.connection import get_redis, make_client
 
@@ -360,3 +361,28 @@ def memory_report(key: str) -> None:
         "failures_alive": sum(1 for o in tracked if isinstance(o, ExceptionInfo)),
         "uss_kib": private,
     })  # fmt: skip
+
+
+# -- retry policies (frappe_celery.retries) --------------------------------------------------
+
+
+@frappe_celery.retry_policy(max_retries=3, backoff=1, on=["ConnectionError"])
+def flaky_connection(key: str, failures: int) -> str:
+    """Record each start; raise ConnectionError for the first ``failures`` runs."""
+    push(key, time.time())
+    if conn().llen(key) <= failures:
+        raise ConnectionError(f"refused, run {conn().llen(key)}")
+    return "connected"
+
+
+@frappe_celery.retry_policy(max_retries=3, backoff=1, on=["ConnectionError"])
+def wrong_kind(key: str) -> None:
+    """Raises what its policy does not cover: never retried."""
+    push(key, time.time())
+    raise KeyError("not a connection problem")
+
+
+def fail_counting(key: str) -> None:
+    """Record each start and fail (its retries come from a job_retries mapping)."""
+    push(key, time.time())
+    raise TimeoutError(f"timed out, run {conn().llen(key)}")
