@@ -14,8 +14,9 @@ from frappe_celery.errors import ConfigError, InvalidArgumentError
 from frappe_celery.ops.monitor import list_failed
 from frappe_celery.retries import RetryPolicy, make_policy, retry_policy
 
+from .support.cli import invoke, ok
 from .support.processes import wait_for
-from .support.settings import config_env
+from .support.settings import config_env, settings_env
 
 FINAL = ("finished", "failed")
 
@@ -122,3 +123,68 @@ def test_a_bad_job_retries_mapping_is_refused_at_start_naming_the_method(tmp_pat
     env = config_env(tmp_path, job_retries={"myapp.sync": {"max_retries": 0}})
     with pytest.raises(ConfigError, match=r"job_retries\['myapp.sync'\]: max_retries: got 0"):
         load_settings(env)
+
+
+class OtherSite(frappe.JobContext):
+    def current_site(self) -> str | None:
+        return "other.site"
+
+
+class Alice(frappe.JobContext):
+    def current_user(self) -> str | None:
+        return "alice@x.com"
+
+
+def test_retry_replays_the_failed_jobs_a_filter_picks_keeping_site_and_user(r, shared_worker):
+    frappe.set_job_context(Alice())
+    try:
+        mine = [frappe.enqueue("tests.jobs.fail_counting", queue="short", key=f"test:replay:{i}")
+                for i in range(2)]  # fmt: skip
+    finally:
+        frappe.set_job_context(None)
+    disk = frappe.enqueue("tests.jobs.fail", queue="short", message="disk full")
+    frappe.set_job_context(OtherSite())
+    try:
+        theirs = frappe.enqueue("tests.jobs.fail_counting", queue="short", key="test:replay:o")
+    finally:
+        frappe.set_job_context(None)
+    everything = [*mine, disk, theirs]
+    wait_for(lambda: all(job.get_status() == "failed" for job in everything), 30)
+    ended = {job.id: job.refresh()["ended_at"] for job in everything}
+
+    with settings_env(FRAPPE_CELERY_SITES="test.site,other.site"):
+        listed = ok("failed", "--method", "tests.jobs.fail_counting", "--site", "test.site")
+        assert {job.id for job in mine} <= set(listed.output.split()) and theirs.id not in (
+            listed.output
+        )
+        replayed = ok("retry", "--method", "tests.jobs.fail_counting", "--site", "test.site")
+        assert "Enqueued 2 failed jobs again" in replayed.output
+        # Replayed, run and failed again: a second start each; the other site's not touched.
+        wait_for(lambda: all(len(starts(r, f"test:replay:{i}")) == 2 for i in range(2)), 30)
+        wait_for(lambda: all(job.get_status() == "failed" for job in mine), 30)
+        assert len(starts(r, "test:replay:o")) == 1
+        for job in mine:
+            record = job.refresh()
+            assert record["user"] == "alice@x.com" and record["site"] == "test.site"
+            assert record["ended_at"] != ended[job.id]
+            assert "retries" not in record  # a new attempt count
+        assert disk.refresh()["ended_at"] == ended[disk.id]
+
+        assert "Enqueued 1 failed jobs again" in ok("retry", "--exception", "disk full").output
+        wait_for(lambda: disk.refresh().get("ended_at") not in (None, ended[disk.id]), 30)
+
+        # Its id queued again by someone else: a replay leaves it alone (one run per id).
+        frappe.set_job_context(OtherSite())
+        try:
+            # enqueue takes the caller's id and namespaces it, as Frappe's does.
+            caller_id = theirs.id.split("||", 1)[1]
+            frappe.enqueue("tests.jobs.add", queue="batch", job_id=caller_id, a=1, b=1)
+        finally:
+            frappe.set_job_context(None)
+        assert "Enqueued 0 failed jobs again" in ok("retry", "--site", "other.site").output
+
+
+def test_retry_wants_a_job_id_or_a_choice_of_jobs(r):
+    assert invoke("retry").exit_code == 2
+    assert invoke("retry", "some-id", "--queue", "short").exit_code == 2
+    assert invoke("retry", "--queue", "nope").exit_code == 2

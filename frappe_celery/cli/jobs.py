@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict
+from datetime import datetime
+from typing import Any
 
 import click
 
-from frappe_celery.cli.common import PROBLEM, age, needs_broker, print_json, since, table, when
+from frappe_celery.cli.common import PROBLEM, age, needs_broker, print_json, table, when
+from frappe_celery.cli.common import since as since_text
 from frappe_celery.job import JobStatus
 from frappe_celery.ops import admin, monitor
 
@@ -86,50 +90,96 @@ def _note_unscanned(queue: str | None) -> None:
             )
 
 
+def failed_filters(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options that pick failed jobs, shared by `failed` and `retry`."""
+    for option in reversed([
+        click.option("--queue", "-q", help=QUEUE_HELP),
+        click.option("--site", help="Only this site's jobs."),
+        click.option("--method", help="Only jobs of this method (its dotted path)."),
+        click.option("--exception", help="Only jobs whose exception says this (a class name, "
+                     "or words of its message)."),
+        click.option("--since", type=click.DateTime(), help="Only jobs failed at or after this "
+                     "local time (2026-12-06, or '2026-12-06 14:30:00')."),
+        click.option("--until", type=click.DateTime(), help="Only jobs failed at or before this "
+                     "local time."),
+    ]):  # fmt: skip
+        command = option(command)
+    return command
+
+
+def _filter(queue: str | None, site: str | None, method: str | None, exception: str | None,
+            since: datetime | None, until: datetime | None) -> monitor.FailedFilter:  # fmt: skip
+    if queue:
+        admin.validate_queue_name(queue)
+    if site:
+        admin.validate_site(site)
+    return monitor.FailedFilter(
+        queue, site, method, exception,
+        since.timestamp() if since else None, until.timestamp() if until else None,
+    )  # fmt: skip
+
+
 @click.command("failed")
-@click.option("--queue", "-q", help=QUEUE_HELP)
+@failed_filters
 @click.option(
     "--limit", default=50, show_default=True, type=click.IntRange(1), help="At most this many rows."
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @needs_broker
-def failed_command(queue: str | None, limit: int, as_json: bool) -> None:
-    """Failed jobs, newest first, with their exception."""
-    if queue:
-        admin.validate_queue_name(queue)
-    rows = monitor.list_failed(queue, limit)
+def failed_command(
+    queue: str | None, site: str | None, method: str | None, exception: str | None,
+    since: datetime | None, until: datetime | None, limit: int, as_json: bool,
+) -> None:  # fmt: skip
+    """Failed jobs, newest first, with their exception and how many attempts they had: the
+    dead-letter `retry` replays from."""
+    which = _filter(queue, site, method, exception, since, until)
+    rows = monitor.failed_matching(which, limit)
     if as_json:
         print_json([asdict(row) for row in rows])
         return
     click.echo(
         table(
             [
-                [row.site, row.queue, row.method, row.id, since(row.ended_at), row.exc[:80]]
+                [
+                    row.site,
+                    row.queue,
+                    row.method,
+                    row.id,
+                    since_text(row.ended_at),
+                    row.retries + 1,
+                    row.exc[:80],
+                ]
                 for row in rows
             ],
-            ["site", "queue", "method", "job id", "failed", "exception"],
+            ["site", "queue", "method", "job id", "failed", "attempts", "exception"],
         )
     )
 
 
 @click.command("retry")
 @click.argument("job_id", required=False)
-@click.option("--all", "retry_all", is_flag=True, help="Retry every failed job.")
-@click.option("--queue", "-q", help="With --all: only this queue's failed jobs.")
+@click.option("--all", "retry_all", is_flag=True, help="Every failed job (the filters narrow it).")
+@failed_filters
 @needs_broker
-def retry_command(job_id: str | None, retry_all: bool, queue: str | None) -> None:
-    """Enqueue a failed job again with the same arguments (JOB_ID, or --all)."""
-    if bool(job_id) == retry_all:
-        raise click.UsageError("give either a JOB_ID or --all")
+def retry_command(
+    job_id: str | None, retry_all: bool, queue: str | None, site: str | None,
+    method: str | None, exception: str | None, since: datetime | None, until: datetime | None,
+) -> None:  # fmt: skip
+    """Enqueue failed jobs again with the same arguments, site, user and id: JOB_ID, the ones
+    the filters pick, or --all."""
+    filtered = any(v is not None for v in (queue, site, method, exception, since, until))
+    if job_id and (retry_all or filtered):
+        raise click.UsageError("give a JOB_ID, or filters and/or --all, not both")
+    if not job_id and not (retry_all or filtered):
+        raise click.UsageError("give a JOB_ID, filters (--queue, --site, ...) or --all")
     if job_id:
         job = admin.retry_job(job_id)
         click.echo(f"Enqueued {job.id} again on {job.queue}")
         return
-    if queue:
-        admin.validate_queue_name(queue)
-    total = len(monitor.list_failed(queue, limit=10**9))
+    which = _filter(queue, site, method, exception, since, until)
+    total = len(monitor.failed_matching(which))
     with click.progressbar(length=total, label="Retrying failed jobs") as bar:
-        done = admin.retry_all(queue, progress=bar.update)
+        done = admin.retry_matching(which, progress=bar.update)
     click.echo(f"Enqueued {done} failed jobs again")
 
 

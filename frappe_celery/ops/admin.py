@@ -22,7 +22,13 @@ from frappe_celery.config import get_settings
 from frappe_celery.connection import as_text, broker_errors, get_redis
 from frappe_celery.errors import FrappeCeleryError, InvalidArgumentError, InvalidJobOperation
 from frappe_celery.job import Job, JobStatus, is_site_job, readable_message_kwargs
-from frappe_celery.ops.monitor import list_failed, list_jobs, pending_messages, refused_messages
+from frappe_celery.ops.monitor import (
+    FailedFilter,
+    failed_matching,
+    list_jobs,
+    pending_messages,
+    refused_messages,
+)
 from frappe_celery.scheduler import state
 from frappe_celery.scheduler.beat import scheduled_publication
 from frappe_celery.scheduler.entries import (
@@ -160,8 +166,16 @@ def retry_job(job_id: str) -> Job:
 def retry_all(queue: str | None = None, progress: Progress = _no_progress) -> int:
     """Retry every job failed at the start (of ``queue``), each once; returns how many were
     enqueued again. A job that fails again meanwhile is not retried a second time."""
+    return retry_matching(FailedFilter(queue=queue), progress)
+
+
+def retry_matching(which: FailedFilter, progress: Progress = _no_progress) -> int:
+    """Replay every failed job ``which`` matches, as it was at the start, each once (same
+    arguments, site, user and id; a fresh record: its attempts count from 0 again); returns
+    how many were enqueued again. One whose id is queued or running again meanwhile (dedup)
+    is left alone."""
     done = 0
-    for row in list_failed(queue, limit=10**9):
+    for row in failed_matching(which):
         try:
             retry_job(row.id)
             done += 1

@@ -341,6 +341,35 @@ def list_failed(queue: str | None = None, limit: int = 50) -> list[JobRow]:
     return rows[:limit]
 
 
+@dataclass(frozen=True)
+class FailedFilter:
+    """Which failed jobs `failed` lists and `retry` replays: each given part must match."""
+
+    queue: str | None = None
+    site: str | None = None
+    method: str | None = None  # the method path, exactly
+    exception: str | None = None  # part of the exception's summary ("TimeoutError", "deadlock")
+    since: float | None = None  # failed at or after (epoch)
+    until: float | None = None  # failed at or before (epoch)
+
+    def matches(self, row: JobRow) -> bool:
+        ended = row.ended_at or 0.0
+        return (
+            (self.site is None or row.site == self.site)
+            and (self.method is None or row.method == self.method)
+            and (self.exception is None or self.exception in row.exc)
+            and (self.since is None or ended >= self.since)
+            and (self.until is None or ended <= self.until)
+        )
+
+
+def failed_matching(which: FailedFilter, limit: int = 10**9) -> list[JobRow]:
+    """The failed jobs (stopped ones too, as in RQ's failed registry) that ``which`` matches,
+    newest first."""
+    rows = list_failed(which.queue, limit=10**9)
+    return [row for row in rows if which.matches(row)][:limit]
+
+
 def get_workers() -> list[dict[str, Any]]:
     """Online workers (from their heartbeats) with the jobs each is running."""
     workers = read_workers()
