@@ -10,7 +10,8 @@ Job Type module runs, its sync and queue choice learn ``cron_long`` and the ``*_
 (``frappe_celery.integrations.frappe.scheduled_jobs.install``), the Desk's RQ Job and RQ
 Worker controllers read Celery's jobs and workers (``...frappe.desk``), and ``bench doctor``
 and the System Health Report count Celery's workers and beat (``...frappe.diagnostics``), and
-``frappe.publish_progress`` inside a job records the progress on the job (``...frappe.progress``).
+``frappe.publish_progress`` inside a job records the progress on the job (``...frappe.progress``),
+and the RQ Job form and list get Retry buttons and show progress (``...frappe.desk``).
 ``FRAPPE_CELERY_SWITCH=off`` in a process's environment leaves that one process on RQ.
 """
 
@@ -31,6 +32,7 @@ RQ_WORKER = "frappe.core.doctype.rq_worker.rq_worker"
 DOCTOR = "frappe.utils.doctor"
 SCHEDULER = "frappe.utils.scheduler"
 REALTIME = "frappe.realtime"
+FORM_META = "frappe.desk.form.meta"
 
 
 def _switch(module: ModuleType) -> None:
@@ -75,6 +77,12 @@ def _realtime(module: ModuleType) -> None:
     install(module)
 
 
+def _form_meta(module: ModuleType) -> None:
+    from frappe_celery.integrations.frappe.desk import install_form_meta
+
+    install_form_meta(module)
+
+
 # Module -> what to do right after it has run.
 AFTER_IMPORT = {
     TARGET: _switch,
@@ -84,6 +92,7 @@ AFTER_IMPORT = {
     DOCTOR: _doctor,
     SCHEDULER: _scheduler,
     REALTIME: _realtime,
+    FORM_META: _form_meta,
 }
 
 

@@ -221,3 +221,57 @@ def test_a_list_call_returns_at_most_the_desks_largest_page(bench, site):
             assert {row[at] for row in listed["values"]} == {queue}
         finally:
             admin.purge_jobs(queue)
+
+
+def website_user(site: Any) -> tuple[str, str]:
+    from frappe.utils.password import update_password
+
+    email, password = f"{label()}@example.com", "Pw-" + uuid.uuid4().hex
+    user = {"doctype": "User", "email": email, "first_name": "Web", "user_type": "Website User",
+            "send_welcome_email": 0}  # fmt: skip
+    site.get_doc(user).insert(ignore_permissions=True)
+    update_password(email, password)
+    site.db.commit()
+    return email, password
+
+
+def test_retry_from_the_form_and_the_list_runs_failed_jobs_again_for_a_system_manager_only(
+    bench, site, web
+):
+    admin_password = os.environ.get("FRAPPE_ADMIN_PASSWORD")
+    if not admin_password:
+        pytest.skip("FRAPPE_ADMIN_PASSWORD is not set: the test logs in as Administrator")
+    failed = [ended(site, "celery_example.tasks.fail_first_time", label=label()) for _ in range(3)]
+    assert all(frappe_celery.get_job_status(job.id) == "failed" for job in failed)
+    manager = logged_in(web, bench.site, "Administrator", admin_password)
+    stranger = logged_in(web, bench.site, *website_user(site))
+    api = f"{web}/api/method/frappe.core.doctype.rq_job.rq_job"
+
+    # The form and list scripts come with the doctype (its cached meta cleared, as
+    # `bench clear-cache` does after the switch is enabled).
+    site.clear_cache(doctype="RQ Job")
+    status, body = http_post(manager, f"{web}/api/method/frappe.desk.form.load.getdoctype",
+                             {"doctype": "RQ Job"}, bench.site)  # fmt: skip
+    assert status == 200, body[-2000:]
+    assert "rq_job.retry_job" in body and "rq_job.retry_jobs" in body
+
+    status, body = http_post(stranger, f"{api}.retry_job", {"job_id": failed[0].id}, bench.site)
+    assert status == 403 and "PermissionError" in body
+    assert frappe_celery.get_job_status(failed[0].id) == "failed"
+
+    status, body = http_post(manager, f"{api}.retry_job", {"job_id": failed[0].id}, bench.site)
+    assert status == 200, body[-2000:]
+    status, body = http_post(manager, f"{api}.retry_jobs",
+                             {"job_ids": json.dumps([j.id for j in failed[1:]])},
+                             bench.site)  # fmt: skip
+    assert status == 200 and json.loads(body)["message"] == 2, body[-2000:]
+    for job in failed:  # run again, as the same user on the same site: it works this time
+        assert wait_for_status(job.id, ("finished",)).get_status() == "finished"
+
+
+def test_the_form_shows_a_jobs_progress(site):
+    name = label()
+    job = site.enqueue("celery_example.tasks.report_progress", label=name, percent=42)
+    wait_for_status(job.id, ("finished",))
+    doc = site.get_doc("RQ Job", job.id)
+    assert (doc.progress, doc.progress_message) == ("42", name)

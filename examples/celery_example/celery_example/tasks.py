@@ -181,3 +181,12 @@ def report_progress(label, percent=42):
 	"""Report progress as Frappe code does (frappe.publish_progress), then return."""
 	frappe.publish_progress(percent, title="celery_example", description=label)
 	return label
+
+
+def fail_first_time(label):
+	"""Fail the first run of ``label``, succeed (recording a ToDo) when run again."""
+	key = f"celery_example:failed-once:{label}"
+	if not frappe.cache.get_value(key):
+		frappe.cache.set_value(key, 1)
+		raise Exception(f"{label}: failing the first time")
+	return record(label)

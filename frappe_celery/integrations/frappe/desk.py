@@ -19,8 +19,10 @@ import functools
 import importlib
 import sys
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
+from frappe_celery import records
 from frappe_celery.config import get_settings
 from frappe_celery.errors import InvalidJobOperation
 from frappe_celery.integrations.frappe import _frappe, rq_compat
@@ -87,6 +89,23 @@ def serialize_job(job: Job, listed: bool = False) -> Any:
         _comment_count=0,
         owner=job.user,
         modified_by=job.user,
+        # Not fields of Frappe's RQ Job: the form script this module adds shows them.
+        progress=job.record.get("progress", "") if not listed else "",
+        progress_message=job.record.get("progress_message", "") if not listed else "",
+        stuck="" if listed else _stuck_text(job),
+    )
+
+
+def _stuck_text(job: Job) -> str:
+    """What the form says of a stuck job (records.stuck_jobs), else nothing."""
+    if job.get_status(refresh=False) != JobStatus.STARTED:
+        return ""
+    stuck = next((s for s in records.stuck_jobs() if s.job_id == job.id), None)
+    if stuck is None:
+        return ""
+    return (
+        f"Stuck: still running {stuck.overdue:.0f} s past its hard time limit (its worker frozen "
+        "or gone). `frappe-celery stop --stuck` fails it and frees its id."
     )
 
 
@@ -207,6 +226,39 @@ def stop_job(job_id: str) -> None:
     _frappe().get_doc("RQ Job", job_id).stop_job()
 
 
+def retry_job(job_id: str) -> str:
+    """The form's Retry: a failed, stopped or canceled job of this site enqueued again (same
+    arguments, site, user and id; admin.retry_job). System Manager only. Returns its id."""
+    frappe = _frappe()
+    frappe.only_for(JOB_VIEWER_ROLE)
+    doc = frappe.get_doc("RQ Job", job_id)  # this site's job, or PermissionError
+    try:
+        return admin.retry_job(doc.job.id).id
+    except InvalidJobOperation as exc:
+        frappe.throw(str(exc))
+        raise  # not reached: throw raises
+
+
+def retry_jobs(job_ids: Any) -> int:
+    """The list's Actions > Retry: each checked job retried as :func:`retry_job` does; returns
+    how many were enqueued again (the others are named in a message)."""
+    frappe = _frappe()
+    frappe.only_for(JOB_VIEWER_ROLE)
+    ids = frappe.parse_json(job_ids) if isinstance(job_ids, str) else list(job_ids or [])
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        frappe.throw(f"job_ids: got {job_ids!r}; expected a list of job ids")
+    done, refused = 0, []
+    for job_id in ids:
+        try:
+            retry_job(job_id)
+            done += 1
+        except frappe.ValidationError as exc:
+            refused.append(f"{job_id}: {exc}")
+    if refused:
+        frappe.msgprint("<br>".join(refused), title=frappe._("Not retried"))
+    return done
+
+
 def serialize_worker(worker: Any) -> Any:
     """What Frappe's ``serialize_worker`` gives the RQ Worker list, from a heartbeat."""
     frappe = _frappe()
@@ -242,6 +294,8 @@ def install_rq_job(module: Any = None) -> bool:
     module.RQJob = _rq_job_class(module.RQJob)
     module.remove_failed_jobs = whitelist()(remove_failed_jobs)
     module.stop_job = whitelist()(stop_job)
+    module.retry_job = whitelist(methods=["POST"])(retry_job)
+    module.retry_jobs = whitelist(methods=["POST"])(retry_jobs)
     setattr(module, _INSTALLED, True)
     return True
 
@@ -281,4 +335,34 @@ def install_rq_worker(module: Any = None) -> bool:
     module.serialize_worker = serialize_worker
     module.RQWorker = _rq_worker_class(module.RQWorker)
     setattr(module, _INSTALLED, True)
+    return True
+
+
+# -- the RQ Job form's and list's scripts --------------------------------------------------------
+
+FORM_META = "frappe.desk.form.meta"
+RQ_JOB_DOCTYPE = "RQ Job"
+_SCRIPTS = Path(__file__).parent / "desk_js"
+
+
+def install_form_meta(module: Any = None) -> bool:
+    """After Frappe's own RQ Job form and list scripts, add ours (desk_js/): what a form
+    loads is assembled by ``FormMeta.add_code``, as an app's ``doctype_js`` hook adds to it,
+    here for every site of the bench. The form's meta is cached: a site's cache is cleared on
+    `bench clear-cache` and migrate."""
+    module = module or sys.modules.get(FORM_META) or importlib.import_module(FORM_META)
+    form_meta = module.FormMeta
+    if getattr(form_meta.add_code, _INSTALLED, False):
+        return False
+    frappes_add_code = form_meta.add_code
+
+    @functools.wraps(frappes_add_code)
+    def add_code(self: Any) -> None:
+        frappes_add_code(self)
+        if self.name == RQ_JOB_DOCTYPE:
+            self._add_code(str(_SCRIPTS / "rq_job.js"), "__js")
+            self._add_code(str(_SCRIPTS / "rq_job_list.js"), "__list_js")
+
+    setattr(add_code, _INSTALLED, True)
+    form_meta.add_code = add_code
     return True
