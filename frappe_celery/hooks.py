@@ -11,9 +11,11 @@ import importlib
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from frappe_celery.bench_files import Bench
 from frappe_celery.config import get_settings
 from frappe_celery.errors import ConfigError
 from frappe_celery.methods import call_with_accepted_kwargs, import_trusted
@@ -58,12 +60,40 @@ def run_hooks(name: str, **kwargs: Any) -> None:
         call_with_accepted_kwargs(hook, kwargs)
 
 
+# The policies, read once per settings (reload_settings reads them again).
+_policies: tuple[object, dict[str, RetryPolicy]] | None = None
+
+
 def retry_policies() -> dict[str, RetryPolicy]:
-    """Every ``job_retries`` policy: the hooks modules' (``job_retries = {method: {...}}``
-    beside ``scheduler_events``), then the config file's, which wins."""
+    """Every ``job_retries`` policy: in a bench, each app's ``hooks.py`` (apps.txt order, as
+    Frappe merges hooks); the hooks modules' (``job_retries = {method: {...}}`` beside
+    ``scheduler_events``); then the config file's, which wins."""
+    global _policies
+    settings = get_settings()
+    if _policies is None or _policies[0] is not settings:
+        _policies = (settings, _read_retry_policies())
+    return _policies[1]
+
+
+def _read_retry_policies() -> dict[str, RetryPolicy]:
     found: dict[str, RetryPolicy] = {}
-    for module in hooks_modules():
+    for module in [*_bench_app_hooks(), *hooks_modules()]:
         found.update(policies_from(f"{module.__name__}.job_retries",
                                    getattr(module, "job_retries", None)))  # fmt: skip
     found.update(get_settings().job_retries)
     return found
+
+
+def _bench_app_hooks() -> list[ModuleType]:
+    """The hooks.py of every app of this process's bench (none outside a bench). An app whose
+    hooks cannot be imported is skipped: Frappe itself would fail on it first."""
+    sites_path = get_settings().sites_path
+    if sites_path is None:
+        return []
+    modules = []
+    for app in Bench(Path(sites_path)).apps():
+        try:
+            modules.append(importlib.import_module(f"{app}.hooks"))
+        except Exception:
+            continue
+    return modules

@@ -237,13 +237,13 @@ def run_in_process(job_id: str, payload: JobPayload) -> Job:
     wait here (Frappe's 1, 2, ... 5 s), since no worker is involved.
     """
     attempt = 0
-    policy = retry_policy_for(payload)
     while True:
         start_or_skip(job_id, payload, f"in-process@{HOSTNAME}")
+        last_attempt = attempt >= MAX_RETRIES and attempt >= max_attempts(retry_policy_for(payload))
         try:
-            result = run_attempt(job_id, payload, last_attempt=attempt >= max_attempts(policy))
+            result = run_attempt(job_id, payload, last_attempt=last_attempt)
         except Exception as exc:
-            outcome = decide(attempt, exc=exc, policy=policy)
+            outcome = decide(attempt, exc=exc, policy=retry_policy_for(payload))
         else:
             outcome = decide(attempt, result=result)
         conclude(job_id, payload, outcome, attempt=attempt, patient=False)

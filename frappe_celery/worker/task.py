@@ -34,8 +34,10 @@ from frappe_celery.broker.wire import (
     payload_problem,
 )
 from frappe_celery.celery_app import get_app
+from frappe_celery.config import MAX_RETRIES
 from frappe_celery.connection import checked_out, get_redis
 from frappe_celery.errors import BrokerUnreachable
+from frappe_celery.retries import RetryPolicy
 from frappe_celery.worker.attempt import (
     HOSTNAME,
     Outcome,
@@ -226,8 +228,9 @@ def execute_job(self: Task, **payload: Any) -> str | None:
         if decision.skips:
             return None
     attempt = self.request.retries
-    policy = retry_policy_for(job)
-    last_attempt = attempt >= max_attempts(policy)
+    # The retry policy is looked up only when it matters: past Frappe's 5 retries, or on failure.
+    policy: RetryPolicy | None = None
+    last_attempt = attempt >= MAX_RETRIES and attempt >= max_attempts(retry_policy_for(job))
     try:
         if checked:
             result = run_while_starting(job_id, job, worker, last_attempt=last_attempt)
@@ -236,6 +239,7 @@ def execute_job(self: Task, **payload: Any) -> str | None:
     except NotStarted as exc:
         raise hand_back(job_id, exc) from exc
     except Exception as exc:
+        policy = retry_policy_for(job)
         outcome = decide(attempt, exc=exc, policy=policy)
     else:
         outcome = decide(attempt, result=result)

@@ -343,3 +343,16 @@ def test_frappes_publish_progress_in_a_job_lands_on_its_record_and_still_sends_t
         assert sent[0]["message"]["description"] == name
     finally:
         events.close()
+
+
+def test_an_apps_job_retries_in_its_hooks_retry_a_function_with_backoff(site):
+    # celery_example/hooks.py: job_retries = {"celery_example.tasks.flaky_io": {...}}
+    name = label()
+    job = site.enqueue("celery_example.tasks.flaky_io", label=name, failures=2)
+    done = wait_for_status(job.id, ("finished", "failed"))
+    assert done.get_status() == "finished", done.exc_info
+    record = done.refresh()
+    attempts = json.loads(record["attempts"])
+    assert [a["exc_type"] for a in attempts] == ["ConnectionError", "ConnectionError"]
+    assert f"{name}: run 1 refused" in attempts[0]["traceback"]
+    assert len(todo_rows(site, name)) == 1

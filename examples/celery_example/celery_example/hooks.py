@@ -21,3 +21,8 @@ scheduler_events = {
 	"daily": ["celery_example.tasks.daily"],
 	"daily_short": ["celery_example.tasks.daily_short"],
 }
+
+# frappe-celery's opt-in retries for a function (not a Frappe hook: frappe-celery reads it).
+job_retries = {
+	"celery_example.tasks.flaky_io": {"max_retries": 2, "backoff": 0.5, "on": ["ConnectionError"]},
+}

@@ -194,3 +194,17 @@ def fail_first_time(label):
 		mark.touch()
 		raise Exception(f"{label}: failing the first time")
 	return record(label)
+
+
+def flaky_io(label, failures=2):
+	"""Raise ConnectionError on the first ``failures`` runs of ``label`` (counted in a file: a
+	failed job's database writes are rolled back), then record a ToDo."""
+	import tempfile
+	from pathlib import Path
+
+	runs = Path(tempfile.gettempdir()) / f"celery_example-flaky-{label}"
+	count = int(runs.read_text()) + 1 if runs.exists() else 1
+	runs.write_text(str(count))
+	if count <= failures:
+		raise ConnectionError(f"{label}: run {count} refused")
+	return record(label)
