@@ -164,7 +164,10 @@ def draw_dashboard(plt: Any, prometheus: str, started: float, path: Path) -> Non
             axis.legend(fontsize=7, loc="upper left")
     for axis in list(axes.flat)[len(panels) :]:
         axis.set_visible(False)
-    figure.suptitle("frappe-celery dashboard panels (Prometheus query_range, a 4-minute run)")
+    minutes = (end - started) / 60
+    figure.suptitle(
+        f"frappe-celery dashboard panels (Prometheus query_range, a {minutes:.0f}-minute run)"
+    )
     figure.tight_layout()
     figure.savefig(path, dpi=80)
 
