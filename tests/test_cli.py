@@ -19,7 +19,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -27,7 +27,6 @@ import pytest
 import redis
 
 import frappe_celery as frappe
-from frappe_celery import JobContext, set_job_context
 from frappe_celery.broker import keys
 from frappe_celery.broker.workers import read_workers
 from frappe_celery.connection import answers
@@ -40,7 +39,7 @@ from .jobs.sched import TICKS
 from .support.broker_state import redis_snapshot
 from .support.cli import CLI, cli_env, invoke, ok, run_cli
 from .support.processes import ROOT, descendants, lingering, stop_process, wait_for
-from .support.settings import settings_env
+from .support.settings import enqueuing_as, settings_env
 
 SITE = "test.site"
 OTHER_SITE = "other.site"
@@ -55,19 +54,9 @@ FINAL = ("finished", "failed", "canceled", "stopped")
 # -- helpers --------------------------------------------------------------------------------------
 
 
-class OtherSiteContext(JobContext):
-    def current_site(self) -> str | None:
-        return OTHER_SITE
-
-
-@contextmanager
-def as_other_site() -> Iterator[None]:
+def as_other_site() -> AbstractContextManager[None]:
     """Enqueue as if from another site (the job context names the site)."""
-    set_job_context(OtherSiteContext())
-    try:
-        yield
-    finally:
-        set_job_context(None)
+    return enqueuing_as(site=OTHER_SITE)
 
 
 def table_rows(output: str, header_start: str) -> list[list[str]]:

@@ -11,25 +11,22 @@ import subprocess
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import frappe_celery as frappe
-from frappe_celery import JobContext, set_job_context
 from frappe_celery.broker.workers import read_workers
 from frappe_celery.errors import QueueOverloaded
 from frappe_celery.ops import metrics
 from frappe_celery.ops.embedded import free_port
 from frappe_celery.scheduler import state
 
+from .support.broker_state import wait_final
 from .support.cli import CLI, cli_env, ok
 from .support.processes import ROOT, stop_process, wait_for
-from .support.settings import TEST_CONFIG, settings_env
-
-FINAL = ("finished", "failed", "canceled", "stopped")
+from .support.settings import TEST_CONFIG, enqueuing_as, settings_env
 
 
 def scrape() -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -47,25 +44,6 @@ def value(samples: dict[str, Any], name: str, **labels: str) -> float:
     return sum(
         v for found, v in samples.get(name, []) if all(found.get(k) == w for k, w in labels.items())
     )
-
-
-def wait_final(job: frappe.Job, timeout: float = 30) -> str:
-    wait_for(lambda: job.get_status() in FINAL, timeout)
-    return str(job.get_status())
-
-
-class OtherSite(JobContext):
-    def current_site(self) -> str | None:
-        return "other.site"
-
-
-@pytest.fixture
-def other_site() -> Iterator[None]:
-    set_job_context(OtherSite())
-    try:
-        yield
-    finally:
-        set_job_context(None)
 
 
 def test_every_outcome_and_both_histograms_count_the_jobs_that_ran(r, shared_worker, tmp_path):
@@ -123,13 +101,12 @@ def test_every_outcome_and_both_histograms_count_the_jobs_that_ran(r, shared_wor
     assert value(samples, "frappe_celery_job_run_seconds_bucket", le="+Inf", **slow) == 1
 
 
-def test_pending_jobs_and_the_oldest_age_are_per_queue_and_site(r, shared_worker, other_site):
-    set_job_context(None)
+def test_pending_jobs_and_the_oldest_age_are_per_queue_and_site(r, shared_worker):
     for i in range(3):
         frappe.enqueue("tests.jobs.add", queue="batch", a=i, b=0)
-    set_job_context(OtherSite())
-    for i in range(2):
-        frappe.enqueue("tests.jobs.add", queue="batch", a=i, b=0, at_front=True)
+    with enqueuing_as(site="other.site"):
+        for i in range(2):
+            frappe.enqueue("tests.jobs.add", queue="batch", a=i, b=0, at_front=True)
     time.sleep(1.1)
     # The `r` fixture cleared the heartbeats: the shared worker writes its own every 5 s.
     wait_for(read_workers, 10)

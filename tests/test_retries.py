@@ -16,7 +16,7 @@ from frappe_celery.retries import RetryPolicy, make_policy, retry_policy
 
 from .support.cli import invoke, ok
 from .support.processes import wait_for
-from .support.settings import config_env, settings_env
+from .support.settings import config_env, enqueuing_as, settings_env
 
 FINAL = ("finished", "failed")
 
@@ -125,29 +125,13 @@ def test_a_bad_job_retries_mapping_is_refused_at_start_naming_the_method(tmp_pat
         load_settings(env)
 
 
-class OtherSite(frappe.JobContext):
-    def current_site(self) -> str | None:
-        return "other.site"
-
-
-class Alice(frappe.JobContext):
-    def current_user(self) -> str | None:
-        return "alice@x.com"
-
-
 def test_retry_replays_the_failed_jobs_a_filter_picks_keeping_site_and_user(r, shared_worker):
-    frappe.set_job_context(Alice())
-    try:
+    with enqueuing_as(user="alice@x.com"):
         mine = [frappe.enqueue("tests.jobs.fail_counting", queue="short", key=f"test:replay:{i}")
                 for i in range(2)]  # fmt: skip
-    finally:
-        frappe.set_job_context(None)
     disk = frappe.enqueue("tests.jobs.fail", queue="short", message="disk full")
-    frappe.set_job_context(OtherSite())
-    try:
+    with enqueuing_as(site="other.site"):
         theirs = frappe.enqueue("tests.jobs.fail_counting", queue="short", key="test:replay:o")
-    finally:
-        frappe.set_job_context(None)
     everything = [*mine, disk, theirs]
     wait_for(lambda: all(job.get_status() == "failed" for job in everything), 30)
     ended = {job.id: job.refresh()["ended_at"] for job in everything}
@@ -174,13 +158,10 @@ def test_retry_replays_the_failed_jobs_a_filter_picks_keeping_site_and_user(r, s
         wait_for(lambda: disk.refresh().get("ended_at") not in (None, ended[disk.id]), 30)
 
         # Its id queued again by someone else: a replay leaves it alone (one run per id).
-        frappe.set_job_context(OtherSite())
-        try:
+        with enqueuing_as(site="other.site"):
             # enqueue takes the caller's id and namespaces it, as Frappe's does.
             caller_id = theirs.id.split("||", 1)[1]
             frappe.enqueue("tests.jobs.add", queue="batch", job_id=caller_id, a=1, b=1)
-        finally:
-            frappe.set_job_context(None)
         assert "Enqueued 0 failed jobs again" in ok("retry", "--site", "other.site").output
 
 

@@ -13,18 +13,12 @@ import uuid
 import pytest
 
 import frappe_celery as frappe
-from frappe_celery import JobContext, set_job_context
 from frappe_celery.broker.workers import read_workers
 from frappe_celery.scheduler import state
 
 from .support.cli import CLI, cli_env, ok
 from .support.processes import ROOT, wait_for
-from .support.settings import settings_env
-
-
-class OtherSite(JobContext):
-    def current_site(self) -> str | None:
-        return "other.site"
+from .support.settings import enqueuing_as, settings_env
 
 
 @pytest.fixture
@@ -33,12 +27,9 @@ def known_state(r, shared_worker, start_beat):
     progress; one failed; a beat leading, test.site paused."""
     for i in range(3):
         frappe.enqueue("tests.jobs.add", queue="batch", a=i, b=0)
-    set_job_context(OtherSite())
-    try:
+    with enqueuing_as(site="other.site"):
         for i in range(2):
             frappe.enqueue("tests.jobs.add", queue="batch", a=i, b=0)
-    finally:
-        set_job_context(None)
     failed = frappe.enqueue("tests.jobs.fail", queue="short", message="top saw it")
     wait_for(lambda: failed.get_status() == "failed", 30)
     running = frappe.enqueue(

@@ -120,35 +120,40 @@ def logged_in(web_url: str, host: str, user: str, password: str) -> Any:
     return opener
 
 
-def test_only_a_system_manager_lists_rq_jobs_and_workers_through_reportview_get(bench, site, web):
-    """frappe.desk.reportview.get reaches a virtual DocType's get_list / get_count for any
-    logged-in user; a Website User must see no job, its arguments or its traceback."""
-    admin_password = os.environ.get("FRAPPE_ADMIN_PASSWORD")
-    if not admin_password:
-        pytest.skip("FRAPPE_ADMIN_PASSWORD is not set: the test logs in as Administrator too")
+def website_user(site: Any) -> tuple[str, str]:
     from frappe.utils.password import update_password
 
-    secret = label()
-    failed = ended(site, "celery_example.tasks.fail_after_write", label=secret)
     email, password = f"{label()}@example.com", "Pw-" + uuid.uuid4().hex
     user = {"doctype": "User", "email": email, "first_name": "Web", "user_type": "Website User",
             "send_welcome_email": 0}  # fmt: skip
     site.get_doc(user).insert(ignore_permissions=True)
     update_password(email, password)
     site.db.commit()
+    return email, password
+
+
+def test_only_a_system_manager_lists_rq_jobs_and_workers_through_reportview_get(bench, site, web):
+    """frappe.desk.reportview.get reaches a virtual DocType's get_list / get_count for any
+    logged-in user; a Website User must see no job, its arguments or its traceback."""
+    admin_password = os.environ.get("FRAPPE_ADMIN_PASSWORD")
+    if not admin_password:
+        pytest.skip("FRAPPE_ADMIN_PASSWORD is not set: the test logs in as Administrator too")
+    secret = label()
+    failed = ended(site, "celery_example.tasks.fail_after_write", label=secret)
+    email, password = website_user(site)
     query = {"doctype": "RQ Job", "fields": json.dumps(["name", "arguments", "exc_info"]),
              "filters": json.dumps({"status": "failed"}), "page_length": 100000}  # fmt: skip
 
-    website_user = logged_in(web, bench.site, email, password)
+    visitor = logged_in(web, bench.site, email, password)
     for method in ("frappe.desk.reportview.get", "frappe.desk.reportview.get_count"):
-        status, body = http_post(website_user, f"{web}/api/method/{method}", query, bench.site)
+        status, body = http_post(visitor, f"{web}/api/method/{method}", query, bench.site)
         assert status == 403, body[-2000:]
         assert "PermissionError" in body
         assert failed.id not in body and secret not in body
     # Nor the workers, their queues and the jobs they run.
     workers = {"doctype": "RQ Worker", "fields": json.dumps(["name", "current_job_id"])}
     for method in ("frappe.desk.reportview.get", "frappe.desk.reportview.get_count"):
-        status, body = http_post(website_user, f"{web}/api/method/{method}", workers, bench.site)
+        status, body = http_post(visitor, f"{web}/api/method/{method}", workers, bench.site)
         assert status == 403, body[-2000:]
         assert "PermissionError" in body
 
@@ -221,18 +226,6 @@ def test_a_list_call_returns_at_most_the_desks_largest_page(bench, site):
             assert {row[at] for row in listed["values"]} == {queue}
         finally:
             admin.purge_jobs(queue)
-
-
-def website_user(site: Any) -> tuple[str, str]:
-    from frappe.utils.password import update_password
-
-    email, password = f"{label()}@example.com", "Pw-" + uuid.uuid4().hex
-    user = {"doctype": "User", "email": email, "first_name": "Web", "user_type": "Website User",
-            "send_welcome_email": 0}  # fmt: skip
-    site.get_doc(user).insert(ignore_permissions=True)
-    update_password(email, password)
-    site.db.commit()
-    return email, password
 
 
 def test_retry_from_the_form_and_the_list_runs_failed_jobs_again_for_a_system_manager_only(

@@ -76,3 +76,25 @@ def make_bench(
     init.parent.mkdir(parents=True)
     init.write_text(f'__version__ = "{version}"\n')
     return sites
+
+
+class _Enqueuer(frappe.JobContext):
+    def __init__(self, site: str | None, user: str | None) -> None:
+        self.site, self.user = site, user
+
+    def current_site(self) -> str | None:
+        return self.site
+
+    def current_user(self) -> str | None:
+        return self.user
+
+
+@contextmanager
+def enqueuing_as(site: str | None = None, user: str | None = None) -> Iterator[None]:
+    """Enqueue as if from ``site`` and/or as ``user`` (the job context names them; None: the
+    session's), then back to the default context."""
+    frappe.set_job_context(_Enqueuer(site, user))
+    try:
+        yield
+    finally:
+        frappe.set_job_context(None)
