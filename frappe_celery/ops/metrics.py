@@ -19,7 +19,6 @@ queues and sites are the bench's, methods the first counters.METHOD_LABELS seen 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -309,17 +308,10 @@ def registry() -> CollectorRegistry:
     return found
 
 
-_served: list[Any] = []
-_served_lock = threading.Lock()
-
-
-def serve(port: int, address: str = "127.0.0.1") -> Any:
-    """Serve /metrics on ``address:port`` in a daemon thread; returns the server. Raises OSError
-    when the port is taken."""
-    with _served_lock:
-        result = start_http_server(port, addr=address, registry=registry())
-        _served.append(result)
-        return result
+def serve(port: int, address: str = "127.0.0.1") -> None:
+    """Serve /metrics on ``address:port`` in a daemon thread (prometheus_client's). Raises
+    OSError when the port is taken."""
+    start_http_server(port, addr=address, registry=registry())
 
 
 def serve_beside(process: str) -> None:
