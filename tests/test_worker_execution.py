@@ -205,15 +205,21 @@ def test_on_failure_is_called_for_a_job_killed_by_the_hard_time_limit(r, shared_
     ("queue", "expected"),
     [("short", 300), ("default", 300), ("long", 1500), ("reports", 120), ("batch", 300)],
 )
-def test_timeout_none_uses_the_queue_default_timeout(r, queue, expected):
-    # The reports and batch queues have no consumer here: the job only has to be published.
-    job = frappe.enqueue("tests.jobs.add", queue=queue, a=1, b=1)
+def test_timeout_none_uses_the_queue_default_timeout(r, shared_worker, queue, expected):
+    key = unique("limits")
+    job = frappe.enqueue("tests.jobs.push_time_limits", queue=queue, key=key)
 
     assert job.timeout == expected
     assert frappe.get_job(job.id).timeout == expected
     assert float(record_of(r, job)["timeout"]) == expected
-    assert message_headers(job)["timelimit"] == [expected + GRACE, expected]
     assert job.job_kwargs["timeout"] == expected
+    if queue in ("reports", "batch"):
+        # No worker consumes these queues here: the limits are read from the waiting message.
+        assert message_headers(job)["timelimit"] == [expected + GRACE, expected]
+    else:
+        # The shared worker takes the job at once: the run itself reports what it received.
+        assert wait_final(job) == "finished"
+        assert read_list(r, key) == [[expected + GRACE, expected]]
 
 
 def test_time_limits_travel_in_the_message_timelimit_header(r):

@@ -328,6 +328,13 @@ def note_time_limits(key: str, seconds: float) -> None:
             push(key, {"event": "soft", "at": time.time()})
 
 
+def push_time_limits(key: str) -> None:
+    """Record the [hard, soft] time limits this run received in its message's header."""
+    from celery import current_task
+
+    push(key, list(current_task.request.timelimit))
+
+
 # -- added for tests/test_security.py (trampolines) ---------------------------------------------
 
 
