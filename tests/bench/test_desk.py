@@ -7,6 +7,7 @@ import http.cookiejar
 import importlib
 import json
 import os
+import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -240,9 +241,7 @@ def test_retry_from_the_form_and_the_list_runs_failed_jobs_again_for_a_system_ma
     stranger = logged_in(web, bench.site, *website_user(site))
     api = f"{web}/api/method/frappe.core.doctype.rq_job.rq_job"
 
-    # The form and list scripts come with the doctype (its cached meta cleared, as
-    # `bench clear-cache` does after the switch is enabled).
-    site.clear_cache(doctype="RQ Job")
+    # The form and list scripts come with the doctype.
     status, body = http_post(manager, f"{web}/api/method/frappe.desk.form.load.getdoctype",
                              {"doctype": "RQ Job"}, bench.site)  # fmt: skip
     assert status == 200, body[-2000:]
@@ -260,6 +259,50 @@ def test_retry_from_the_form_and_the_list_runs_failed_jobs_again_for_a_system_ma
     assert status == 200 and json.loads(body)["message"] == 2, body[-2000:]
     for job in failed:  # run again, as the same user on the same site: it works this time
         assert wait_for_status(job.id, ("finished",)).get_status() == "finished"
+
+
+def cached_form_meta(frappe: Any) -> Any:
+    """The RQ Job form meta as the site's cache holds it (Frappe 15: a hash; 16: client_cache)."""
+    if hasattr(frappe, "client_cache"):
+        return frappe.client_cache.get_value("doctype_form_meta::RQ Job")
+    return frappe.cache.hget("doctype_form_meta", "RQ Job")
+
+
+def test_a_form_meta_cached_while_the_bench_ran_rq_gets_the_scripts_and_the_cache_keeps_none(
+    bench, site, web
+):
+    """No `bench clear-cache` after `bench enable`: the scripts are added to the meta handed
+    out, not to the one cached, so neither switching on nor back off needs the cache cleared."""
+    admin_password = os.environ.get("FRAPPE_ADMIN_PASSWORD")
+    if not admin_password:
+        pytest.skip("FRAPPE_ADMIN_PASSWORD is not set: the test logs in as Administrator")
+    site.clear_cache(doctype="RQ Job")
+    # A process of the bench on RQ (the switch off for it alone) loads the form: Frappe
+    # builds the meta, without our scripts, and caches it for the whole site.
+    script = (
+        "import sys, frappe, frappe.desk.form.meta\n"
+        "frappe.init(sys.argv[1], sites_path='.')\n"
+        "frappe.connect()\n"
+        "meta = frappe.desk.form.meta.get_meta('RQ Job')\n"
+        "print('rq_job.retry_job' in (meta.get('__js') or ''))\n"
+    )
+    env = {**os.environ, "FRAPPE_CELERY_SWITCH": "off"}
+    on_rq = subprocess.run([bench.python, "-c", script, bench.site], cwd=bench.sites, env=env,
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert on_rq.returncode == 0, on_rq.stderr[-3000:]
+    assert on_rq.stdout.strip().splitlines()[-1] == "False"
+    assert "rq_job.retry_job" not in (cached_form_meta(site).get("__js") or "")
+
+    manager = logged_in(web, bench.site, "Administrator", admin_password)
+    status, body = http_post(manager, f"{web}/api/method/frappe.desk.form.load.getdoctype",
+                             {"doctype": "RQ Job"}, bench.site)  # fmt: skip
+    assert status == 200, body[-2000:]
+    assets = json.loads(body)["docs"][0]
+    assert assets["__js"].count("rq_job.retry_job") == 1
+    assert assets["__list_js"].count("rq_job.retry_jobs") == 1
+    # What the cache holds is still Frappe's alone.
+    cached = cached_form_meta(site)
+    assert cached is not None and "rq_job.retry_job" not in (cached.get("__js") or "")
 
 
 def test_the_form_shows_a_jobs_progress(site):

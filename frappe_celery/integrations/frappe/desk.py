@@ -345,24 +345,32 @@ RQ_JOB_DOCTYPE = "RQ Job"
 _SCRIPTS = Path(__file__).parent / "desk_js"
 
 
+# The first line of each script (desk_js/): how a form meta that already has them is told.
+_SCRIPT_MARK = "// frappe-celery (integrations/frappe/desk.py)"
+
+
 def install_form_meta(module: Any = None) -> bool:
-    """After Frappe's own RQ Job form and list scripts, add ours (desk_js/): what a form
-    loads is assembled by ``FormMeta.add_code``, as an app's ``doctype_js`` hook adds to it,
-    here for every site of the bench. The form's meta is cached: a site's cache is cleared on
-    `bench clear-cache` and migrate."""
+    """After Frappe's own RQ Job form and list scripts, add ours (desk_js/), as an app's
+    ``doctype_js`` hook adds to them, here for every site of the bench.
+
+    Added to what ``get_meta`` returns, not to the meta Frappe builds and caches: a site's
+    form meta cached while the bench ran RQ (Frappe keeps it until `bench clear-cache` or
+    migrate) gets the scripts as soon as the switch is on, and the cache never holds them, so
+    a bench switched back to RQ shows no button calling methods it no longer has."""
     module = module or sys.modules.get(FORM_META) or importlib.import_module(FORM_META)
-    form_meta = module.FormMeta
-    if getattr(form_meta.add_code, _INSTALLED, False):
+    frappes_get_meta = module.get_meta
+    if getattr(frappes_get_meta, _INSTALLED, False):
         return False
-    frappes_add_code = form_meta.add_code
 
-    @functools.wraps(frappes_add_code)
-    def add_code(self: Any) -> None:
-        frappes_add_code(self)
-        if self.name == RQ_JOB_DOCTYPE:
-            self._add_code(str(_SCRIPTS / "rq_job.js"), "__js")
-            self._add_code(str(_SCRIPTS / "rq_job_list.js"), "__list_js")
+    @functools.wraps(frappes_get_meta)
+    def get_meta(doctype: str, *args: Any, **kwargs: Any) -> Any:
+        meta = frappes_get_meta(doctype, *args, **kwargs)
+        # Frappe 16 hands out the very object its in-process cache keeps: add once.
+        if doctype == RQ_JOB_DOCTYPE and _SCRIPT_MARK not in (meta.get("__js") or ""):
+            meta._add_code(str(_SCRIPTS / "rq_job.js"), "__js")
+            meta._add_code(str(_SCRIPTS / "rq_job_list.js"), "__list_js")
+        return meta
 
-    setattr(add_code, _INSTALLED, True)
-    form_meta.add_code = add_code
+    setattr(get_meta, _INSTALLED, True)
+    module.get_meta = get_meta
     return True
