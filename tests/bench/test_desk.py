@@ -7,6 +7,7 @@ import http.cookiejar
 import importlib
 import json
 import os
+import signal
 import subprocess
 import urllib.error
 import urllib.parse
@@ -17,11 +18,12 @@ from typing import Any
 import pytest
 
 import frappe_celery
+from frappe_celery import records
 from frappe_celery.broker import wire
 from frappe_celery.caller import publish
 from frappe_celery.job import site_job_prefix
 
-from ..support.frappe_bench import custom_queues, wait_for_status
+from ..support.frappe_bench import custom_queues, start_celery_worker, wait_for_status
 from ..support.processes import wait_for
 
 pytestmark = pytest.mark.usefixtures("celery_worker")
@@ -303,6 +305,36 @@ def test_a_form_meta_cached_while_the_bench_ran_rq_gets_the_scripts_and_the_cach
     # What the cache holds is still Frappe's alone.
     cached = cached_form_meta(site)
     assert cached is not None and "rq_job.retry_job" not in (cached.get("__js") or "")
+
+
+def test_a_stuck_job_is_said_so_on_the_form_and_in_the_list(bench, site, tmp_path):
+    queue = f"desk-stuck-{uuid.uuid4().hex[:6]}"
+    common = json.loads((bench.sites / "common_site_config.json").read_text())
+    # Stuck 2 s (the grace) past the hard limit, itself 2 s past the 2-s timeout.
+    own = {**common.get("frappe_celery", {}), "time_limit_grace": 2}
+    with custom_queues(bench, queue, frappe_celery=own):
+        worker = start_celery_worker(bench, tmp_path / "worker.log", queues=queue)
+        try:
+            job = site.enqueue("celery_example.tasks.sleep_for", queue=queue, timeout=2,
+                               label=label(), seconds=30)  # fmt: skip
+            wait_for_status(job.id, ("started",))
+            # Its main process, which enforces the time limits, frozen: nobody ends the job.
+            os.kill(worker.process.pid, signal.SIGSTOP)
+            try:
+                wait_for(lambda: job.id in {s.job_id for s in records.stuck_jobs()}, 30)
+                said = site.get_doc("RQ Job", job.id).stuck
+                assert said.startswith("Stuck: still running") and "stop --stuck" in said
+                rows = site.get_all("RQ Job", filters={"queue": queue})
+                assert [(row.name, row.status, bool(row.stuck)) for row in rows] == [
+                    (job.id, "started", True)
+                ]
+            finally:
+                os.kill(worker.process.pid, signal.SIGCONT)
+            # Thawed, the worker kills the job past its hard limit: no longer stuck.
+            assert wait_for_status(job.id, ("failed",)).get_status() == "failed"
+            assert not site.get_doc("RQ Job", job.id).stuck
+        finally:
+            worker.stop()
 
 
 def test_the_form_shows_a_jobs_progress(site):

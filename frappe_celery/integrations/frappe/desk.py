@@ -60,10 +60,11 @@ def _for_current_site(job: Job) -> bool:
     return bool(job.site == _frappe().local.site)
 
 
-def serialize_job(job: Job, listed: bool = False) -> Any:
+def serialize_job(job: Job, listed: bool = False, stuck: records.StuckJob | None = None) -> Any:
     """What Frappe's ``serialize_job`` gives the RQ Job form (and, ``listed``, each row of its
     list: there a waiting job's arguments are shown only where known without searching its
-    queue, as a page of them could mean reading a long queue once per row)."""
+    queue, as a page of them could mean reading a long queue once per row). ``stuck``: the
+    job's entry in records.stuck_jobs(), if any."""
     frappe = _frappe()
     started, ended = _timestamp(job.started_at), _timestamp(job.ended_at)
     created = _timestamp(job.enqueued_at)
@@ -92,21 +93,22 @@ def serialize_job(job: Job, listed: bool = False) -> Any:
         # Not fields of Frappe's RQ Job: the form script this module adds shows them.
         progress=job.record.get("progress", "") if not listed else "",
         progress_message=job.record.get("progress_message", "") if not listed else "",
-        stuck="" if listed else _stuck_text(job),
+        stuck=_stuck_text(stuck) if job.get_status(refresh=False) == JobStatus.STARTED else "",
     )
 
 
-def _stuck_text(job: Job) -> str:
-    """What the form says of a stuck job (records.stuck_jobs), else nothing."""
-    if job.get_status(refresh=False) != JobStatus.STARTED:
-        return ""
-    stuck = next((s for s in records.stuck_jobs() if s.job_id == job.id), None)
+def _stuck_text(stuck: records.StuckJob | None) -> str:
+    """What the form says of a stuck job, and the list's red "Stuck" shows; else nothing."""
     if stuck is None:
         return ""
     return (
         f"Stuck: still running {stuck.overdue:.0f} s past its hard time limit (its worker frozen "
         "or gone). `frappe-celery stop --stuck` fails it and frees its id."
     )
+
+
+def _stuck_by_id() -> dict[str, records.StuckJob]:
+    return {stuck.job_id: stuck for stuck in records.stuck_jobs()}
 
 
 def _matching_ids(filters: Any) -> list[str]:
@@ -159,7 +161,8 @@ def _rq_job_class(frappe_class: type) -> type:
                 raise frappe.DoesNotExistError
             if not _for_current_site(job):
                 raise frappe.PermissionError
-            super(frappe.model.document.Document, self).__init__(serialize_job(job))
+            stuck = _stuck_by_id().get(job.id)
+            super(frappe.model.document.Document, self).__init__(serialize_job(job, stuck=stuck))
             self._job_obj = job
 
         @property
@@ -177,8 +180,11 @@ def _rq_job_class(frappe_class: type) -> type:
             _frappe().only_for(JOB_VIEWER_ROLE)
             filters, start, page_length, order_by = _list_arguments(args, kwargs)
             ids = _matching_ids(filters)[start : start + page_length]
+            stuck = _stuck_by_id()  # one read of the started registries for the whole page
             jobs = [
-                serialize_job(job, listed=True) for job in map(Job.fetch, ids) if job is not None
+                serialize_job(job, listed=True, stuck=stuck.get(job.id))
+                for job in map(Job.fetch, ids)
+                if job is not None
             ]
             return sorted(jobs, key=lambda job: job.creation or "", reverse="desc" in order_by)
 

@@ -1,8 +1,14 @@
 // frappe-celery (integrations/frappe/desk.py): added after Frappe's own RQ Job list script.
-// Actions > Retry enqueues the checked failed, stopped or canceled jobs again.
+// Actions > Retry enqueues the checked failed, stopped or canceled jobs again; a stuck job (still
+// started past its hard time limit) shows a red "Stuck" instead of its status.
 (function () {
 	const settings = frappe.listview_settings["RQ Job"] || {};
 	const frappes_onload = settings.onload;
+	const frappes_get_indicator = settings.get_indicator;
+	settings.get_indicator = function (doc) {
+		if (doc.stuck) return [__("Stuck"), "red", "status,=,started"];
+		if (frappes_get_indicator) return frappes_get_indicator(doc);
+	};
 	settings.onload = function (listview) {
 		if (frappes_onload) frappes_onload(listview);
 		if (!has_common(frappe.user_roles, ["Administrator", "System Manager"])) return;
