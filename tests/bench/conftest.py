@@ -137,6 +137,15 @@ def scheduler_on(bench: Bench, site: Any) -> Iterator[Any]:
 
 
 @pytest.fixture
+def admin_password() -> str:
+    """Administrator's password, for the tests that log in to the Desk over HTTP."""
+    password = os.environ.get("FRAPPE_ADMIN_PASSWORD")
+    if not password:
+        pytest.skip("FRAPPE_ADMIN_PASSWORD is not set: the test logs in as Administrator")
+    return password
+
+
+@pytest.fixture
 def web(bench: Bench, tmp_path) -> Iterator[str]:
     """gunicorn serving the bench's sites on a loopback port, as supervisor runs it."""
     port = free_port()

@@ -135,12 +135,11 @@ def website_user(site: Any) -> tuple[str, str]:
     return email, password
 
 
-def test_only_a_system_manager_lists_rq_jobs_and_workers_through_reportview_get(bench, site, web):
+def test_only_a_system_manager_lists_rq_jobs_and_workers_through_reportview_get(
+    bench, site, web, admin_password
+):
     """frappe.desk.reportview.get reaches a virtual DocType's get_list / get_count for any
     logged-in user; a Website User must see no job, its arguments or its traceback."""
-    admin_password = os.environ.get("FRAPPE_ADMIN_PASSWORD")
-    if not admin_password:
-        pytest.skip("FRAPPE_ADMIN_PASSWORD is not set: the test logs in as Administrator too")
     secret = label()
     failed = ended(site, "celery_example.tasks.fail_after_write", label=secret)
     email, password = website_user(site)
@@ -232,11 +231,8 @@ def test_a_list_call_returns_at_most_the_desks_largest_page(bench, site):
 
 
 def test_retry_from_the_form_and_the_list_runs_failed_jobs_again_for_a_system_manager_only(
-    bench, site, web
+    bench, site, web, admin_password
 ):
-    admin_password = os.environ.get("FRAPPE_ADMIN_PASSWORD")
-    if not admin_password:
-        pytest.skip("FRAPPE_ADMIN_PASSWORD is not set: the test logs in as Administrator")
     failed = [ended(site, "celery_example.tasks.fail_first_time", label=label()) for _ in range(3)]
     assert all(frappe_celery.get_job_status(job.id) == "failed" for job in failed)
     manager = logged_in(web, bench.site, "Administrator", admin_password)
@@ -271,13 +267,10 @@ def cached_form_meta(frappe: Any) -> Any:
 
 
 def test_a_form_meta_cached_while_the_bench_ran_rq_gets_the_scripts_and_the_cache_keeps_none(
-    bench, site, web
+    bench, site, web, admin_password
 ):
     """No `bench clear-cache` after `bench enable`: the scripts are added to the meta handed
     out, not to the one cached, so neither switching on nor back off needs the cache cleared."""
-    admin_password = os.environ.get("FRAPPE_ADMIN_PASSWORD")
-    if not admin_password:
-        pytest.skip("FRAPPE_ADMIN_PASSWORD is not set: the test logs in as Administrator")
     site.clear_cache(doctype="RQ Job")
     # A process of the bench on RQ (the switch off for it alone) loads the form: Frappe
     # builds the meta, without our scripts, and caches it for the whole site.

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import http.cookiejar
 import json
-import os
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -31,17 +30,19 @@ def post(opener: Any, url: str, data: dict[str, Any], host: str) -> Any:
         raise AssertionError(f"{url}: HTTP {error.code}: {error.read()[-3000:]!r}") from None
 
 
-def test_a_web_request_enqueues_onto_celery(bench, site, web):
-    password = os.environ.get("FRAPPE_ADMIN_PASSWORD")
-    if not password:
-        pytest.skip("FRAPPE_ADMIN_PASSWORD is not set: the web test logs in as Administrator")
+def test_a_web_request_enqueues_onto_celery(bench, site, web, admin_password):
     doc = site.get_doc({"doctype": "Celery Example Task", "title": f"web-{uuid.uuid4().hex[:8]}"})
     doc.insert()
     site.db.commit()
     opener = urllib.request.build_opener(
         urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
     )
-    post(opener, f"{web}/api/method/login", {"usr": "Administrator", "pwd": password}, bench.site)
+    post(
+        opener,
+        f"{web}/api/method/login",
+        {"usr": "Administrator", "pwd": admin_password},
+        bench.site,
+    )
     # The Desk's "run a document method" call: the controller calls frappe.enqueue_doc.
     reply = post(
         opener,
