@@ -351,10 +351,6 @@ RQ_JOB_DOCTYPE = "RQ Job"
 _SCRIPTS = Path(__file__).parent / "desk_js"
 
 
-# The first line of each script (desk_js/): how a form meta that already has them is told.
-_SCRIPT_MARK = "// frappe-celery (integrations/frappe/desk.py)"
-
-
 def install_form_meta(module: Any = None) -> bool:
     """After Frappe's own RQ Job form and list scripts, add ours (desk_js/), as an app's
     ``doctype_js`` hook adds to them, here for every site of the bench.
@@ -367,12 +363,14 @@ def install_form_meta(module: Any = None) -> bool:
     frappes_get_meta = module.get_meta
     if getattr(frappes_get_meta, _INSTALLED, False):
         return False
+    # How a meta that already has our form script is told: that script's first line.
+    form_script_mark = (_SCRIPTS / "rq_job.js").read_text(encoding="utf-8").split("\n", 1)[0]
 
     @functools.wraps(frappes_get_meta)
     def get_meta(doctype: str, *args: Any, **kwargs: Any) -> Any:
         meta = frappes_get_meta(doctype, *args, **kwargs)
         # Frappe 16 hands out the very object its in-process cache keeps: add once.
-        if doctype == RQ_JOB_DOCTYPE and _SCRIPT_MARK not in (meta.get("__js") or ""):
+        if doctype == RQ_JOB_DOCTYPE and form_script_mark not in (meta.get("__js") or ""):
             meta._add_code(str(_SCRIPTS / "rq_job.js"), "__js")
             meta._add_code(str(_SCRIPTS / "rq_job_list.js"), "__list_js")
         return meta
